@@ -1,0 +1,31 @@
+"""dataprune: dynamic data pruning for PyTorch training loops.
+
+Three lines in a loop::
+
+    pruner = dataprune.Pruner(len(train_set), method="epsilon-greedy", prune=0.5, epochs=E)
+    loader = DataLoader(dataprune.IndexedDataset(train_set), batch_size=B,
+                        sampler=pruner.sampler())
+    for epoch in range(E):
+        pruner.set_epoch(epoch)
+        for idx, (x, y) in loader:
+            loss = pruner.record(idx, F.cross_entropy(model(x), y, reduction="none"))
+            ...
+"""
+
+from .policies import POLICIES, Policy, Selection, SelectionContext
+from .pruner import METHODS, Pruner
+from .sampler import IndexedDataset, PrunedSampler
+from .stats import SampleStats
+
+__all__ = [
+    "METHODS",
+    "POLICIES",
+    "IndexedDataset",
+    "Policy",
+    "PrunedSampler",
+    "Pruner",
+    "SampleStats",
+    "Selection",
+    "SelectionContext",
+]
+__version__ = "0.1.0"

@@ -1,0 +1,321 @@
+"""The Pruner: decides each epoch's subset and learns from the losses the loop already computes."""
+
+from __future__ import annotations
+
+import math
+import time
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from ._validation import check_choice, check_float, check_int
+from .distributed import gather_batch, world
+from .policies import POLICIES, SelectionContext, StaticScore
+from .sampler import PrunedSampler
+from .selection import make_generator
+from .stats import SampleStats
+
+METHODS: tuple[str, ...] = tuple(POLICIES)
+
+_STATE_FORMAT = 1
+_CONFIG_KEYS = ("num_samples", "method", "prune", "epochs", "every", "warmup_epochs")
+
+
+class Pruner:
+    """Dynamic data pruning for any PyTorch training loop.
+
+    Args:
+        num_samples: size N of the training set.
+        method: one of ``dataprune.METHODS``.
+        prune: fraction of the dataset left out of each pruned epoch, ``0 <= prune < 1``. The
+            per-epoch budget is ``k = round((1 - prune) * N)``.
+        epochs: the number of epochs the run will train.
+        seed: seeds every random choice; selection at epoch e depends only on the seed, e and
+            the statistics, so identical ranks and resumed runs choose identically.
+        every: re-select every ``every`` pruned epochs (reuse the subset in between).
+        warmup_epochs: full-data epochs at the start.
+        anneal_epochs: full-data epochs at the end. Default 0, or ``round(0.125 * epochs)`` for
+            ``infobatch``.
+        rescale: weight each kept sample's loss by ``1 / P(kept)``. Default False, True for
+            ``infobatch``.
+        alpha: EMA step size of the loss statistics (``mean += alpha * (loss - mean)``).
+            Default 0.8, or 1.0 (latest loss) for ``infobatch``.
+        device: where the statistics live; they move to the losses' device on ``record``.
+        **options: method options, e.g. ``epsilon`` for ``epsilon-greedy``, ``c`` and ``bonus``
+            for ``ucb``, ``scores`` for ``static-score``.
+    """
+
+    def __init__(
+        self,
+        num_samples: int,
+        method: str = "epsilon-greedy",
+        prune: float = 0.3,
+        epochs: int = 1,
+        seed: int = 0,
+        *,
+        every: int = 1,
+        warmup_epochs: int = 0,
+        anneal_epochs: int | None = None,
+        rescale: bool | None = None,
+        alpha: float | None = None,
+        device: torch.device | str = "cpu",
+        **options: Any,
+    ):
+        self.num_samples = check_int("num_samples", num_samples, low=1)
+        self.method = check_choice("method", method, METHODS)
+        self.prune = check_float("prune", prune, low=0.0, high=1.0, high_open=True)
+        self.epochs = check_int("epochs", epochs, low=1)
+        self.seed = check_int("seed", seed)
+        self.every = check_int("every", every, low=1)
+        self.warmup_epochs = check_int("warmup_epochs", warmup_epochs, low=0, high=epochs)
+        is_infobatch = method == "infobatch"
+        if anneal_epochs is None:
+            anneal_epochs = round(0.125 * epochs) if is_infobatch else 0
+        self.anneal_epochs = check_int(
+            "anneal_epochs", anneal_epochs, low=0, high=epochs - self.warmup_epochs
+        )
+        self.rescale = is_infobatch if rescale is None else bool(rescale)
+        alpha = (1.0 if is_infobatch else 0.8) if alpha is None else alpha
+        self.alpha = check_float("alpha", alpha, low=0.0, high=1.0, low_open=True)
+        self.k = max(1, round((1 - self.prune) * num_samples))
+
+        self.policy = POLICIES[method](**options)
+        if isinstance(self.policy, StaticScore):
+            self.policy.check_length(num_samples)
+        self.stats = SampleStats(num_samples, self.alpha, device)
+        self.selected_count = torch.zeros(num_samples, dtype=torch.int32, device=device)
+        self._weights: Tensor | None = None  # per-sample loss weights while rescaling
+        self._subset: Tensor | None = None  # the pruned subset (None: all samples)
+        self._round: int | None = None
+        self.epoch: int | None = None
+        self._validated_epoch: int | None = None
+        self.samples_used = 0
+        self.selection_seconds = 0.0
+        self.record_seconds = 0.0
+        self.record_calls = 0
+        self._nonfinite = torch.zeros((), dtype=torch.int64, device=device)
+        self.churn: list[dict[str, int]] = []  # samples entering/leaving at each re-selection
+
+    # ----------------------------------------------------------------- schedule
+    def is_pruned_epoch(self, epoch: int) -> bool:
+        """Whether ``epoch`` trains on a subset (not warm-up, anneal, ``full`` or ``prune=0``)."""
+        return (
+            self.method != "full"
+            and self.k < self.num_samples
+            and self.warmup_epochs <= epoch < self.epochs - self.anneal_epochs
+        )
+
+    def epoch_size(self, epoch: int) -> int:
+        """Number of samples trained on in ``epoch`` (over all ranks)."""
+        return self.k if self.is_pruned_epoch(epoch) else self.num_samples
+
+    def total_steps(self, batch_size: int, drop_last: bool = False) -> int:
+        """Optimizer steps of the whole run on one rank, to size LR schedules ahead."""
+        check_int("batch_size", batch_size, low=1)
+        _, world_size = world()
+        steps = 0
+        for epoch in range(self.epochs):
+            n = self.epoch_size(epoch)
+            per_rank = n // world_size if drop_last else math.ceil(n / world_size)
+            steps += per_rank // batch_size if drop_last else math.ceil(per_rank / batch_size)
+        return steps
+
+    # ---------------------------------------------------------------- selection
+    def set_epoch(self, epoch: int) -> None:
+        """Decide the subset for ``epoch``. Calling it again for the same epoch changes nothing."""
+        check_int("epoch", epoch, low=0, high=self.epochs - 1)
+        if epoch == self.epoch:
+            return
+        self.epoch = epoch
+        start = time.perf_counter()
+        if not self.is_pruned_epoch(epoch):
+            self._use_subset(None, None)
+        else:
+            rnd = (epoch - self.warmup_epochs) // self.every if self.policy.reselects else 0
+            if rnd != self._round or self._subset is None:
+                ctx = SelectionContext(
+                    stats=self.stats,
+                    k=self.k,
+                    round=rnd,
+                    generator=make_generator(self.stats.device, self.seed, rnd),
+                    seed=self.seed,
+                )
+                selection = self.policy.select(ctx)
+                self._round = rnd
+                self._use_subset(selection.indices, selection.weights)
+        self.selected_count[self.indices()] += 1
+        self.samples_used += self.epoch_size(epoch)
+        self.selection_seconds += time.perf_counter() - start
+
+    def _use_subset(self, indices: Tensor | None, weights: Tensor | None) -> None:
+        if indices is not None and self._subset is not None:
+            kept = torch.zeros(self.num_samples, dtype=torch.bool, device=self.stats.device)
+            kept[self._subset] = True
+            stayed = int(kept[indices].sum())
+            self.churn.append(
+                {
+                    "epoch": self.epoch,
+                    "entered": indices.numel() - stayed,
+                    "left": self._subset.numel() - stayed,
+                }
+            )
+        self._subset = indices
+        if not self.rescale:
+            return
+        if self._weights is None:
+            self._weights = torch.ones(self.num_samples, device=self.stats.device)
+        self._weights.fill_(1.0)
+        if indices is not None and weights is not None:
+            self._weights[indices] = weights.to(self._weights.dtype)
+
+    def indices(self) -> Tensor:
+        """This epoch's subset as a sorted LongTensor on the statistics' device."""
+        if self.epoch is None:
+            raise RuntimeError("no subset yet: call pruner.set_epoch(epoch) first")
+        if self._subset is None:
+            return torch.arange(self.num_samples, device=self.stats.device)
+        return self._subset
+
+    def sampler(self, shuffle: bool = True, drop_last: bool = False) -> PrunedSampler:
+        """A ``torch.utils.data.Sampler`` over the current subset (this rank's equal share)."""
+        return PrunedSampler(self, shuffle=shuffle, drop_last=drop_last)
+
+    # ------------------------------------------------------------------- record
+    def record(self, indices: Tensor, losses: Tensor) -> Tensor:
+        """Store per-sample losses; return their (weighted) mean, ready for ``.backward()``.
+
+        ``losses`` must hold one loss per sample (``reduction='none'``). NaN and inf losses are
+        left out of the statistics and of the mean. Under torch.distributed every rank gathers
+        all ranks' indices (int64) and losses (float32), so statistics stay identical. A sample
+        repeated within one call is updated once, with the mean of its finite losses.
+        """
+        start = time.perf_counter()
+        indices = self._check_batch(indices, losses)
+        if losses.device != self.stats.device:
+            self._to(losses.device)
+            indices = indices.to(losses.device, non_blocking=True)
+        all_indices, all_losses = gather_batch(indices, losses)
+        self.stats.update(all_indices, all_losses)
+
+        finite = torch.isfinite(losses)
+        self._nonfinite += (~finite).sum()
+        safe = torch.where(finite, losses, torch.zeros_like(losses))
+        if self._weights is not None:
+            safe = safe * self._weights.index_select(0, indices).to(safe.dtype)
+        result = safe.sum() / finite.sum().clamp_min(1)
+        self.record_calls += 1
+        self.record_seconds += time.perf_counter() - start
+        return result
+
+    def _check_batch(self, indices: Tensor, losses: Tensor) -> Tensor:
+        if not isinstance(losses, Tensor) or not losses.is_floating_point():
+            raise TypeError(f"losses must be a floating-point tensor, got {_describe(losses)}")
+        if losses.dim() == 0:
+            raise ValueError(
+                "losses is a scalar, but record() needs one loss per sample: compute the loss "
+                "with reduction='none', e.g. F.cross_entropy(logits, y, reduction='none')"
+            )
+        if not isinstance(indices, Tensor) or indices.dtype not in (torch.int64, torch.int32):
+            raise TypeError(
+                f"indices must be an int64 (or int32) tensor of dataset indices, got "
+                f"{_describe(indices)}"
+            )
+        if losses.dim() != 1 or indices.shape != losses.shape:
+            raise ValueError(
+                f"losses must have shape (batch,) matching indices; got losses "
+                f"{tuple(losses.shape)} and indices {tuple(indices.shape)}"
+            )
+        indices = indices.long()
+        # Value checks need a host sync: always on the CPU, once an epoch on an accelerator.
+        if indices.device.type == "cpu" or self._validated_epoch != self.epoch:
+            self._validated_epoch = self.epoch
+            if indices.numel() and (
+                int(indices.min()) < 0 or int(indices.max()) >= self.num_samples
+            ):
+                raise IndexError(
+                    f"indices must lie in [0, num_samples={self.num_samples}); got values in "
+                    f"[{int(indices.min())}, {int(indices.max())}]"
+                )
+        return indices
+
+    def _to(self, device: torch.device) -> None:
+        self.stats.to(device)
+        self.selected_count = self.selected_count.to(device)
+        self._nonfinite = self._nonfinite.to(device)
+        if self._weights is not None:
+            self._weights = self._weights.to(device)
+        if self._subset is not None:
+            self._subset = self._subset.to(device)
+
+    # ----------------------------------------------------------------- reports
+    def summary(self) -> dict[str, Any]:
+        """Samples used so far, realised fraction pruned, and time spent in the machinery."""
+        epochs_done = 0 if self.epoch is None else self.epoch + 1
+        full = self.num_samples * epochs_done
+        return {
+            "method": self.method,
+            "epochs_started": epochs_done,
+            "samples_used": self.samples_used,
+            "fraction_pruned": 1 - self.samples_used / full if full else 0.0,
+            "selection_seconds": self.selection_seconds,
+            "record_seconds": self.record_seconds,
+            "record_calls": self.record_calls,
+            "nonfinite_losses_skipped": int(self._nonfinite),
+        }
+
+    # ------------------------------------------------------------------- state
+    def state_dict(self) -> dict[str, Any]:
+        """Statistics, subset, counters and configuration; loadable with ``weights_only=True``.
+
+        Random choices are counter-based (seeded from ``seed`` and the round), so no RNG state
+        is needed: a resumed run selects exactly what an uninterrupted one would have.
+        """
+        return {
+            "format": _STATE_FORMAT,
+            **{key: getattr(self, key) for key in _CONFIG_KEYS},
+            "anneal_epochs": self.anneal_epochs,
+            "seed": self.seed,
+            "stats": self.stats.table.cpu(),
+            "selected_count": self.selected_count.cpu(),
+            "weights": None if self._weights is None else self._weights.cpu(),
+            "subset": None if self._subset is None else self._subset.cpu(),
+            "round": self._round,
+            "epoch": self.epoch,
+            "samples_used": self.samples_used,
+            "selection_seconds": self.selection_seconds,
+            "record_seconds": self.record_seconds,
+            "record_calls": self.record_calls,
+            "nonfinite": int(self._nonfinite),
+            "churn": list(self.churn),
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore a state saved by ``state_dict`` from a pruner of the same configuration."""
+        if state.get("format") != _STATE_FORMAT:
+            raise ValueError(f"unsupported pruner state format {state.get('format')!r}")
+        for key in _CONFIG_KEYS:
+            if state[key] != getattr(self, key):
+                raise ValueError(
+                    f"state dict was saved with {key}={state[key]!r}, but this pruner has "
+                    f"{key}={getattr(self, key)!r}; build the Pruner with the same settings"
+                )
+        device = self.stats.device
+        self.stats.table = state["stats"].to(device)
+        self.selected_count = state["selected_count"].to(device)
+        self._weights = None if state["weights"] is None else state["weights"].to(device)
+        self._subset = None if state["subset"] is None else state["subset"].to(device)
+        self._round = state["round"]
+        self.epoch = state["epoch"]
+        self.samples_used = state["samples_used"]
+        self.selection_seconds = state["selection_seconds"]
+        self.record_seconds = state["record_seconds"]
+        self.record_calls = state["record_calls"]
+        self._nonfinite = torch.tensor(state["nonfinite"], device=device)
+        self.churn = list(state["churn"])
+
+
+def _describe(value: Any) -> str:
+    if isinstance(value, Tensor):
+        return f"a {value.dtype} tensor of shape {tuple(value.shape)}"
+    return f"{type(value).__name__}"
