@@ -1,4 +1,4 @@
-"""A DataLoader sampler over the pruner's current subset, following PyTorch's Sampler conventions."""
+"""A DataLoader sampler over the pruner's current subset, in PyTorch's Sampler conventions."""
 
 from __future__ import annotations
 
