@@ -39,6 +39,7 @@ def gather_batch(indices: Tensor, losses: Tensor) -> tuple[Tensor, Tensor]:
     if not is_distributed() or dist.get_world_size() == 1:
         return indices, losses
     device = _comm_device(indices)
+    out_index_device, out_loss_device = indices.device, losses.device
     indices = indices.to(device=device, dtype=torch.int64)
     losses = losses.detach().to(device=device, dtype=torch.float32)
     size = torch.tensor([indices.numel()], device=device)
@@ -53,7 +54,7 @@ def gather_batch(indices: Tensor, losses: Tensor) -> tuple[Tensor, Tensor]:
     all_loss = [torch.empty_like(losses) for _ in sizes]
     dist.all_gather(all_idx, indices)
     dist.all_gather(all_loss, losses)
-    return torch.cat(all_idx), torch.cat(all_loss)
+    return torch.cat(all_idx).to(out_index_device), torch.cat(all_loss).to(out_loss_device)
 
 
 def all_reduce_sum(tensor: Tensor) -> Tensor:

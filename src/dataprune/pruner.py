@@ -194,6 +194,7 @@ class Pruner:
         indices = self._check_batch(indices, losses)
         if losses.device != self.stats.device:
             self._to(losses.device)
+        if indices.device != losses.device:
             indices = indices.to(losses.device, non_blocking=True)
         all_indices, all_losses = gather_batch(indices, losses)
         self.stats.update(all_indices, all_losses)
@@ -301,10 +302,12 @@ class Pruner:
                     f"{key}={getattr(self, key)!r}; build the Pruner with the same settings"
                 )
         device = self.stats.device
-        self.stats.table = state["stats"].to(device)
-        self.selected_count = state["selected_count"].to(device)
-        self._weights = None if state["weights"] is None else state["weights"].to(device)
-        self._subset = None if state["subset"] is None else state["subset"].to(device)
+        # Copies, so that this pruner never shares storage with the state or its source.
+        self.stats.table = state["stats"].to(device, copy=True)
+        self.selected_count = state["selected_count"].to(device, copy=True)
+        weights, subset = state["weights"], state["subset"]
+        self._weights = None if weights is None else weights.to(device, copy=True)
+        self._subset = None if subset is None else subset.to(device, copy=True)
         self._round = state["round"]
         self.epoch = state["epoch"]
         self.samples_used = state["samples_used"]

@@ -43,6 +43,8 @@ def merge_duplicates(indices: Tensor, losses: Tensor) -> tuple[Tensor, Tensor, T
     end = torch.searchsorted(sorted_idx, sorted_idx, right=True)
     count = counts[end] - counts[start]
     mean = ((sums[end] - sums[start]) / count.clamp_min(1)).float()
+    # A lone sample keeps its loss bit for bit (the cumsum difference can round it).
+    mean = torch.where((end - start == 1) & finite, sorted_loss, mean)
     return sorted_idx, mean, count
 
 

@@ -491,7 +491,8 @@ def _unpickle(path: Path) -> dict:
 
 
 def _read_cifar_batch(path: Path, label_key: bytes, num_classes: int) -> tuple[np.ndarray, ...]:
-    d = _unpickle(path)
+    # Original (Python 2) files have bytes keys; files re-pickled by Python 3 have str keys.
+    d = {k.encode() if isinstance(k, str) else k: v for k, v in _unpickle(path).items()}
     if b"data" not in d or label_key not in d:
         keys = ", ".join(repr(k) for k in d)
         raise DatasetError(f"{path}: missing b'data' or {label_key!r} (keys: {keys})")

@@ -63,10 +63,14 @@ def _conv_bn_relu(cin: int, cout: int) -> list[nn.Module]:
 class SmallCNN(nn.Module):
     """A small conv net: three conv3x3-BN-ReLU blocks (max-pool after the first two), global
     average pooling and a linear classifier. Works for any input size >= 4 (8x8 digits, 28x28,
-    32x32)."""
+    32x32).
+
+    The default widths (16, 32, 64) keep one Fashion-MNIST epoch (60k images, batch 256) at
+    about 12 s on 2 CPU cores; (32, 64, 128) is ~4x the compute (~33 s there).
+    """
 
     def __init__(
-        self, in_channels: int, num_classes: int, widths: tuple[int, int, int] = (32, 64, 128)
+        self, in_channels: int, num_classes: int, widths: tuple[int, int, int] = (16, 32, 64)
     ):
         super().__init__()
         w1, w2, w3 = widths

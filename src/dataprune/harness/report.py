@@ -1,0 +1,208 @@
+"""Tables, JSON, CSV and plots of a comparison. Runs of the same method and prune rate with
+different seeds are aggregated as mean and standard deviation."""
+
+from __future__ import annotations
+
+import csv
+import math
+import statistics
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from .runner import write_json
+from .trainer import RunResult
+
+
+@dataclass
+class Row:
+    """One (method, prune) line of the comparison, over its seeds."""
+
+    method: str
+    prune: float
+    runs: list[RunResult]
+
+    def _mean_std(self, values: Sequence[float]) -> tuple[float, float]:
+        values = list(values)
+        return statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else 0.0
+
+    @property
+    def final_accuracy(self) -> tuple[float, float]:
+        return self._mean_std(r.final_accuracy for r in self.runs)
+
+    @property
+    def best_accuracy(self) -> tuple[float, float]:
+        return self._mean_std(r.best_accuracy for r in self.runs)
+
+    @property
+    def wall_seconds(self) -> tuple[float, float]:
+        return self._mean_std(r.wall_seconds for r in self.runs)
+
+    @property
+    def scoring_seconds(self) -> float:
+        return statistics.fmean(r.scoring_seconds for r in self.runs)
+
+    @property
+    def samples_used(self) -> float:
+        return statistics.fmean(r.samples_used for r in self.runs)
+
+    @property
+    def scores_source(self) -> str:
+        return ", ".join(sorted({r.scores_source for r in self.runs if r.scores_source}))
+
+    def time_to(self, target: float) -> float | None:
+        """Mean time to reach ``target`` over seeds; None if any seed never reached it."""
+        times = [r.time_to_accuracy(target) for r in self.runs]
+        if any(t is None for t in times):
+            return None
+        return statistics.fmean(times)
+
+
+def group(results: Sequence[RunResult]) -> list[Row]:
+    rows: dict[tuple[str, float], Row] = {}
+    for result in results:
+        key = (result.config.method, result.config.prune)
+        rows.setdefault(key, Row(key[0], key[1], [])).runs.append(result)
+    return list(rows.values())
+
+
+def default_target(rows: Sequence[Row], points: float = 1.0) -> float | None:
+    """Full data's mean final accuracy minus ``points`` percentage points."""
+    full = [row for row in rows if row.method == "full"]
+    return full[0].final_accuracy[0] - points / 100 if full else None
+
+
+def _pct(value: tuple[float, float]) -> str:
+    mean, std = value
+    return f"{100 * mean:.2f} ± {100 * std:.2f}" if std else f"{100 * mean:.2f}"
+
+
+def _secs(value: float | None) -> str:
+    return "never" if value is None else f"{value:.1f}"
+
+
+def records(rows: Sequence[Row], target: float | None) -> list[dict[str, object]]:
+    """One flat dict per row: the content of the table, CSV and JSON summary."""
+    full = [row for row in rows if row.method == "full"]
+    full_wall = full[0].wall_seconds[0] if full else None
+    out = []
+    for row in rows:
+        wall = row.wall_seconds[0]
+        out.append(
+            {
+                "method": row.method,
+                "prune": row.prune,
+                "seeds": len(row.runs),
+                "final_accuracy": row.final_accuracy[0],
+                "final_accuracy_std": row.final_accuracy[1],
+                "best_accuracy": row.best_accuracy[0],
+                "wall_seconds": wall,
+                "wall_seconds_std": row.wall_seconds[1],
+                "scoring_seconds": row.scoring_seconds,
+                "speedup_over_full": full_wall / wall if full_wall and wall else None,
+                "target_accuracy": target,
+                "time_to_target": None if target is None else row.time_to(target),
+                "samples_used": row.samples_used,
+                "scores_source": row.scores_source,
+            }
+        )
+    return out
+
+
+def markdown_table(rows: Sequence[Row], target: float | None) -> str:
+    """The comparison as a markdown table; wall time counts scoring, selection and evaluation."""
+    target_label = "n/a" if target is None else f"{100 * target:.2f}%"
+    header = (
+        "| method | prune | final acc % | best acc % | wall s | scoring s | speed-up | "
+        f"time to {target_label} s | samples used |"
+    )
+    lines = [header, "|" + "---|" * 9]
+    for row, rec in zip(rows, records(rows, target), strict=True):
+        scoring = f"{rec['scoring_seconds']:.1f}" if rec["scoring_seconds"] else "0"
+        if row.scores_source and row.scores_source != "computed":
+            scoring += " (loaded)"
+        speedup = rec["speedup_over_full"]
+        lines.append(
+            f"| {row.method} | {row.prune:g} | {_pct(row.final_accuracy)} | "
+            f"{_pct(row.best_accuracy)} | {row.wall_seconds[0]:.1f} | {scoring} | "
+            f"{'-' if speedup is None else f'{speedup:.2f}x'} | "
+            f"{'-' if target is None else _secs(rec['time_to_target'])} | "
+            f"{row.samples_used:,.0f} |"
+        )
+    return "\n".join(lines)
+
+
+def write_reports(results: Sequence[RunResult], out: Path, target: float | None = None) -> str:
+    """Write ``results.json``, ``results.csv`` and the PNG plots into ``out``; return the table."""
+    rows = group(results)
+    if target is None:
+        target = default_target(rows)
+    table = markdown_table(rows, target)
+    out.mkdir(parents=True, exist_ok=True)
+    summary = records(rows, target)
+    write_json(out / "results.json", {"summary": summary, "runs": [r.to_dict() for r in results]})
+    with open(out / "results.csv", "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(summary[0]))
+        writer.writeheader()
+        writer.writerows(summary)
+    (out / "results.md").write_text(table + "\n")
+    plot_accuracy_vs_time(results, out / "accuracy_vs_time.png")
+    plot_accuracy_vs_prune(rows, out / "accuracy_vs_prune.png")
+    return table
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def plot_accuracy_vs_time(results: Sequence[RunResult], path: Path) -> None:
+    """Test accuracy against cumulative wall time (scoring counted), one line per run."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for result in results:
+        if not result.epochs:
+            continue
+        c = result.config
+        times = [result.scoring_seconds] + [e.wall_seconds for e in result.epochs]
+        accs = [math.nan] + [100 * e.test_accuracy for e in result.epochs]
+        label = c.method if c.method == "full" else f"{c.method} p={c.prune:g}"
+        ax.plot(times, accs, marker=".", label=f"{label} s{c.seed}")
+    ax.set_xlabel("wall-clock seconds (scoring, selection, training and evaluation)")
+    ax.set_ylabel("test accuracy %")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=6, ncol=2)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def plot_accuracy_vs_prune(rows: Sequence[Row], path: Path) -> None:
+    """Final accuracy (mean ± std over seeds) against prune rate, one line per method."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    methods = sorted({row.method for row in rows} - {"full"})
+    for method in methods:
+        points = sorted((r.prune, *r.final_accuracy) for r in rows if r.method == method)
+        ax.errorbar(
+            [p for p, _, _ in points],
+            [100 * m for _, m, _ in points],
+            yerr=[100 * s for _, _, s in points],
+            marker="o",
+            capsize=3,
+            label=method,
+        )
+    for row in rows:
+        if row.method == "full":
+            ax.axhline(100 * row.final_accuracy[0], color="black", ls="--", label="full")
+    ax.set_xlabel("prune rate (fraction left out per pruned epoch)")
+    ax.set_ylabel("final test accuracy %")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)

@@ -1,0 +1,125 @@
+"""Run one configuration, or a grid of them, with finished runs skipped on a rerun."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import re
+from collections.abc import Sequence
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from .datasets import ImageData, load_dataset
+from .models import build_model
+from .trainer import SCORER_METHODS, RunConfig, RunResult, is_main_process, setup_device, train
+
+RESULT = "result.json"
+
+
+def run(config: RunConfig, data: ImageData | None = None) -> RunResult:
+    """Train one configuration: static scorers score first (and are charged), others train."""
+    config.validate()
+    if data is None:
+        data = load_dataset(
+            config.dataset,
+            config.data_dir,
+            train_limit=config.train_limit,
+            test_limit=config.test_limit,
+        )
+    if config.method in SCORER_METHODS:
+        from .scorers import run_static
+
+        result, _ = run_static(config, data)
+    else:
+        result, _ = train(config, data)
+    if config.out and is_main_process():
+        write_json(Path(config.out) / RESULT, result.to_dict())
+    return result
+
+
+def run_name(config: RunConfig) -> str:
+    """Directory name of a run inside a grid: method, prune rate and seed."""
+    name = f"{config.method}-p{config.prune:g}-s{config.seed}"
+    return re.sub(r"[^A-Za-z0-9_.-]", "_", name)
+
+
+def grid(base: RunConfig, methods: Sequence[str], prunes: Sequence[float], seeds: Sequence[int]):
+    """The configurations of a comparison; ``full`` runs once per seed (prune does not apply)."""
+    configs = []
+    for method in methods:
+        for prune in [0.0] if method == "full" else prunes:
+            for seed in seeds:
+                configs.append(dataclasses.replace(base, method=method, prune=prune, seed=seed))
+    return configs
+
+
+def run_grid(configs: Sequence[RunConfig], out: Path | None, progress: bool = True):
+    """Run every configuration (each in ``out/<run_name>``); reuse finished runs' results.
+
+    A finished run is one whose ``result.json`` holds the same configuration, so an interrupted
+    comparison continues where it stopped.
+    """
+    data_cache: dict[tuple, ImageData] = {}
+    results: list[RunResult] = []
+    iterator = configs
+    if progress and is_main_process():
+        from tqdm.auto import tqdm
+
+        iterator = tqdm(configs, desc="runs")
+    warmed = False
+    for config in iterator:
+        if out is not None:
+            config = dataclasses.replace(config, out=str(out / run_name(config)))
+            done = _finished(config)
+            if done is not None:
+                results.append(done)
+                continue
+        key = (config.dataset, config.data_dir, config.train_limit, config.test_limit)
+        if key not in data_cache:
+            data_cache[key] = load_dataset(
+                config.dataset,
+                config.data_dir,
+                train_limit=config.train_limit,
+                test_limit=config.test_limit,
+            ).to(setup_device(config.device))
+        if not warmed:
+            warm_up(config, data_cache[key])
+            warmed = True
+        results.append(run(config, data_cache[key]))
+    return results
+
+
+def _finished(config: RunConfig) -> RunResult | None:
+    path = Path(config.out) / RESULT
+    if not path.is_file():
+        return None
+    try:
+        result = RunResult.from_dict(json.loads(path.read_text()))
+    except (ValueError, KeyError, TypeError):
+        return None
+    return result if result.config.identity() == config.identity() else None
+
+
+def warm_up(config: RunConfig, data: ImageData) -> None:
+    """One untimed step, so the first timed run does not pay one-time start-up costs."""
+    device = data.device
+    torch.manual_seed(0)
+    model = build_model(config.model, data.in_channels, data.num_classes, data.image_size)
+    model = model.to(device)
+    for _ in range(2):
+        x, y = data.train_x[: config.batch_size], data.train_y[: config.batch_size]
+        F.cross_entropy(model(x), y).backward()
+    evaluate_batch = data.test_x[:1024]
+    with torch.no_grad():
+        model.eval()(evaluate_batch)
+
+
+def write_json(path: Path, payload: object) -> None:
+    """Atomic JSON write (temporary file, then rename)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(payload, indent=2))
+    os.replace(tmp, path)

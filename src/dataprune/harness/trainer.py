@@ -1,0 +1,456 @@
+"""The training harness: one run of one method, read top to bottom.
+
+Data lives on the training device as tensors; batches are index slices of it, augmented on the
+device. Every cost is timed per epoch (selection, training, evaluation, and the static scoring
+charged up front), and host syncs happen once an epoch, not once a step.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from .. import Pruner
+from .._validation import check_choice, check_float, check_int
+from ..distributed import all_reduce_sum, world
+from .datasets import DATASETS, ImageData, load_dataset
+from .models import MODELS, build_model
+
+SCHEDULES = ("onecycle", "cosine", "step")
+SCORER_METHODS = ("el2n", "grand", "forgetting")
+#: methods the harness runs: the core's, the static scorers, and full data with fewer epochs.
+RUN_METHODS = (
+    "full",
+    "full-matched",
+    "static-random",
+    *SCORER_METHODS,
+    "random",
+    "rs2",
+    "epsilon-greedy",
+    "ucb",
+    "infobatch",
+)
+CHECKPOINT = "checkpoint.pt"
+# Fields that may differ between a run and its resumption.
+_RESUME_FREE = ("resume", "out", "progress", "data_dir", "device", "scores_file")
+
+
+class RunError(RuntimeError):
+    """A problem the user can fix (bad flag, unusable checkpoint); shown as one line by the CLI."""
+
+
+@dataclass
+class RunConfig:
+    """Everything that defines one training run. Field names match the CLI flags."""
+
+    dataset: str = "digits"
+    model: str = "cnn"
+    method: str = "full"
+    prune: float = 0.0
+    epochs: int = 10
+    every: int = 1
+    warmup_epochs: int = 0
+    anneal_epochs: int | None = None
+    rescale: bool | None = None
+    alpha: float | None = None
+    epsilon: float = 0.1
+    ucb_c: float = 1.0
+    ucb_bonus: str = "std"
+    batch_size: int = 128
+    lr: float = 0.05
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    label_smoothing: float = 0.0
+    schedule: str = "onecycle"
+    seed: int = 0
+    device: str = "cpu"
+    compile: bool = False
+    train_limit: int | None = None
+    test_limit: int | None = None
+    data_dir: str | None = None
+    # static scorers
+    score_epochs: int = 5
+    score_runs: int = 2
+    class_balanced: bool = False
+    scores_file: str | None = None
+    # output
+    out: str | None = None
+    resume: bool = False
+    progress: bool = True
+
+    def validate(self) -> RunConfig:
+        check_choice("dataset", self.dataset, DATASETS)
+        check_choice("model", self.model, MODELS)
+        check_choice("method", self.method, RUN_METHODS)
+        check_float("prune", self.prune, low=0.0, high=1.0, high_open=True)
+        check_int("epochs", self.epochs, low=1)
+        check_int("batch_size", self.batch_size, low=1)
+        check_int("score_epochs", self.score_epochs, low=1)
+        check_int("score_runs", self.score_runs, low=1)
+        check_choice("schedule", self.schedule, SCHEDULES)
+        check_float("lr", self.lr, low=0.0, low_open=True)
+        check_float("label_smoothing", self.label_smoothing, low=0.0, high=1.0, high_open=True)
+        return self
+
+    @property
+    def train_epochs(self) -> int:
+        """Epochs actually trained: ``full-matched`` trains ``round((1 - prune) * epochs)``."""
+        if self.method == "full-matched":
+            return max(1, round((1 - self.prune) * self.epochs))
+        return self.epochs
+
+    def pruner_kwargs(self) -> dict[str, Any]:
+        """Arguments for :class:`dataprune.Pruner` (the core method and its options)."""
+        if self.method in ("full", "full-matched"):
+            method, prune = "full", 0.0
+        elif self.method in SCORER_METHODS:
+            method, prune = "static-score", self.prune
+        else:
+            method, prune = self.method, self.prune
+        options: dict[str, Any] = {}
+        if method == "epsilon-greedy":
+            options["epsilon"] = self.epsilon
+        if method == "ucb":
+            options.update(c=self.ucb_c, bonus=self.ucb_bonus)
+        return dict(
+            method=method,
+            prune=prune,
+            epochs=self.train_epochs,
+            seed=self.seed,
+            every=self.every,
+            warmup_epochs=self.warmup_epochs,
+            anneal_epochs=self.anneal_epochs,
+            rescale=self.rescale,
+            alpha=self.alpha,
+            **options,
+        )
+
+    def identity(self) -> dict[str, Any]:
+        """The fields a checkpoint must agree on to be resumed."""
+        return {k: v for k, v in dataclasses.asdict(self).items() if k not in _RESUME_FREE}
+
+
+@dataclass
+class EpochRecord:
+    epoch: int
+    samples: int
+    train_loss: float
+    test_accuracy: float
+    train_seconds: float
+    selection_seconds: float
+    eval_seconds: float
+    wall_seconds: float  # cumulative, scoring included
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+@dataclass
+class RunResult:
+    config: RunConfig
+    epochs: list[EpochRecord] = field(default_factory=list)
+    scoring_seconds: float = 0.0
+    scores_source: str = ""  # "computed", or the file the scores were loaded from
+    pruner_summary: dict[str, Any] = field(default_factory=dict)
+    device_name: str = ""
+
+    @property
+    def final_accuracy(self) -> float:
+        return self.epochs[-1].test_accuracy if self.epochs else float("nan")
+
+    @property
+    def best_accuracy(self) -> float:
+        return max((e.test_accuracy for e in self.epochs), default=float("nan"))
+
+    @property
+    def wall_seconds(self) -> float:
+        return self.epochs[-1].wall_seconds if self.epochs else self.scoring_seconds
+
+    @property
+    def samples_used(self) -> int:
+        return sum(e.samples for e in self.epochs)
+
+    def time_to_accuracy(self, target: float) -> float | None:
+        """Wall-clock seconds (every cost counted) at which test accuracy first reached target."""
+        for e in self.epochs:
+            if e.test_accuracy >= target:
+                return e.wall_seconds
+        return None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "config": dataclasses.asdict(self.config),
+            "final_accuracy": self.final_accuracy,
+            "best_accuracy": self.best_accuracy,
+            "wall_seconds": self.wall_seconds,
+            "scoring_seconds": self.scoring_seconds,
+            "scores_source": self.scores_source,
+            "samples_used": self.samples_used,
+            "device_name": self.device_name,
+            "pruner_summary": self.pruner_summary,
+            "epochs": [e.to_dict() for e in self.epochs],
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> RunResult:
+        return cls(
+            config=RunConfig(**data["config"]),
+            epochs=[EpochRecord(**e) for e in data["epochs"]],
+            scoring_seconds=data["scoring_seconds"],
+            scores_source=data.get("scores_source", ""),
+            pruner_summary=data.get("pruner_summary", {}),
+            device_name=data.get("device_name", ""),
+        )
+
+
+# --------------------------------------------------------------------------- environment
+def setup_device(requested: str) -> torch.device:
+    """The run's device; under torchrun, start the process group (nccl on CUDA, else gloo)."""
+    if requested not in ("cpu", "cuda") and not requested.startswith("cuda:"):
+        raise RunError(f"device={requested!r} is not known; choose one of: cpu, cuda")
+    if requested.startswith("cuda") and not torch.cuda.is_available():
+        raise RunError(f"device={requested!r} was asked for, but CUDA is not available here")
+    world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    if world_size > 1 and not dist.is_initialized():
+        dist.init_process_group("nccl" if requested.startswith("cuda") else "gloo")
+    if requested.startswith("cuda"):
+        local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+        device = torch.device("cuda", local_rank if world_size > 1 else torch.cuda.current_device())
+        torch.cuda.set_device(device)
+        return device
+    return torch.device("cpu")
+
+
+def is_main_process() -> bool:
+    return world()[0] == 0
+
+
+def device_name(device: torch.device) -> str:
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    return f"cpu ({torch.get_num_threads()} threads)"
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _make_schedule(
+    optimizer: torch.optim.Optimizer, config: RunConfig, total_steps: int
+) -> torch.optim.lr_scheduler.LRScheduler:
+    if config.schedule == "onecycle":
+        return torch.optim.lr_scheduler.OneCycleLR(
+            optimizer, max_lr=config.lr, total_steps=max(total_steps, 1), pct_start=0.25
+        )
+    if config.schedule == "cosine":
+        return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(total_steps, 1))
+    milestones = [int(total_steps * 0.5), int(total_steps * 0.75)]
+    return torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones=milestones, gamma=0.1)
+
+
+# ----------------------------------------------------------------------------- evaluation
+@torch.no_grad()
+def evaluate(model: nn.Module, data: ImageData, batch_size: int = 1024) -> float:
+    """Test accuracy in [0, 1]; sharded over ranks and summed under torch.distributed."""
+    rank, world_size = world()
+    model.eval()
+    correct = torch.zeros((), dtype=torch.int64, device=data.device)
+    indices = torch.arange(rank, data.num_test, world_size, device=data.device)
+    for batch in indices.split(batch_size):
+        x = data.test_x[batch]
+        with _autocast(data.device):
+            logits = model(_layout(x))
+        correct += (logits.argmax(1) == data.test_y[batch]).sum()
+    model.train()
+    return int(all_reduce_sum(correct)) / data.num_test
+
+
+def _autocast(device: torch.device):
+    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda")
+
+
+def _layout(x: Tensor) -> Tensor:
+    return x.contiguous(memory_format=torch.channels_last) if x.is_cuda else x
+
+
+# ------------------------------------------------------------------------------ training
+BatchHook = Callable[[Tensor, Tensor, Tensor], None]  # (indices, logits, labels)
+
+
+def train(
+    config: RunConfig,
+    data: ImageData | None = None,
+    *,
+    scores: Tensor | None = None,
+    scoring_seconds: float = 0.0,
+    scores_source: str = "",
+    on_batch: BatchHook | None = None,
+    evaluate_each_epoch: bool = True,
+) -> tuple[RunResult, nn.Module]:
+    """Train one run; returns its result and the trained model.
+
+    ``scores`` feeds the core's ``static-score`` method (the static scorers); their cost
+    ``scoring_seconds`` is charged to the run's wall clock from the start. ``on_batch`` sees
+    every training batch's indices, logits and labels (the forgetting scorer uses it).
+    Writes a checkpoint each epoch to ``config.out`` and resumes from it if ``config.resume``.
+    """
+    config.validate()
+    device = setup_device(config.device)
+    if data is None:
+        data = load_dataset(
+            config.dataset,
+            config.data_dir,
+            train_limit=config.train_limit,
+            test_limit=config.test_limit,
+        )
+    data = data.to(device)
+
+    torch.manual_seed(config.seed)
+    model = build_model(config.model, data.in_channels, data.num_classes, data.image_size)
+    model = model.to(device, memory_format=torch.channels_last if device.type == "cuda" else None)
+    _, world_size = world()
+    net: nn.Module = model
+    if world_size > 1:
+        net = nn.parallel.DistributedDataParallel(
+            model, device_ids=[device.index] if device.type == "cuda" else None
+        )
+    if config.compile:
+        net = torch.compile(net)
+
+    options: dict[str, Any] = {"scores": scores} if scores is not None else {}
+    pruner = Pruner(data.num_train, device=device, **config.pruner_kwargs(), **options)
+    sampler = pruner.sampler(shuffle=True)
+    optimizer = torch.optim.SGD(
+        model.parameters(),
+        lr=config.lr,
+        momentum=config.momentum,
+        weight_decay=config.weight_decay,
+        nesterov=True,
+    )
+    schedule = _make_schedule(optimizer, config, pruner.total_steps(config.batch_size))
+    result = RunResult(
+        config=config,
+        scoring_seconds=scoring_seconds,
+        scores_source=scores_source,
+        device_name=device_name(device),
+    )
+
+    out = Path(config.out) if config.out else None
+    start_epoch = 0
+    if config.resume:
+        start_epoch = _load_checkpoint(out, config, model, optimizer, schedule, pruner, result)
+
+    epochs = range(start_epoch, config.train_epochs)
+    if config.progress and is_main_process():
+        from tqdm.auto import tqdm
+
+        epochs = tqdm(epochs, desc=f"{config.method} p={config.prune:g}", leave=False)
+    accuracy = result.final_accuracy if result.epochs else float("nan")
+    for epoch in epochs:
+        _sync(device)
+        t_select = time.perf_counter()
+        sampler.set_epoch(epoch)
+        order = sampler.local_indices().to(device)
+        t_train = time.perf_counter()
+
+        augment_gen = torch.Generator().manual_seed(config.seed * 100_003 + epoch)
+        loss_sum = torch.zeros((), device=device)
+        for batch in order.split(config.batch_size):
+            x = data.augment_batch(data.train_x[batch], augment_gen)
+            y = data.train_y[batch]
+            with _autocast(device):
+                logits = net(_layout(x))
+            losses = F.cross_entropy(
+                logits.float(), y, reduction="none", label_smoothing=config.label_smoothing
+            )
+            loss = pruner.record(batch, losses)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            schedule.step()
+            loss_sum += loss.detach()
+            if on_batch is not None:
+                on_batch(batch, logits.detach(), y)
+        _sync(device)
+        t_eval = time.perf_counter()
+        if evaluate_each_epoch or epoch == config.train_epochs - 1:
+            accuracy = evaluate(net, data)
+        t_end = time.perf_counter()
+
+        previous = result.epochs[-1].wall_seconds if result.epochs else scoring_seconds
+        result.epochs.append(
+            EpochRecord(
+                epoch=epoch,
+                samples=pruner.epoch_size(epoch),
+                train_loss=float(loss_sum) / max(1, math.ceil(order.numel() / config.batch_size)),
+                test_accuracy=accuracy,
+                train_seconds=t_eval - t_train,
+                selection_seconds=t_train - t_select,
+                eval_seconds=t_end - t_eval,
+                wall_seconds=previous + (t_end - t_select),
+            )
+        )
+        result.pruner_summary = pruner.summary()
+        if out is not None:
+            _save_checkpoint(out, config, model, optimizer, schedule, pruner, result)
+    return result, model
+
+
+# ---------------------------------------------------------------------------- checkpoints
+def _save_checkpoint(out, config, model, optimizer, schedule, pruner, result) -> None:
+    """Atomic: write a temporary file, then rename it over the old checkpoint (rank 0 only)."""
+    if not is_main_process():
+        return
+    out.mkdir(parents=True, exist_ok=True)
+    state = {
+        "identity": config.identity(),
+        "model": model.state_dict(),
+        "optimizer": optimizer.state_dict(),
+        "schedule": schedule.state_dict(),
+        "pruner": pruner.state_dict(),
+        "cpu_rng": torch.get_rng_state(),
+        "result": result.to_dict(),
+    }
+    tmp = out / f".{CHECKPOINT}.tmp"
+    torch.save(state, tmp)
+    os.replace(tmp, out / CHECKPOINT)
+
+
+def _load_checkpoint(out, config, model, optimizer, schedule, pruner, result) -> int:
+    path = (out / CHECKPOINT) if out is not None else None
+    if path is None or not path.is_file():
+        raise RunError(f"--resume: no checkpoint at {path or '<no --out given>'}")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # a truncated or foreign file
+        raise RunError(f"--resume: cannot read checkpoint {path}: {exc}") from exc
+    saved, current = state["identity"], config.identity()
+    if saved != current:
+        diff = ", ".join(
+            f"{k}={saved.get(k)!r} (now {current.get(k)!r})"
+            for k in sorted(set(saved) | set(current))
+            if saved.get(k) != current.get(k)
+        )
+        raise RunError(f"--resume: checkpoint {path} is from a different configuration: {diff}")
+    model.load_state_dict(state["model"])
+    optimizer.load_state_dict(state["optimizer"])
+    schedule.load_state_dict(state["schedule"])
+    pruner.load_state_dict(state["pruner"])
+    torch.set_rng_state(state["cpu_rng"])
+    saved_result = RunResult.from_dict(state["result"])
+    result.epochs = saved_result.epochs
+    result.scoring_seconds = saved_result.scoring_seconds
+    result.pruner_summary = saved_result.pruner_summary
+    return result.epochs[-1].epoch + 1 if result.epochs else 0

@@ -1,0 +1,619 @@
+"""Core behaviour of the Pruner, its policies, statistics and sampler (CPU, fast)."""
+
+from __future__ import annotations
+
+import math
+import re
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch.utils.data import DataLoader, TensorDataset
+
+import dataprune as dp
+from dataprune import METHODS, IndexedDataset, Pruner, SampleStats, SelectionContext
+from dataprune.policies import InfoBatch
+from dataprune.selection import make_generator
+
+SCORED = {"static-score"}
+
+
+def options(method: str, n: int) -> dict:
+    """Options a method needs to be built at all (static-score needs one score per sample)."""
+    if method == "static-score":
+        return {"scores": torch.randperm(n, generator=torch.Generator().manual_seed(7)).float()}
+    return {}
+
+
+def make(method: str, n: int, prune: float, epochs: int, seed: int = 0, **kw) -> Pruner:
+    return Pruner(n, method, prune, epochs, seed, **{**options(method, n), **kw})
+
+
+def loss_of(indices: torch.Tensor, epoch: int) -> torch.Tensor:
+    """A deterministic, mostly distinct positive loss per (sample, epoch)."""
+    idx = indices.long()
+    return ((idx * 7919 + epoch * 104729 + 13) % 1009).float() / 97.0 + 0.01
+
+
+def run_epoch(pruner: Pruner, epoch: int, batch_size: int = 8) -> torch.Tensor:
+    """set_epoch, then record every batch of this epoch's sampler; returns the epoch's subset."""
+    pruner.set_epoch(epoch)
+    order = torch.tensor(list(pruner.sampler()), dtype=torch.long)
+    for batch in order.split(batch_size):
+        pruner.record(batch, loss_of(batch, epoch))
+    return pruner.indices().clone()
+
+
+# --------------------------------------------------------------------------- prune = 0
+@pytest.mark.parametrize("method", METHODS)
+def test_prune_zero_selects_every_sample(method):
+    n = 37
+    pruner = make(method, n, 0.0, 4)
+    for epoch in range(4):
+        run_epoch(pruner, epoch)
+        assert torch.equal(pruner.indices(), torch.arange(n))
+        assert len(pruner.sampler()) == n
+    assert pruner.summary()["samples_used"] == 4 * n
+    assert pruner.summary()["fraction_pruned"] == 0.0
+
+
+def _train_digits(method: str, epochs: int = 3) -> tuple[torch.Tensor, torch.Tensor, float]:
+    from sklearn.datasets import load_digits
+
+    digits = load_digits()
+    x = torch.tensor(digits.data, dtype=torch.float32) / 16.0
+    y = torch.tensor(digits.target, dtype=torch.long)
+    n = len(y)
+    torch.manual_seed(0)
+    model = torch.nn.Linear(64, 10)
+    opt = torch.optim.SGD(model.parameters(), lr=0.5)
+    pruner = make(method, n, 0.0, epochs)
+    loader = DataLoader(
+        IndexedDataset(TensorDataset(x, y)), batch_size=64, sampler=pruner.sampler()
+    )
+    last = math.nan
+    for epoch in range(epochs):
+        pruner.set_epoch(epoch)
+        for idx, (xb, yb) in loader:
+            loss = pruner.record(idx, F.cross_entropy(model(xb), yb, reduction="none"))
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            last = float(loss)
+    return model.weight.detach().clone(), model.bias.detach().clone(), last
+
+
+@pytest.fixture(scope="module")
+def full_digits_run():
+    return _train_digits("full")
+
+
+@pytest.mark.parametrize("method", [m for m in METHODS if m != "full"])
+def test_prune_zero_training_is_bit_identical_to_full(method, full_digits_run):
+    weight, bias, last_loss = _train_digits(method)
+    ref_weight, ref_bias, ref_last = full_digits_run
+    assert ref_last < 0.5  # the reference run actually learned something
+    assert torch.equal(weight, ref_weight)
+    assert torch.equal(bias, ref_bias)
+    assert last_loss == ref_last
+
+
+# ---------------------------------------------------------------------------- budget
+@pytest.mark.parametrize("method", METHODS)
+@pytest.mark.parametrize(
+    "n, prune", [(101, 0.3), (7, 0.5), (1000, 0.9), (999, 0.25), (2, 0.5), (11, 0.64)]
+)
+def test_budget_is_exact(method, n, prune):
+    pruner = make(method, n, prune, 4)
+    expected = n if method == "full" else round((1 - prune) * n)
+    for epoch in range(4):
+        subset = run_epoch(pruner, epoch)
+        assert subset.numel() == expected
+        assert subset.unique().numel() == expected
+        assert int(subset.min()) >= 0 and int(subset.max()) < n
+        assert torch.equal(subset, subset.sort().values)
+    assert pruner.summary()["samples_used"] == 4 * expected
+
+
+# -------------------------------------------------------------------- epsilon-greedy
+def test_epsilon_one_is_exactly_random():
+    n, prune, epochs = 200, 0.4, 6
+    greedy = Pruner(n, "epsilon-greedy", prune, epochs, seed=3, epsilon=1.0)
+    rand = Pruner(n, "random", prune, epochs, seed=3)
+    gen = torch.Generator().manual_seed(0)
+    for epoch in range(epochs):
+        greedy.set_epoch(epoch)
+        rand.set_epoch(epoch)
+        assert torch.equal(greedy.indices(), rand.indices())
+        idx = torch.randint(0, n, (150,), generator=gen)
+        greedy.record(idx, torch.rand(150, generator=gen) * 10)
+    assert bool(greedy.stats.seen.any())
+
+
+# ------------------------------------------------------------------------------- rs2
+@pytest.mark.parametrize("n, prune", [(12, 2 / 3), (20, 0.75), (10, 0.5)])
+def test_rs2_divisible_rounds_partition_the_dataset(n, prune):
+    k = round((1 - prune) * n)
+    assert n % k == 0
+    per_cycle = n // k
+    epochs = 3 * per_cycle
+    pruner = Pruner(n, "rs2", prune, epochs, seed=5)
+    subsets = [run_epoch(pruner, e) for e in range(epochs)]
+    for c in range(3):
+        cycle = torch.cat(subsets[c * per_cycle : (c + 1) * per_cycle])
+        assert torch.equal(cycle.sort().values, torch.arange(n))
+    assert not torch.equal(subsets[0], subsets[per_cycle])  # a fresh permutation per cycle
+
+
+@pytest.mark.parametrize("n, prune", [(10, 0.3), (11, 0.64), (13, 1 / 13), (9, 0.5)])
+def test_rs2_uses_each_sample_once_per_cycle(n, prune):
+    k = round((1 - prune) * n)
+    assert n % k != 0
+    epochs = 4 * n  # many cycles, every straddle offset
+    pruner = Pruner(n, "rs2", prune, epochs, seed=1)
+    counts = torch.zeros(n, dtype=torch.long)
+    for r in range(epochs):
+        subset = run_epoch(pruner, r)
+        assert subset.numel() == k and subset.unique().numel() == k  # no duplicate in a round
+        counts[subset] += 1
+        # positions 0 .. (r+1)k-1 hold floor((r+1)k/N) whole cycles and a partial one
+        whole, extra = divmod((r + 1) * k, n)
+        assert set((counts - whole).tolist()) <= {0, 1}
+        assert int((counts - whole).sum()) == extra
+
+
+# ------------------------------------------------------------- hand-computed policies
+# N=6, alpha=0.5. Epoch 0 records x, epoch 1 records y for samples 0..4; sample 5 unseen.
+X = [1.0, 2.0, 6.0, 5.0, 0.5]
+Y = [3.0, 2.0, 0.0, 5.0, 4.5]
+# d = y - x = [2, 0, -6, 0, 4]; mean = x + d/2; var = (1 - 1/2) * (0 + d^2/2) = d^2/4
+HAND_MEAN = [2.0, 2.0, 3.0, 5.0, 2.5, 0.0]
+HAND_VAR = [1.0, 0.0, 9.0, 0.0, 4.0, 0.0]
+
+
+def _hand_pruner(method: str, **kw) -> Pruner:
+    pruner = Pruner(6, method, 0.5, 3, seed=0, alpha=0.5, **kw)
+    assert pruner.k == 3
+    seen = torch.arange(5)
+    pruner.set_epoch(0)
+    pruner.record(seen, torch.tensor(X))
+    pruner.set_epoch(1)
+    pruner.record(seen, torch.tensor(Y))
+    assert pruner.stats.mean.tolist() == HAND_MEAN
+    assert pruner.stats.var.tolist() == HAND_VAR
+    assert pruner.stats.seen.tolist() == [True] * 5 + [False]
+    pruner.set_epoch(2)
+    return pruner
+
+
+@pytest.mark.parametrize(
+    "bonus, c, expected",
+    [
+        ("std", 0.0, [2, 3, 5]),  # mean: 5 > 3 > 2.5
+        ("std", 1.0, [2, 3, 5]),  # mean + std = [3, 2, 6, 5, 4.5]
+        ("std", 2.0, [2, 4, 5]),  # mean + 2 std = [4, 2, 9, 5, 6.5]
+        ("var", 1.0, [2, 4, 5]),  # mean + var = [3, 2, 12, 5, 6.5]
+        ("var", 0.25, [2, 3, 5]),  # mean + var/4 = [2.25, 2, 5.25, 5, 3.5]
+    ],
+)
+def test_ucb_matches_hand_computation(bonus, c, expected):
+    pruner = _hand_pruner("ucb", bonus=bonus, c=c)
+    assert pruner.indices().tolist() == expected
+
+
+def test_epsilon_greedy_matches_hand_computation():
+    pruner = _hand_pruner("epsilon-greedy", epsilon=0.0)
+    assert pruner.indices().tolist() == [2, 3, 5]  # unseen 5, then the two highest means
+
+    # epsilon=1/3 of k=3: greedy keeps unseen 5 and top-mean 3, one more drawn from {0, 1, 2, 4}
+    explored = set()
+    for seed in range(40):
+        pruner = Pruner(6, "epsilon-greedy", 0.5, 3, seed=seed, alpha=0.5, epsilon=1 / 3)
+        pruner.set_epoch(0)
+        pruner.record(torch.arange(5), torch.tensor(X))
+        pruner.set_epoch(1)
+        pruner.record(torch.arange(5), torch.tensor(Y))
+        pruner.set_epoch(2)
+        chosen = pruner.indices().tolist()
+        assert len(chosen) == 3 and {3, 5} <= set(chosen)
+        explored |= set(chosen) - {3, 5}
+    assert explored == {0, 1, 2, 4}
+
+
+def test_epsilon_greedy_rescale_weights_explored_samples():
+    pruner = _hand_pruner("epsilon-greedy", epsilon=1 / 3, rescale=True)
+    chosen = pruner.indices().tolist()
+    (explored,) = set(chosen) - {3, 5}
+    # greedy samples weigh 1, the explored one 1 / P = (N - n_greedy) / (k - n_greedy) = 4
+    out = pruner.record(torch.tensor([3, 5, explored]), torch.ones(3))
+    assert float(out) == pytest.approx((1 + 1 + 4) / 3)
+
+
+@pytest.mark.parametrize("method, kw", [("ucb", {}), ("epsilon-greedy", {"epsilon": 0.0})])
+def test_unseen_samples_are_chosen_first(method, kw):
+    n = 20
+    pruner = Pruner(n, method, 0.75, 3, **kw)
+    pruner.set_epoch(0)
+    pruner.record(torch.arange(15), torch.full((15,), 1e6))
+    pruner.set_epoch(1)
+    assert pruner.indices().tolist() == [15, 16, 17, 18, 19]
+
+
+# ---------------------------------------------------------------------- SampleStats
+def test_sample_stats_hand_computed_ema():
+    stats = SampleStats(4, alpha=0.5)
+    stats.update(torch.tensor([0, 1]), torch.tensor([2.0, 4.0]))
+    assert stats.table.tolist() == [[2, 0, 1], [4, 0, 1], [0, 0, 0], [0, 0, 0]]
+    stats.update(torch.tensor([0]), torch.tensor([4.0]))  # d=2: mean 3, var .5*(0+.5*4)=1
+    stats.update(torch.tensor([0]), torch.tensor([1.0]))  # d=-2: mean 2, var .5*(1+.5*4)=1.5
+    assert stats.table[0].tolist() == [2.0, 1.5, 3.0]
+    assert stats.seen.tolist() == [True, True, False, False]
+
+    stats = SampleStats(1, alpha=0.25)
+    mean, var = 0.0, 0.0
+    for i, x in enumerate([3.0, 7.0, -1.0, 2.5]):
+        stats.update(torch.tensor([0]), torch.tensor([x]))
+        if i == 0:
+            mean, var = x, 0.0
+        else:
+            d = x - mean
+            mean, var = mean + 0.25 * d, 0.75 * (var + 0.25 * d * d)
+    assert stats.mean.item() == pytest.approx(mean, rel=1e-6)
+    assert stats.var.item() == pytest.approx(var, rel=1e-6)
+
+
+def test_lone_loss_is_stored_exactly_next_to_large_ones():
+    stats = SampleStats(3, alpha=0.5)
+    losses = torch.tensor([1e8, 1e-8, 3.0])
+    stats.update(torch.arange(3), losses)
+    assert torch.equal(stats.mean, losses)
+
+
+def test_nonfinite_losses_leave_stats_untouched():
+    stats = SampleStats(4, alpha=0.5)
+    stats.update(torch.arange(4), torch.tensor([1.0, 2.0, 3.0, 4.0]))
+    before = stats.table.clone()
+    stats.update(
+        torch.tensor([0, 1, 2, 3]), torch.tensor([math.nan, math.inf, -math.inf, 6.0])
+    )
+    assert torch.equal(stats.table[:3], before[:3])
+    assert stats.table[3].tolist() == [5.0, 1.0, 2.0]  # d=2: mean 5, var .5*(0+.5*4)=1
+
+    pruner = Pruner(4, "ucb", 0.5, 2)
+    pruner.set_epoch(0)
+    out = pruner.record(torch.arange(4), torch.tensor([math.nan, 3.0, math.inf, 5.0]))
+    assert float(out) == 4.0  # mean of the finite losses only
+    assert pruner.stats.seen.tolist() == [False, True, False, True]
+    assert pruner.summary()["nonfinite_losses_skipped"] == 2
+    out = pruner.record(torch.tensor([0, 1]), torch.tensor([math.nan, math.nan]))
+    assert float(out) == 0.0 and not math.isnan(float(out))
+
+
+def test_duplicate_indices_apply_the_mean_once():
+    stats = SampleStats(5, alpha=0.5)
+    stats.update(torch.tensor([3, 3, 3, 4]), torch.tensor([1.0, 2.0, math.nan, 6.0]))
+    assert stats.table[3].tolist() == [1.5, 0.0, 1.0]
+    assert stats.table[4].tolist() == [6.0, 0.0, 1.0]
+    stats.update(torch.tensor([3, 3]), torch.tensor([4.0, 2.0]))  # mean 3: d=1.5
+    assert stats.table[3].tolist() == [2.25, 0.5625, 2.0]
+    stats.update(torch.tensor([4, 4]), torch.tensor([math.nan, math.inf]))
+    assert stats.table[4].tolist() == [6.0, 0.0, 1.0]
+
+
+def test_batch_order_does_not_change_the_table():
+    gen = torch.Generator().manual_seed(11)
+    indices = torch.randint(0, 50, (600,), generator=gen)
+    losses = torch.rand(600, generator=gen) * 5
+    losses[::37] = math.nan
+    warm = torch.rand(50, generator=gen)
+    tables = []
+    for perm_seed in range(3):
+        perm = torch.randperm(600, generator=torch.Generator().manual_seed(perm_seed))
+        stats = SampleStats(50, alpha=0.8)
+        stats.update(torch.arange(50)[::2], warm[::2])
+        stats.update(indices[perm], losses[perm])
+        tables.append(stats.table)
+    assert torch.equal(tables[0], tables[1]) and torch.equal(tables[0], tables[2])
+    assert int(tables[0][:, 2].max()) == 2  # repeated indices counted once per call
+
+
+# ------------------------------------------------------------------------- infobatch
+def test_infobatch_weights_are_unbiased_and_budget_exact():
+    n, prune = 200, 0.3
+    k = round((1 - prune) * n)
+    gen = torch.Generator().manual_seed(0)
+    losses = torch.rand(n, generator=gen) * 4 + 0.1
+    stats = SampleStats(n, alpha=1.0)
+    stats.update(torch.arange(n), losses)
+    policy = InfoBatch()
+    seeds = 3000
+    totals = torch.zeros(seeds, dtype=torch.float64)
+    per_sample = torch.zeros(n, dtype=torch.float64)
+    for seed in range(seeds):
+        ctx = SelectionContext(stats, k, 0, make_generator(torch.device("cpu"), seed), seed)
+        sel = policy.select(ctx)
+        assert sel.indices.numel() == k
+        totals[seed] = (sel.weights.double() * losses[sel.indices].double()).sum()
+        per_sample[sel.indices] += sel.weights.double()
+    low = losses < losses.mean()
+    assert int((~low).sum()) < k  # every high-loss sample is kept...
+    assert float(per_sample[~low].min()) == seeds  # ...with weight 1
+    assert float(totals.mean()) == pytest.approx(float(losses.double().sum()), rel=0.005)
+    # every sample's expected weight (P(kept) * 1/P(kept)) is 1
+    assert torch.allclose(per_sample / seeds, torch.ones(n, dtype=torch.float64), atol=0.15)
+
+
+def test_infobatch_first_epoch_starves_nobody():
+    n, prune, runs = 1000, 0.3, 100
+    k = round((1 - prune) * n)
+    counts = torch.zeros(n)
+    for seed in range(runs):
+        pruner = Pruner(n, "infobatch", prune, 8, seed=seed)
+        pruner.set_epoch(0)
+        assert pruner.indices().numel() == k
+        counts[pruner.indices()] += 1
+    assert float(counts.min()) > 40 and float(counts.max()) < 100  # Binomial(100, 0.7)
+    assert float(counts.mean()) == pytest.approx(70.0)
+
+
+def test_infobatch_defaults_anneal_rescale_alpha():
+    pruner = Pruner(64, "infobatch", 0.5, 16)
+    assert pruner.anneal_epochs == 2 and pruner.rescale and pruner.alpha == 1.0
+    sizes = [run_epoch(pruner, e).numel() for e in range(16)]
+    assert sizes == [32] * 14 + [64] * 2
+    assert Pruner(64, "infobatch", 0.5, 8).anneal_epochs == 1
+    assert Pruner(64, "infobatch", 0.5, 8, anneal_epochs=0).anneal_epochs == 0
+    assert Pruner(64, "random", 0.5, 16).anneal_epochs == 0
+
+
+# ---------------------------------------------------------------------------- rescale
+def test_rescale_random_weights_and_weighted_mean():
+    n = 100
+    pruner = Pruner(n, "random", 0.75, 3, rescale=True, anneal_epochs=1)
+    pruner.set_epoch(0)
+    subset = pruner.indices()
+    assert subset.numel() == 25
+    batch = subset[:10]
+    losses = torch.linspace(0.5, 5.0, 10)
+    out = pruner.record(batch, losses)
+    assert float(out) == pytest.approx(float((losses * 4.0).mean()), rel=1e-6)
+    pruner.set_epoch(2)  # annealed full epoch: weight 1 again
+    assert float(pruner.record(batch, losses)) == pytest.approx(float(losses.mean()), rel=1e-6)
+
+    plain = Pruner(n, "random", 0.75, 3)
+    plain.set_epoch(0)
+    assert float(plain.record(batch, losses)) == pytest.approx(float(losses.mean()), rel=1e-6)
+
+
+def test_record_result_is_differentiable():
+    pruner = Pruner(10, "random", 0.5, 2, rescale=True)
+    pruner.set_epoch(0)
+    batch = pruner.indices()
+    x = torch.ones(5, requires_grad=True)
+    pruner.record(batch, x * 3).backward()
+    assert torch.allclose(x.grad, torch.full((5,), 3 * 2 / 5))
+
+
+# ------------------------------------------------------------------ schedule and steps
+def test_every_warmup_and_anneal_schedule():
+    n, epochs = 100, 10
+    pruner = Pruner(n, "ucb", 0.5, epochs, every=3, warmup_epochs=1, anneal_epochs=2)
+    subsets = []
+    for epoch in range(epochs):
+        subsets.append(run_epoch(pruner, epoch))
+    full = torch.arange(n)
+    assert torch.equal(subsets[0], full)
+    assert torch.equal(subsets[8], full) and torch.equal(subsets[9], full)
+    for e in range(1, 8):
+        assert subsets[e].numel() == 50
+    assert torch.equal(subsets[1], subsets[2]) and torch.equal(subsets[1], subsets[3])
+    assert torch.equal(subsets[4], subsets[5]) and torch.equal(subsets[4], subsets[6])
+    assert not torch.equal(subsets[3], subsets[4])  # stats changed: re-selected
+    assert not torch.equal(subsets[6], subsets[7])
+    assert [pruner.is_pruned_epoch(e) for e in range(epochs)] == [False] + [True] * 7 + [
+        False
+    ] * 2
+    assert [c["epoch"] for c in pruner.churn] == [4, 7]
+
+
+@pytest.mark.parametrize("drop_last", [False, True])
+@pytest.mark.parametrize("method", ["random", "infobatch", "full"])
+def test_total_steps_matches_a_real_run(method, drop_last):
+    n, batch, epochs = 103, 8, 6
+    pruner = Pruner(n, method, 0.37, epochs, warmup_epochs=1, anneal_epochs=1)
+    data = IndexedDataset(TensorDataset(torch.arange(n)))
+    loader = DataLoader(
+        data, batch_size=batch, sampler=pruner.sampler(drop_last=drop_last), drop_last=drop_last
+    )
+    steps = counted = 0
+    for epoch in range(epochs):
+        pruner.set_epoch(epoch)
+        steps += len(loader)
+        for idx, (_,) in loader:
+            counted += 1
+            pruner.record(idx, loss_of(idx, epoch))
+    assert steps == counted
+    assert pruner.total_steps(batch, drop_last=drop_last) == steps
+    if method != "full":
+        k = round(0.63 * n)
+        per_epoch = (k // batch) if drop_last else math.ceil(k / batch)
+        assert steps < epochs * math.ceil(n / batch) and per_epoch > 0
+
+
+# -------------------------------------------------------------------- state_dict resume
+def _stats_equal(a: Pruner, b: Pruner) -> None:
+    assert torch.equal(a.stats.table, b.stats.table)
+    assert torch.equal(a.selected_count, b.selected_count)
+    sa, sb = a.summary(), b.summary()
+    for key in ("samples_used", "record_calls", "epochs_started", "fraction_pruned"):
+        assert sa[key] == sb[key]
+
+
+@pytest.mark.parametrize("method", METHODS)
+@pytest.mark.parametrize("every, warmup, split", [(1, 0, 3), (2, 1, 4)])
+def test_state_dict_resume_is_exact(method, every, warmup, split, tmp_path):
+    n, prune, epochs = 50, 0.4, 6
+    kw = {"every": every, "warmup_epochs": warmup}
+    a = make(method, n, prune, epochs, seed=9, **kw)
+    a_subsets = [run_epoch(a, e) for e in range(epochs)]
+
+    b = make(method, n, prune, epochs, seed=9, **kw)
+    b_subsets = [run_epoch(b, e) for e in range(split)]
+    path = tmp_path / "pruner.pt"
+    torch.save(b.state_dict(), path)
+    c = make(method, n, prune, epochs, seed=9, **kw)
+    c.load_state_dict(torch.load(path, weights_only=True))
+    b_subsets += [run_epoch(c, e) for e in range(split, epochs)]
+
+    for sa, sb in zip(a_subsets, b_subsets, strict=True):
+        assert torch.equal(sa, sb)
+    _stats_equal(a, c)
+    if method != "full":
+        assert any(s.numel() < n for s in a_subsets)
+
+
+def test_loaded_state_does_not_share_storage():
+    a = Pruner(10, "ucb", 0.5, 3)
+    a.set_epoch(0)
+    a.record(torch.arange(5), torch.ones(5))
+    state = a.state_dict()
+    b = Pruner(10, "ucb", 0.5, 3)
+    b.load_state_dict(state)
+    before = a.stats.table.clone()
+    b.record(torch.arange(10), torch.full((10,), 7.0))
+    assert torch.equal(a.stats.table, before)
+    assert torch.equal(state["stats"], before)
+
+
+# --------------------------------------------------------------------------- sampler
+def test_sampler_needs_set_epoch_and_forwards_it():
+    pruner = Pruner(40, "random", 0.5, 3, seed=2)
+    sampler = pruner.sampler()
+    with pytest.raises(RuntimeError, match="set_epoch"):
+        iter(sampler)
+    sampler.set_epoch(1)
+    assert pruner.epoch == 1
+    ref = Pruner(40, "random", 0.5, 3, seed=2)
+    ref.set_epoch(1)
+    assert torch.equal(pruner.indices(), ref.indices())
+    assert sorted(sampler) == ref.indices().tolist()
+
+
+@pytest.mark.parametrize("shuffle", [False, True])
+@pytest.mark.parametrize("drop_last", [False, True])
+def test_sampler_length_matches_iteration(shuffle, drop_last):
+    pruner = Pruner(53, "rs2", 0.3, 4, anneal_epochs=1)
+    for epoch in range(4):
+        pruner.set_epoch(epoch)
+        for world_size in (1, 2, 3, 4):
+            for rank in range(world_size):
+                sampler = dp.PrunedSampler(pruner, shuffle, drop_last, world_size, rank)
+                assert len(sampler) == len(list(sampler))
+    pruner.set_epoch(1)
+    if not shuffle:
+        assert list(pruner.sampler(shuffle=False)) == pruner.indices().tolist()
+
+
+@pytest.mark.parametrize("drop_last", [False, True])
+def test_sampler_shards_equally_across_ranks(drop_last):
+    pruner = Pruner(100, "random", 0.3, 2, seed=4)
+    pruner.set_epoch(0)
+    subset = set(pruner.indices().tolist())
+    assert len(subset) == 70
+    shards = [
+        list(dp.PrunedSampler(pruner, drop_last=drop_last, num_replicas=3, rank=r))
+        for r in range(3)
+    ]
+    sizes = {len(s) for s in shards}
+    assert sizes == ({23} if drop_last else {24})
+    union = set().union(*shards)
+    if drop_last:
+        assert union <= subset and len(union) == 69
+    else:
+        assert union == subset
+    with pytest.raises(ValueError, match="rank=3"):
+        dp.PrunedSampler(pruner, num_replicas=3, rank=3)
+
+
+def test_shuffle_differs_between_epochs_but_not_between_calls():
+    pruner = Pruner(30, "full", 0.0, 3)
+    sampler = pruner.sampler()
+    pruner.set_epoch(0)
+    first = list(sampler)
+    assert list(sampler) == first
+    pruner.set_epoch(1)
+    assert list(sampler) != first and sorted(sampler) == list(range(30))
+
+
+# ---------------------------------------------------------------------------- errors
+def _raises(exc, *fragments):
+    pattern = ".*".join(re.escape(f) for f in fragments)
+    return pytest.raises(exc, match=re.compile(pattern, re.S))
+
+
+def test_bad_prune_and_method_and_options():
+    with _raises(ValueError, "prune=-0.1"):
+        Pruner(10, "random", -0.1, 2)
+    with _raises(ValueError, "prune=1.0", "[0.0, 1.0)"):
+        Pruner(10, "random", 1.0, 2)
+    with pytest.raises(ValueError, match="method='nope'") as info:
+        Pruner(10, "nope", 0.5, 2)
+    assert all(m in str(info.value) for m in METHODS)
+    with _raises(TypeError, "'colour'", "method='ucb'", "bonus, c"):
+        Pruner(10, "ucb", 0.5, 2, colour=1)
+    with _raises(ValueError, "epsilon=2.0"):
+        Pruner(10, "epsilon-greedy", 0.5, 2, epsilon=2)
+    with _raises(ValueError, "bonus='cube'", "std, var"):
+        Pruner(10, "ucb", 0.5, 2, bonus="cube")
+    with _raises(TypeError, "num_samples", "2.5"):
+        Pruner(2.5, "random", 0.5, 2)
+
+
+def test_bad_static_scores():
+    with _raises(TypeError, "static-score", "scores="):
+        Pruner(6, "static-score", 0.5, 2)
+    with _raises(ValueError, "scores has 5 entries", "num_samples=6"):
+        Pruner(6, "static-score", 0.5, 2, scores=torch.ones(5))
+    with _raises(ValueError, "scores holds 1 NaN"):
+        Pruner(6, "static-score", 0.5, 2, scores=[1.0, 2.0, math.nan, 3.0, 4.0, 5.0])
+    ok = Pruner(6, "static-score", 0.5, 2, scores=[6.0, 1.0, 5.0, 2.0, 4.0, 3.0])
+    ok.set_epoch(0)
+    assert ok.indices().tolist() == [0, 2, 4]
+
+
+def test_bad_record_inputs():
+    pruner = Pruner(10, "random", 0.5, 2)
+    pruner.set_epoch(0)
+    with _raises(IndexError, "num_samples=10", "[0, 10]"):
+        pruner.record(torch.tensor([0, 10]), torch.ones(2))
+    with _raises(IndexError, "num_samples=10", "[-1, 3]"):
+        pruner.record(torch.tensor([-1, 3]), torch.ones(2))
+    with _raises(TypeError, "indices", "torch.float32"):
+        pruner.record(torch.tensor([0.0, 1.0]), torch.ones(2))
+    with _raises(ValueError, "losses", "(3,)", "indices (4,)"):
+        pruner.record(torch.arange(4), torch.ones(3))
+    with _raises(ValueError, "losses", "(2, 2)"):
+        pruner.record(torch.arange(2), torch.ones(2, 2))
+    with _raises(ValueError, "scalar", "reduction='none'"):
+        pruner.record(torch.arange(4), torch.ones(4).mean())
+    with _raises(TypeError, "losses", "floating-point", "torch.int64"):
+        pruner.record(torch.arange(2), torch.ones(2, dtype=torch.long))
+    assert pruner.record_calls == 0
+    assert not bool(pruner.stats.seen.any())
+
+
+def test_bad_state_dict_and_epoch():
+    state = Pruner(10, "random", 0.5, 2).state_dict()
+    with _raises(ValueError, "num_samples=10", "num_samples=20"):
+        Pruner(20, "random", 0.5, 2).load_state_dict(state)
+    with _raises(ValueError, "method='random'", "method='ucb'"):
+        Pruner(10, "ucb", 0.5, 2).load_state_dict(state)
+    with _raises(ValueError, "prune=0.5", "prune=0.25"):
+        Pruner(10, "random", 0.25, 2).load_state_dict(state)
+    pruner = Pruner(10, "random", 0.5, 2)
+    with _raises(RuntimeError, "set_epoch"):
+        pruner.indices()
+    with _raises(RuntimeError, "set_epoch"):
+        list(pruner.sampler())
+    with _raises(ValueError, "epoch=2", "<= 1"):
+        pruner.set_epoch(2)
