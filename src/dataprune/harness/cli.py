@@ -24,7 +24,9 @@ def _floats(name: str, text: str) -> list[float]:
     try:
         values = [float(v) for v in text.split(",") if v.strip()]
     except ValueError:
-        raise CLIError(f"--{name} {text!r}: expected comma-separated numbers, e.g. 0.3,0.5")
+        raise CLIError(
+            f"--{name} {text!r}: expected comma-separated numbers, e.g. 0.3,0.5"
+        ) from None
     if not values:
         raise CLIError(f"--{name} is empty")
     for v in values:
@@ -195,7 +197,7 @@ def cmd_compare(args: argparse.Namespace) -> None:
     try:
         seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
     except ValueError:
-        raise CLIError(f"--seeds {args.seeds!r}: expected comma-separated integers")
+        raise CLIError(f"--seeds {args.seeds!r}: expected comma-separated integers") from None
     base = _config(args, method="full", prune=0.0).validate()
     _check_writable(base.out)
     out = Path(base.out)
