@@ -151,7 +151,7 @@ def write_reports(results: Sequence[RunResult], out: Path, target: float | None 
     return table
 
 
-def _pyplot():
+def pyplot():
     import matplotlib
 
     matplotlib.use("Agg")
@@ -162,7 +162,7 @@ def _pyplot():
 
 def plot_accuracy_vs_time(results: Sequence[RunResult], path: Path) -> None:
     """Test accuracy against cumulative wall time (scoring counted), one line per run."""
-    plt = _pyplot()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(7, 4.5))
     for result in results:
         if not result.epochs:
@@ -183,7 +183,7 @@ def plot_accuracy_vs_time(results: Sequence[RunResult], path: Path) -> None:
 
 def plot_accuracy_vs_prune(rows: Sequence[Row], path: Path) -> None:
     """Final accuracy (mean ± std over seeds) against prune rate, one line per method."""
-    plt = _pyplot()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(7, 4.5))
     methods = sorted({row.method for row in rows} - {"full"})
     for method in methods:

@@ -1,0 +1,76 @@
+"""``dataprune analyze RUN_DIR``: make "sometimes" samples visible in a finished run.
+
+Two plots from the run's checkpoint: how many epochs each sample was selected in (a sample that
+is neither always nor never kept is a "sometimes" sample), and how many samples entered and left
+the kept set at each re-selection.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from .report import pyplot
+from .trainer import CHECKPOINT, RunError
+
+
+def load_pruner_state(run_dir: Path) -> dict:
+    path = run_dir / CHECKPOINT
+    if not path.is_file():
+        raise RunError(f"{run_dir} holds no {CHECKPOINT}: pass the --out directory of a train run")
+    return torch.load(path, map_location="cpu", weights_only=True)["pruner"]
+
+
+def selection_summary(state: dict) -> dict[str, float]:
+    """Counts of always-, never- and sometimes-selected samples over the epochs started."""
+    counts = state["selected_count"].to(torch.int64)
+    epochs = state["epoch"] + 1
+    return {
+        "samples": counts.numel(),
+        "epochs": epochs,
+        "always": int((counts == epochs).sum()),
+        "never": int((counts == 0).sum()),
+        "sometimes": int(((counts > 0) & (counts < epochs)).sum()),
+    }
+
+
+def analyze_run(run_dir: Path, out: Path | None = None) -> list[Path]:
+    """Write ``selection_frequency.png`` and ``selection_churn.png``; return their paths."""
+    state = load_pruner_state(run_dir)
+    out = out or run_dir
+    out.mkdir(parents=True, exist_ok=True)
+    plt = pyplot()
+    summary = selection_summary(state)
+    epochs = summary["epochs"]
+    counts = state["selected_count"].to(torch.int64)
+
+    fig, ax = plt.subplots(figsize=(7, 4))
+    hist = torch.bincount(counts, minlength=epochs + 1)
+    ax.bar(range(epochs + 1), hist.tolist(), color="tab:blue")
+    ax.set_xlabel(f"epochs in which a sample was selected (of {epochs})")
+    ax.set_ylabel("samples")
+    ax.set_title(
+        f"{state['method']} prune={state['prune']:g}: {summary['sometimes']:,} sometimes, "
+        f"{summary['always']:,} always, {summary['never']:,} never",
+        fontsize=9,
+    )
+    fig.tight_layout()
+    frequency = out / "selection_frequency.png"
+    fig.savefig(frequency, dpi=120)
+    plt.close(fig)
+
+    fig, ax = plt.subplots(figsize=(7, 4))
+    churn = state["churn"]
+    ax.plot([c["epoch"] for c in churn], [c["entered"] for c in churn], marker="o", label="entered")
+    ax.plot([c["epoch"] for c in churn], [c["left"] for c in churn], marker="x", label="left")
+    ax.set_xlabel("epoch of re-selection")
+    ax.set_ylabel("samples")
+    ax.set_title("samples moving in and out of the kept set", fontsize=9)
+    ax.legend()
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    moves = out / "selection_churn.png"
+    fig.savefig(moves, dpi=120)
+    plt.close(fig)
+    return [frequency, moves]

@@ -1,0 +1,186 @@
+"""The training harness and CLI on real data: learning, exact resume, errors, reports."""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from dataprune.harness import cli, datasets
+from dataprune.harness.datasets import load_dataset
+from dataprune.harness.runner import run
+from dataprune.harness.trainer import RunConfig, train
+
+SHARED = Path(__file__).resolve().parents[1] / ".." / "shared" / "data"
+FASHION = SHARED / "fashion-mnist" / "train-images-idx3-ubyte.gz"
+
+
+@pytest.fixture(scope="module")
+def digits():
+    return load_dataset("digits")
+
+
+def quick(**overrides) -> RunConfig:
+    base = RunConfig(dataset="digits", model="cnn", epochs=4, batch_size=64, progress=False)
+    return dataclasses.replace(base, **overrides)
+
+
+def test_short_run_learns_far_above_chance(digits):
+    result, _ = train(quick(method="ucb", prune=0.5), digits)
+    assert result.final_accuracy > 0.85  # chance is 0.10
+    assert [e.samples for e in result.epochs] == [718] * 4  # round(0.5 * 1437), half to even
+    assert result.pruner_summary["fraction_pruned"] == pytest.approx(1 - 718 / 1437)
+
+
+def test_fixed_seed_reproduces_on_cpu(digits):
+    a, model_a = train(quick(method="random", prune=0.3), digits)
+    b, model_b = train(quick(method="random", prune=0.3), digits)
+    assert [e.test_accuracy for e in a.epochs] == [e.test_accuracy for e in b.epochs]
+    for pa, pb in zip(model_a.parameters(), model_b.parameters(), strict=True):
+        assert torch.equal(pa, pb)
+
+
+def test_wall_time_counts_every_phase(digits):
+    result, _ = train(quick(method="epsilon-greedy", prune=0.5), digits, scoring_seconds=7.0)
+    total = 7.0
+    for e in result.epochs:
+        total += e.train_seconds + e.selection_seconds + e.eval_seconds
+        assert e.wall_seconds == pytest.approx(total, rel=1e-3, abs=0.05)
+    assert result.time_to_accuracy(0.0) == result.epochs[0].wall_seconds
+    assert result.time_to_accuracy(1.01) is None
+
+
+@pytest.mark.parametrize("method", ["ucb", "rs2", "infobatch"])
+def test_resume_after_interruption_matches_uninterrupted_run(digits, tmp_path, method):
+    config = quick(method=method, prune=0.5, epochs=5)
+    full_run, full_model = train(dataclasses.replace(config, out=str(tmp_path / "a")), digits)
+
+    class Stop(Exception):
+        pass
+
+    seen_batches = []
+
+    def stop_in_epoch_3(indices, logits, labels):
+        seen_batches.append(1)
+        if len(seen_batches) > 3 * 12:  # 12 batches an epoch: 718 samples at batch 64
+            raise Stop
+
+    interrupted = dataclasses.replace(config, out=str(tmp_path / "b"))
+    with pytest.raises(Stop):
+        train(interrupted, digits, on_batch=stop_in_epoch_3)
+    saved = torch.load(tmp_path / "b" / "checkpoint.pt", weights_only=True)
+    assert saved["pruner"]["epoch"] == 2
+
+    resumed, resumed_model = train(dataclasses.replace(interrupted, resume=True), digits)
+    assert [e.test_accuracy for e in resumed.epochs] == [e.test_accuracy for e in full_run.epochs]
+    for pa, pb in zip(full_model.state_dict().values(), resumed_model.state_dict().values()):
+        assert torch.equal(pa, pb)
+
+
+def test_full_matched_trains_proportionally_fewer_epochs(digits):
+    result, _ = train(quick(method="full-matched", prune=0.5, epochs=6), digits)
+    assert len(result.epochs) == 3
+    assert all(e.samples == 1437 for e in result.epochs)
+
+
+# ------------------------------------------------------------------------------------ CLI
+def error_of(capsys, *argv: str) -> str:
+    assert cli.main(list(argv)) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("dataprune: error:") and "\n" not in err
+    return err
+
+
+def test_cli_reports_bad_input_in_one_line(capsys, tmp_path):
+    assert "dataset='nope'" in error_of(capsys, "train", "--dataset", "nope")
+    assert "model='vit'" in error_of(capsys, "train", "--model", "vit")
+    assert "ucb" in error_of(capsys, "train", "--method", "magic")
+    assert "1.2" in error_of(capsys, "compare", "--prune", "0.5,1.2")
+    assert "comma-separated" in error_of(capsys, "compare", "--prune", "half")
+    assert "no checkpoint" in error_of(capsys, "train", "--resume", "--out", str(tmp_path / "x"))
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    assert "cannot write" in error_of(capsys, "train", "--out", str(blocker / "sub"))
+
+
+def test_cli_rejects_resume_from_another_configuration(capsys, tmp_path):
+    out = str(tmp_path / "run")
+    args = ["train", "--epochs", "1", "--no-progress", "--out", out, "--method", "random"]
+    assert cli.main([*args, "--prune", "0.5"]) == 0
+    err = error_of(capsys, *args, "--prune", "0.3", "--resume")
+    assert "different configuration" in err and "prune=0.5" in err
+
+
+def test_cli_reports_missing_and_corrupt_data_files(capsys, tmp_path, monkeypatch):
+    offline = tuple(
+        dataclasses.replace(d, url="http://127.0.0.1:9/" + d.filename)
+        for d in datasets.DOWNLOADS["fashion-mnist"]
+    )
+    monkeypatch.setitem(datasets.DOWNLOADS, "fashion-mnist", offline)
+    err = error_of(capsys, "train", "--dataset", "fashion-mnist", "--data-dir", str(tmp_path))
+    assert "offline" in err
+
+    folder = tmp_path / "corrupt" / "fashion-mnist"
+    folder.mkdir(parents=True)
+    for name in datasets._required_files("fashion-mnist"):
+        (folder / name).write_bytes(b"not a gzip file")
+    err = error_of(
+        capsys, "train", "--dataset", "fashion-mnist", "--data-dir", str(tmp_path / "corrupt")
+    )
+    assert "fashion-mnist" in err
+
+
+def test_compare_writes_table_json_csv_and_plots(capsys, tmp_path):
+    out = tmp_path / "cmp"
+    argv = ["compare", "--methods", "full,random,ucb", "--prune", "0.3,0.6", "--epochs", "2"]
+    assert cli.main([*argv, "--no-progress", "--out", str(out)]) == 0
+    table = capsys.readouterr().out
+    assert table.startswith("| method | prune |")
+    assert sum(line.startswith("| ") for line in table.splitlines()) == 1 + 1 + 2 + 2
+    summary = json.loads((out / "results.json").read_text())["summary"]
+    assert {(r["method"], r["prune"]) for r in summary} == {
+        ("full", 0.0),
+        ("random", 0.3),
+        ("random", 0.6),
+        ("ucb", 0.3),
+        ("ucb", 0.6),
+    }
+    with open(out / "results.csv") as f:
+        assert len(list(csv.DictReader(f))) == 5
+    for plot in ("accuracy_vs_time.png", "accuracy_vs_prune.png"):
+        assert (out / plot).read_bytes()[:4] == b"\x89PNG"
+
+    # A rerun reuses the finished runs instead of training again.
+    before = (out / "random-p0.3-s0" / "result.json").stat().st_mtime_ns
+    assert cli.main([*argv, "--no-progress", "--out", str(out)]) == 0
+    assert (out / "random-p0.3-s0" / "result.json").stat().st_mtime_ns == before
+
+
+def test_analyze_plots_selection_frequency_and_churn(tmp_path):
+    config = quick(method="ucb", prune=0.5, epochs=3, out=str(tmp_path / "run"))
+    run(config)
+    assert cli.main(["analyze", str(tmp_path / "run")]) == 0
+    for plot in ("selection_frequency.png", "selection_churn.png"):
+        assert (tmp_path / "run" / plot).read_bytes()[:4] == b"\x89PNG"
+
+
+@pytest.mark.skipif(not FASHION.is_file(), reason="Fashion-MNIST not found in ../shared/data")
+def test_fashion_mnist_run_on_real_data(tmp_path):
+    config = RunConfig(
+        dataset="fashion-mnist",
+        data_dir=str(SHARED),
+        model="cnn",
+        method="random",
+        prune=0.5,
+        epochs=3,
+        batch_size=64,
+        train_limit=4000,
+        test_limit=1000,
+        progress=False,
+    )
+    result = run(config)
+    assert result.final_accuracy > 0.6  # chance is 0.10
