@@ -1,0 +1,181 @@
+"""The evidence benchmark: every method, prune rate and seed on real data, then docs/RESULTS.md.
+
+    python benchmarks/reproduce.py             # the full benchmark (resumable), then the report
+    python benchmarks/reproduce.py --smoke     # about a minute: keeps the script working in CI
+    python benchmarks/reproduce.py --report    # only regenerate docs/RESULTS.md from the results
+
+Each run writes ``result.json`` under ``benchmarks/results/<suite>/<run>/``; those files are
+committed, and a rerun skips every finished run. The report is generated from them alone.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from dataprune.harness.analyze import load_pruner_state, selection_summary
+from dataprune.harness.runner import grid, run_grid, run_name, write_json
+from dataprune.harness.trainer import RunConfig
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "benchmarks" / "results"
+METHODS = (
+    "full",
+    "full-matched",
+    "static-random",
+    "el2n",
+    "grand",
+    "forgetting",
+    "random",
+    "rs2",
+    "epsilon-greedy",
+    "ucb",
+    "infobatch",
+)
+PRUNES = (0.3, 0.5, 0.7, 0.9)
+SEEDS = (0, 1)
+ABLATION_PRUNE = 0.5
+DYNAMIC = ("random", "rs2", "epsilon-greedy", "ucb", "infobatch")
+
+
+@dataclass
+class Suite:
+    """A named group of runs sharing a base configuration."""
+
+    name: str
+    title: str
+    configs: list[RunConfig]
+
+
+def main_suite(name: str, title: str, base: RunConfig, prunes, seeds) -> Suite:
+    configs = grid(base, METHODS, prunes, seeds)
+    return Suite(name, title, configs)
+
+
+def ablation_suite(base: RunConfig, seeds: Sequence[int]) -> Suite:
+    """every 1 vs 10, UCB bonus sigma vs sigma^2, rescale + anneal on and off, at one rate."""
+    p = ABLATION_PRUNE
+    variants = []
+    for seed in seeds:
+        b = dataclasses.replace(base, prune=p, seed=seed)
+        variants += [
+            dataclasses.replace(b, method="ucb", every=10),
+            dataclasses.replace(b, method="random", every=10),
+            dataclasses.replace(b, method="ucb", ucb_bonus="var"),
+            dataclasses.replace(b, method="ucb", rescale=True, anneal_epochs=_anneal(b)),
+            dataclasses.replace(b, method="epsilon-greedy", rescale=True, anneal_epochs=_anneal(b)),
+            dataclasses.replace(b, method="random", rescale=True, anneal_epochs=_anneal(b)),
+            dataclasses.replace(b, method="infobatch", rescale=False, anneal_epochs=0),
+        ]
+    return Suite("ablations", "Ablations on Fashion-MNIST", variants)
+
+
+def _anneal(config: RunConfig) -> int:
+    return max(1, round(0.125 * config.epochs))
+
+
+def variant_name(config: RunConfig) -> str:
+    """Run directory: method, prune, seed, and any option that differs from the defaults."""
+    defaults = RunConfig()
+    extras = [
+        f"{f}{getattr(config, f)}"
+        for f in ("every", "ucb_bonus", "rescale", "anneal_epochs")
+        if getattr(config, f) != getattr(defaults, f)
+    ]
+    return "-".join([run_name(config), *extras])
+
+
+def suites(smoke: bool, data_dir: str | None, device: str) -> list[Suite]:
+    common = dict(data_dir=data_dir, progress=False, model="cnn", device=device)
+    if smoke:
+        fashion = RunConfig(
+            dataset="fashion-mnist",
+            epochs=2,
+            batch_size=128,
+            train_limit=1000,
+            test_limit=500,
+            score_epochs=1,
+            score_runs=1,
+            **common,
+        )
+        return [
+            main_suite("smoke", "Smoke test (Fashion-MNIST slice)", fashion, (0.5,), (0,)),
+        ]
+    fashion = RunConfig(
+        dataset="fashion-mnist", epochs=8, batch_size=256, lr=0.1, score_epochs=2, **common
+    )
+    cifar = RunConfig(
+        dataset="cifar10", epochs=15, batch_size=128, lr=0.05, score_epochs=3, **common
+    )
+    return [
+        main_suite("fashion-mnist", "Fashion-MNIST (60k/10k), cnn", fashion, PRUNES, SEEDS),
+        main_suite("cifar10-subset", "CIFAR-10 subset (5k/1k), cnn", cifar, PRUNES, SEEDS),
+        ablation_suite(fashion, SEEDS),
+    ]
+
+
+def run_suite(suite: Suite, results: Path) -> None:
+    out = results / suite.name
+    configs = []
+    for config in suite.configs:
+        scores = None
+        if config.method in ("el2n", "grand", "forgetting"):
+            # One scoring run per method and seed serves every prune rate; its cost is still
+            # charged to each run that uses it.
+            scores = str(out / f"scores-{config.method}-s{config.seed}.pt")
+        configs.append(
+            dataclasses.replace(config, out=str(out / variant_name(config)), scores_file=scores)
+        )
+    run_grid(configs, out=None, progress=True)
+    for config in configs:
+        if config.method in DYNAMIC and config.prune == 0.5 and config.seed == 0:
+            save_selection(Path(config.out))
+
+
+def save_selection(run_dir: Path) -> None:
+    """Keep what ``dataprune analyze`` plots as a small committed file (checkpoints are not)."""
+    target = run_dir / "selection.json"
+    if target.is_file() or not (run_dir / "checkpoint.pt").is_file():
+        return
+    state = load_pruner_state(run_dir)
+    summary = selection_summary(state)
+    counts = state["selected_count"].to(torch.int64)
+    histogram = torch.bincount(counts, minlength=summary["epochs"] + 1).tolist()
+    write_json(target, {"summary": summary, "histogram": histogram, "churn": state["churn"]})
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--smoke", action="store_true", help="a one-minute version for CI")
+    parser.add_argument("--report", action="store_true", help="only regenerate the report")
+    parser.add_argument("--data-dir", default=None, help="dataset directory")
+    parser.add_argument("--results", default=None, help="results directory")
+    parser.add_argument("--suite", default=None, help="run only this suite")
+    parser.add_argument("--device", default="cpu", help="cpu or cuda")
+    args = parser.parse_args(argv)
+    results = Path(args.results) if args.results else RESULTS
+    if args.smoke and args.results is None:
+        results = ROOT / "runs" / "smoke"
+    from report_results import write_results_md
+
+    selected = [
+        s for s in suites(args.smoke, args.data_dir, args.device) if args.suite in (None, s.name)
+    ]
+    if not args.report:
+        for suite in selected:
+            run_suite(suite, results)
+    out = results / "RESULTS.md" if args.smoke else ROOT / "docs" / "RESULTS.md"
+    write_results_md(results, out, smoke=args.smoke)
+    print(f"report written to {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    sys.exit(main())
