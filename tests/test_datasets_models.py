@@ -42,6 +42,15 @@ def _need(path: Path, *files: str) -> None:
         pytest.skip(f"real data not available: {path} lacks {', '.join(missing)}")
 
 
+@pytest.fixture(scope="module", autouse=True)
+def _one_thread():
+    """Tiny tensors: one intra-op thread is as fast, and far faster when CPUs are contended."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture(autouse=True)
 def _no_network(monkeypatch: pytest.MonkeyPatch) -> None:
     """Fail loudly if anything tries a real (non-file, non-loopback) download."""

@@ -45,8 +45,11 @@ __all__ = [
     "DatasetError",
     "Download",
     "ImageData",
+    "default_cache_dir",
     "download_dataset",
     "load_dataset",
+    "random_crop_flip",
+    "random_flip",
     "resolve_data_dir",
 ]
 
@@ -186,8 +189,8 @@ class ImageData:
 
         ``"flip"``: each image is mirrored left-right with probability 1/2. ``"crop-flip"``:
         each image is padded by 4 pixels (reflect) and cropped back to H x W at a random integer
-        offset in [-4, 4] per axis, then flipped with probability 1/2; done as one gather, so every
-        output pixel is an input pixel. ``"none"``: ``x`` is returned as is. Random numbers are
+        offset in [-4, 4] per axis, then flipped with probability 1/2 (two gathers: every
+        output pixel is an input pixel). ``"none"``: ``x`` is returned as is. Random numbers are
         drawn from ``generator`` on its own device (e.g. a CPU generator while ``x`` is on CUDA)
         and moved to ``x.device``; the result is deterministic for a given generator state.
         """
@@ -467,7 +470,7 @@ class _RestrictedUnpickler(pickle.Unpickler):
         super().__init__(file, encoding="bytes")
         self._path = path
 
-    def find_class(self, module: str, name: str):  # noqa: D401 - pickle API
+    def find_class(self, module: str, name: str):
         factory = _SAFE_GLOBALS.get((module, name))
         if factory is None:
             raise DatasetError(
@@ -642,7 +645,7 @@ def _safe_extract(archive: Path, root: Path) -> None:
             if hasattr(tarfile, "data_filter"):
                 tar.extractall(tmp, members=members, filter="data")
             else:  # pragma: no cover - Python without extraction filters
-                tar.extractall(tmp, members=members)  # noqa: S202 - members checked above
+                tar.extractall(tmp, members=members)  # members checked above
             # Move the extracted files into place one by one (keeps existing files' siblings).
             for src in sorted(p for p in tmp.rglob("*") if p.is_file()):
                 dst = root / src.relative_to(tmp)
