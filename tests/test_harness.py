@@ -77,8 +77,9 @@ def test_resume_after_interruption_matches_uninterrupted_run(digits, tmp_path, m
 
     resumed, resumed_model = train(dataclasses.replace(interrupted, resume=True), digits)
     assert [e.test_accuracy for e in resumed.epochs] == [e.test_accuracy for e in full_run.epochs]
-    for pa, pb in zip(full_model.state_dict().values(), resumed_model.state_dict().values()):
-        assert torch.equal(pa, pb)
+    full_state, resumed_state = full_model.state_dict(), resumed_model.state_dict()
+    for name, tensor in full_state.items():
+        assert torch.equal(tensor, resumed_state[name]), name
 
 
 def test_full_matched_trains_proportionally_fewer_epochs(digits):

@@ -73,3 +73,152 @@ def broadcast_object(obj: object, src: int = 0) -> object:
     holder = [obj]
     dist.broadcast_object_list(holder, src=src)
     return holder[0]
+
+
+def all_gather_sizes(n: int) -> list[int]:
+    """Every rank's ``n``, in rank order (``[n]`` outside torch.distributed)."""
+    if not is_distributed() or dist.get_world_size() == 1:
+        return [int(n)]
+    size = torch.tensor([int(n)], dtype=torch.int64, device=_comm_device(torch.empty(0)))
+    sizes = [torch.empty_like(size) for _ in range(dist.get_world_size())]
+    dist.all_gather(sizes, size)
+    return [int(s.item()) for s in sizes]
+
+
+def all_gather_varlen(tensor: Tensor) -> Tensor:
+    """All ranks' 1-D tensors (of any lengths), concatenated in rank order, on the input's device.
+
+    Shorter ones are padded to the longest for the collective and cut back afterwards.
+    """
+    if not is_distributed() or dist.get_world_size() == 1:
+        return tensor
+    device = _comm_device(tensor)
+    sizes = all_gather_sizes(tensor.numel())
+    longest = max(sizes)
+    buffer = tensor.to(device)
+    if buffer.numel() < longest:
+        buffer = torch.cat([buffer, buffer.new_zeros(longest - buffer.numel())])
+    parts = [torch.empty_like(buffer) for _ in sizes]
+    dist.all_gather(parts, buffer)
+    return torch.cat([p[:s] for p, s in zip(parts, sizes, strict=True)]).to(tensor.device)
+
+
+def all_gather_indices(local: Tensor, start: int, length: int) -> Tensor:
+    """The union of all ranks' sorted int64 indices, sorted, on every rank.
+
+    Rank r's indices must lie in its own range ``[start, start + length)`` and the ranges must
+    be in rank order (as sharded statistics are), so concatenating in rank order sorts. Each
+    rank sends its indices (8 bytes each, padded to the longest list) or, when that is smaller,
+    its range as a bitmask (1 bit per sample): a pruned subset of more than 1/64 of the samples
+    travels as N/8 bytes instead of 8k.
+    """
+    if not is_distributed() or dist.get_world_size() == 1:
+        return local
+    device = local.device
+    info = _all_gather_ints([local.numel(), start, length])
+    longest_list = max(kept for kept, _, _ in info)
+    longest_range = max(size for _, _, size in info)
+    if 8 * longest_list <= (longest_range + 7) // 8:
+        return all_gather_varlen(local)
+    mask = torch.zeros(length, dtype=torch.bool, device=device)
+    mask[local - start] = True
+    packed = all_gather_varlen(_pack_bits(mask))
+    parts, at = [], 0
+    for rank, (_, rank_start, size) in enumerate(info):
+        nbytes = (size + 7) // 8
+        if rank == dist.get_rank():
+            parts.append(local)
+        else:
+            bits = _unpack_bits(packed[at : at + nbytes], size)
+            parts.append(bits.nonzero().squeeze(1).add_(rank_start))
+        at += nbytes
+    return torch.cat(parts)
+
+
+def _all_gather_ints(values: list[int]) -> list[list[int]]:
+    """Every rank's list of ints (all of one length), in rank order."""
+    mine = torch.tensor(values, dtype=torch.int64, device=_comm_device(torch.empty(0)))
+    every = [torch.empty_like(mine) for _ in range(dist.get_world_size())]
+    dist.all_gather(every, mine)
+    return [t.tolist() for t in every]
+
+
+_BIT_SHIFTS = torch.arange(8, dtype=torch.uint8)
+
+
+def _pack_bits(mask: Tensor) -> Tensor:
+    """Bool mask to uint8, 8 samples a byte, least significant bit first."""
+    padded = torch.cat([mask, mask.new_zeros((-mask.numel()) % 8)]).view(-1, 8)
+    shifts = _BIT_SHIFTS.to(mask.device)
+    return (padded.to(torch.uint8) << shifts).sum(1, dtype=torch.uint8)
+
+
+def _unpack_bits(packed: Tensor, length: int) -> Tensor:
+    shifts = _BIT_SHIFTS.to(packed.device)
+    return ((packed.unsqueeze(1) >> shifts) & 1).bool().flatten()[:length]
+
+
+# ------------------------------------------------------------------ exact k-th largest over ranks
+_SIGN32 = 1 << 31
+_RADIX_BITS = 16  # two passes over a 32-bit key
+
+
+def float_order_keys(scores: Tensor) -> Tensor:
+    """Signed int32 keys ordered exactly like the float32 ``scores`` (``-0.0`` counts as ``0.0``).
+
+    Positive floats keep their bit pattern; negative ones get their magnitude bits flipped, so
+    comparing keys as signed ints compares the floats. Scores must not be NaN.
+    """
+    bits = (scores.to(torch.float32) + 0.0).view(torch.int32)  # + 0.0 turns -0.0 into +0.0
+    return torch.where(bits >= 0, bits, bits ^ 0x7FFFFFFF)
+
+
+def order_key_to_float(key: int) -> Tensor:
+    """The float32 (0-dim, CPU) whose :func:`float_order_keys` key is ``key``."""
+    bits = key if key >= 0 else key ^ 0x7FFFFFFF
+    return torch.tensor([bits], dtype=torch.int32).view(torch.float32)[0]
+
+
+def radix_select(keys: Tensor, k: int) -> tuple[int, int]:
+    """The k-th largest of all ranks' int32 ``keys`` and how many keys are strictly larger.
+
+    Exact radix select: two passes over 16-bit digits, most significant first. Each pass counts
+    the digits of the keys that share the prefix chosen so far (one histogram all_reduce) and
+    keeps only the keys in the bucket that holds the k-th largest, so the work is O(local size)
+    and the traffic a few small all_reduces, never a global sort or gather. Outside
+    torch.distributed it is an ordinary (single-process) selection.
+    """
+    total = int(all_reduce_sum(torch.tensor([keys.numel()], device=keys.device)).item())
+    if not 1 <= k <= total:
+        raise ValueError(f"k={k} must be in [1, {total}] (the number of keys over all ranks)")
+    bins = 1 << _RADIX_BITS
+    low_mask = bins - 1
+    candidates = keys.to(torch.int32)
+    prefix = greater = 0
+    remaining = k
+    for shift in range(32 - _RADIX_BITS, -1, -_RADIX_BITS):
+        digits = (candidates >> shift) & low_mask
+        if shift == 32 - _RADIX_BITS:  # unsigned order of the top digit: flip the sign bit
+            digits ^= bins >> 1
+        local = torch.bincount(digits, minlength=bins)
+        hist = all_reduce_sum(local.clone()).cpu()
+        at_least = hist.flip(0).cumsum(0).flip(0)  # at_least[d] = number of digits >= d
+        digit = int((at_least >= remaining).sum()) - 1
+        above = int(at_least[digit] - hist[digit])
+        remaining -= above
+        greater += above
+        prefix = (prefix << _RADIX_BITS) | digit
+        if shift and int(local[digit]) != candidates.numel():  # (all tied: nothing to drop)
+            candidates = candidates[digits == digit]
+    return prefix - _SIGN32, greater
+
+
+def distributed_kth_largest(local_scores: Tensor, k: int) -> Tensor:
+    """The exact k-th largest value of the float32 scores of all ranks (0-dim float32, CPU).
+
+    Every rank passes its own shard and gets the same value: the scores are mapped to
+    order-preserving int32 keys and :func:`radix_select` finds the key. Equals
+    ``dataprune.selection.kth_largest`` of the concatenated shards.
+    """
+    key, _ = radix_select(float_order_keys(local_scores.flatten()), k)
+    return order_key_to_float(key)

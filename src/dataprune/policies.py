@@ -20,8 +20,13 @@ import torch
 from torch import Tensor
 
 from ._validation import check_choice, check_float
-from .selection import make_generator, random_mask, top_k_mask
+from .distributed import all_reduce_sum
+from .selection import RandomStream, make_generator, random_mask, top_k_mask
 from .stats import SampleStats
+
+# Streams of counter-based random numbers, one per use, so that no two uses share numbers.
+_RANDOM, _TIES, _EXPLORE, _EXPLORE_TIES = 1, 2, 3, 4
+_DROP = ((5, 6), (7, 8))  # infobatch: (drop, ties) streams of the low and the high group
 
 
 @dataclass(frozen=True)
@@ -34,27 +39,74 @@ class Selection:
 
 @dataclass(frozen=True)
 class SelectionContext:
-    """Everything a policy may read: statistics, budget, round number and a seeded generator."""
+    """Everything a policy may read: statistics, budget, round number and seed.
+
+    Random choices come from counter-based streams hashed from ``(seed, round, stream, global
+    index)``, so a selection is a pure function of these fields. With sharded statistics
+    (``Pruner(..., shard_stats=True)`` under torch.distributed) ``stats`` holds only the rows
+    ``[offset, offset + num_local)`` of the ``total`` samples; a policy then works on those rows,
+    uses :meth:`top_k`, :meth:`random_mask` and :meth:`global_sum` for anything global, and
+    returns the kept samples among its rows (global indices); the pruner gathers the ranks'
+    parts. Unsharded, ``offset`` is 0 and ``total`` the number of rows.
+    """
 
     stats: SampleStats
     k: int
     round: int
-    generator: torch.Generator
     seed: int
+    offset: int = 0
+    total: int | None = None  # number of samples over all shards; None: unsharded
+
+    @property
+    def sharded(self) -> bool:
+        return self.total is not None
 
     @property
     def num_samples(self) -> int:
+        """N, the number of samples over all shards."""
+        return self.num_local if self.total is None else self.total
+
+    @property
+    def num_local(self) -> int:
+        """Rows of statistics this context holds (N unless sharded)."""
         return self.stats.table.shape[0]
 
     @property
     def device(self) -> torch.device:
         return self.stats.device
 
+    @property
+    def shard(self) -> tuple[int, int] | None:
+        return (self.offset, self.total) if self.sharded else None
 
-def _from_mask(mask: Tensor, weight_map: Tensor | None = None) -> Selection:
-    indices = mask.nonzero().squeeze(1)
-    weights = None if weight_map is None else weight_map[indices]
-    return Selection(indices, weights)
+    def local_indices(self) -> Tensor:
+        """Global indices of the rows held here."""
+        return torch.arange(self.offset, self.offset + self.num_local, device=self.device)
+
+    def stream(self, stream: int) -> RandomStream:
+        return RandomStream.of(self.seed, self.round, stream)
+
+    def uniform(self, stream: int) -> Tensor:
+        """One hashed float32 in [0, 1) per row held here."""
+        return self.stream(stream).uniform(self.local_indices())
+
+    def top_k(self, scores: Tensor, k: int, ties: int) -> Tensor:
+        """Mask of the rows among the global top k of ``scores`` (ties: hashed stream)."""
+        return top_k_mask(scores, k, self.stream(ties), self.shard)
+
+    def random_mask(self, k: int, stream: int) -> Tensor:
+        """Mask of the rows among k of all N samples drawn uniformly without replacement."""
+        return random_mask(self.num_local, k, self.stream(stream), self.device, self.shard)
+
+    def global_sum(self, value: Tensor) -> Tensor:
+        """``value`` summed over the shards (itself when unsharded)."""
+        return all_reduce_sum(value) if self.sharded else value
+
+
+def _from_mask(ctx: SelectionContext, mask: Tensor, weight_map: Tensor | None = None) -> Selection:
+    rows = mask.nonzero().squeeze(1)
+    weights = None if weight_map is None else weight_map[rows]
+    return Selection(rows + ctx.offset, weights)
 
 
 def _unseen_first(scores: Tensor, stats: SampleStats) -> Tensor:
@@ -88,7 +140,7 @@ class Full(Policy):
     name = "full"
 
     def select(self, ctx: SelectionContext) -> Selection:
-        return Selection(torch.arange(ctx.num_samples, device=ctx.device))
+        return Selection(ctx.local_indices())
 
 
 class Random(Policy):
@@ -97,9 +149,9 @@ class Random(Policy):
     name = "random"
 
     def select(self, ctx: SelectionContext) -> Selection:
-        mask = random_mask(ctx.num_samples, ctx.k, ctx.generator, ctx.device)
-        weights = torch.full((ctx.k,), ctx.num_samples / ctx.k, device=ctx.device)
-        return Selection(mask.nonzero().squeeze(1), weights)
+        mask = ctx.random_mask(ctx.k, _RANDOM)
+        weight_map = torch.full((ctx.num_local,), ctx.num_samples / ctx.k, device=ctx.device)
+        return _from_mask(ctx, mask, weight_map)
 
 
 class StaticRandom(Random):
@@ -127,6 +179,9 @@ class RS2(Policy):
         self._key: tuple[int, int, int] | None = None
 
     def _order(self, cycle: int, n: int, k: int, seed: int, device: torch.device) -> Tensor:
+        # The permutations do not depend on the statistics: every rank computes them whole
+        # (torch.randperm from a seeded generator on the statistics' device, so the same on
+        # every rank of a run; CPU and CUDA permutations differ).
         if self._key != (n, k, seed):
             self._orders, self._key = {}, (n, k, seed)
         start = max([c for c in self._orders if c <= cycle], default=-1)
@@ -152,9 +207,11 @@ class RS2(Policy):
         if taken.numel() < k:
             following = self._order(cycle + 1, n, k, ctx.seed, ctx.device)
             taken = torch.cat([taken, following[: k - taken.numel()]])
-        mask = torch.zeros(n, dtype=torch.bool, device=ctx.device)
-        mask[taken] = True
-        return Selection(mask.nonzero().squeeze(1), torch.full((k,), n / k, device=ctx.device))
+        rows = taken - ctx.offset
+        mask = torch.zeros(ctx.num_local, dtype=torch.bool, device=ctx.device)
+        mask[rows[(rows >= 0) & (rows < ctx.num_local)]] = True
+        weight_map = torch.full((ctx.num_local,), n / k, device=ctx.device)
+        return _from_mask(ctx, mask, weight_map)
 
 
 class EpsilonGreedy(Policy):
@@ -180,14 +237,15 @@ class EpsilonGreedy(Policy):
         n_greedy = round((1 - eps) * k)
         if n_greedy == 0:
             return Random().select(ctx)
-        greedy = top_k_mask(_unseen_first(ctx.stats.mean, ctx.stats), n_greedy, ctx.generator)
-        keys = torch.rand(n, generator=ctx.generator, device=ctx.generator.device)
-        explore = top_k_mask(
-            keys.to(ctx.device).masked_fill(greedy, -1.0), k - n_greedy, ctx.generator
-        )
+        greedy = ctx.top_k(_unseen_first(ctx.stats.mean, ctx.stats), n_greedy, _TIES)
+        # Shift (not fill) the greedy keys below the rest: a large block of equal values sends
+        # numpy.partition into its slow path (20x at 10M samples); the choice is the same.
+        keys = ctx.uniform(_EXPLORE)
+        keys = torch.where(greedy, keys - 2.0, keys)
+        explore = ctx.top_k(keys, k - n_greedy, _EXPLORE_TIES)
         p_explore = (k - n_greedy) / (n - n_greedy)
         weight_map = torch.where(greedy, 1.0, 1.0 / p_explore if p_explore > 0 else 1.0)
-        return _from_mask(greedy | explore, weight_map)
+        return _from_mask(ctx, greedy | explore, weight_map)
 
 
 class UCB(Policy):
@@ -212,7 +270,7 @@ class UCB(Policy):
         return _unseen_first(stats.mean + self.options["c"] * bonus, stats)
 
     def select(self, ctx: SelectionContext) -> Selection:
-        return _from_mask(top_k_mask(self.scores(ctx.stats), ctx.k, ctx.generator))
+        return _from_mask(ctx, ctx.top_k(self.scores(ctx.stats), ctx.k, _TIES))
 
 
 class InfoBatch(Policy):
@@ -233,24 +291,29 @@ class InfoBatch(Policy):
         n, k = ctx.num_samples, ctx.k
         stats = ctx.stats
         seen = stats.seen
-        threshold = stats.mean[seen].mean() if bool(seen.any()) else torch.tensor(0.0)
-        low = seen & (stats.mean < threshold.to(ctx.device))
-        keep = torch.ones(n, dtype=torch.bool, device=ctx.device)
-        weight_map = torch.ones(n, device=ctx.device)
+        # The mean of the seen samples' losses: a float64 sum (over shards), rounded to float32.
+        seen_sum = ctx.global_sum(
+            torch.stack([stats.mean[seen].double().sum(), seen.sum().double()])
+        )
+        count = int(seen_sum[1])
+        threshold = float(torch.tensor(float(seen_sum[0]) / count).float()) if count else 0.0
+        low = seen & (stats.mean < threshold)
+        keep = torch.ones(ctx.num_local, dtype=torch.bool, device=ctx.device)
+        weight_map = torch.ones(ctx.num_local, device=ctx.device)
         to_drop = n - k
-        for group in (low, ~low):
-            size = int(group.sum())
+        for (drop_stream, tie_stream), group in zip(_DROP, (low, ~low), strict=True):
+            size = int(ctx.global_sum(group.sum()))
             drop = min(to_drop, size)
             if drop == 0:
                 continue
-            keys = torch.rand(n, generator=ctx.generator, device=ctx.generator.device)
-            keys = keys.to(ctx.device).masked_fill(~group, 2.0)
-            dropped = top_k_mask(-keys, drop, ctx.generator)
+            keys = ctx.uniform(drop_stream)
+            keys = torch.where(group, keys, keys + 2.0)  # shifted, not filled: see above
+            dropped = ctx.top_k(-keys, drop, tie_stream)
             keep &= ~dropped
             if size > drop:
                 weight_map = torch.where(group, size / (size - drop), weight_map)
             to_drop -= drop
-        return _from_mask(keep, weight_map)
+        return _from_mask(ctx, keep, weight_map)
 
 
 class StaticScore(Policy):
@@ -280,8 +343,8 @@ class StaticScore(Policy):
             )
 
     def select(self, ctx: SelectionContext) -> Selection:
-        scores = self.options["scores"].to(ctx.device)
-        return _from_mask(top_k_mask(scores, ctx.k, ctx.generator))
+        scores = self.options["scores"][ctx.offset : ctx.offset + ctx.num_local].to(ctx.device)
+        return _from_mask(ctx, ctx.top_k(scores, ctx.k, _TIES))
 
 
 POLICIES: dict[str, type[Policy]] = {

@@ -10,10 +10,9 @@ import torch
 from torch import Tensor
 
 from ._validation import check_choice, check_float, check_int
-from .distributed import gather_batch, world
+from .distributed import all_gather_indices, all_gather_varlen, all_reduce_sum, gather_batch, world
 from .policies import POLICIES, SelectionContext, StaticScore
 from .sampler import PrunedSampler
-from .selection import make_generator
 from .stats import SampleStats
 
 METHODS: tuple[str, ...] = tuple(POLICIES)
@@ -42,6 +41,13 @@ class Pruner:
         alpha: EMA step size of the loss statistics (``mean += alpha * (loss - mean)``).
             Default 0.8, or 1.0 (latest loss) for ``infobatch``.
         device: where the statistics live; they move to the losses' device on ``record``.
+        shard_stats: under torch.distributed with W ranks, rank r keeps only the statistics of
+            its contiguous shard ``[r N // W, (r + 1) N // W)`` (memory O(N / W) per rank).
+            ``record`` still gathers every rank's batch; selection computes scores on each
+            shard, finds the global threshold with an exact distributed radix select and
+            gathers the kept indices, so every rank gets the same subset, identical to the one
+            unsharded statistics give. Decided when the Pruner is built (build it after
+            ``init_process_group``); without torch.distributed it changes nothing.
         **options: method options, e.g. ``epsilon`` for ``epsilon-greedy``, ``c`` and ``bonus``
             for ``ucb``, ``scores`` for ``static-score``.
     """
@@ -60,6 +66,7 @@ class Pruner:
         rescale: bool | None = None,
         alpha: float | None = None,
         device: torch.device | str = "cpu",
+        shard_stats: bool = False,
         **options: Any,
     ):
         self.num_samples = check_int("num_samples", num_samples, low=1)
@@ -83,8 +90,18 @@ class Pruner:
         self.policy = POLICIES[method](**options)
         if isinstance(self.policy, StaticScore):
             self.policy.check_length(num_samples)
-        self.stats = SampleStats(num_samples, self.alpha, device)
-        self.selected_count = torch.zeros(num_samples, dtype=torch.int32, device=device)
+        rank, world_size = world()
+        self.shard: tuple[int, int] | None = None  # [start, end) of the rows held here
+        if shard_stats and world_size > 1:
+            self.shard = (rank * num_samples // world_size, (rank + 1) * num_samples // world_size)
+            start, end = self.shard
+            self.stats = SampleStats(
+                end - start, self.alpha, device, offset=start, total=num_samples
+            )
+        else:
+            self.stats = SampleStats(num_samples, self.alpha, device)
+        # selected_count covers the same rows as the statistics
+        self.selected_count = torch.zeros(self.stats.num_rows, dtype=torch.int32, device=device)
         self._weights: Tensor | None = None  # per-sample loss weights while rescaling
         self._subset: Tensor | None = None  # the pruned subset (None: all samples)
         self._round: int | None = None
@@ -138,21 +155,57 @@ class Pruner:
                     stats=self.stats,
                     k=self.k,
                     round=rnd,
-                    generator=make_generator(self.stats.device, self.seed, rnd),
                     seed=self.seed,
+                    offset=self.stats.offset,
+                    total=None if self.shard is None else self.num_samples,
                 )
                 selection = self.policy.select(ctx)
+                indices, weights = selection.indices, selection.weights
+                stayed = None
+                if self.shard is not None:
+                    stayed = self._stayed_in_shard(indices)
+                    start, end = self.shard
+                    indices = all_gather_indices(indices, start, end - start)
+                    if weights is not None:
+                        weights = all_gather_varlen(weights) if self.rescale else None
                 self._round = rnd
-                self._use_subset(selection.indices, selection.weights)
-        self.selected_count[self.indices()] += 1
+                self._use_subset(indices, weights, stayed)
+        self._count_selected()
         self.samples_used += self.epoch_size(epoch)
         self.selection_seconds += time.perf_counter() - start
 
-    def _use_subset(self, indices: Tensor | None, weights: Tensor | None) -> None:
+    def _count_selected(self) -> None:
+        if self.shard is None:
+            self.selected_count[self.indices()] += 1
+        elif self._subset is None:
+            self.selected_count += 1
+        else:
+            self.selected_count[self._shard_of_subset() - self.shard[0]] += 1
+
+    def _shard_of_subset(self) -> Tensor:
+        """The current subset's indices within this rank's shard (the subset is sorted)."""
+        start, end = self.shard
+        bounds = torch.tensor([start, end], device=self._subset.device)
+        lo, hi = torch.searchsorted(self._subset, bounds).tolist()
+        return self._subset[lo:hi]
+
+    def _stayed_in_shard(self, local: Tensor) -> int | None:
+        """How many of this shard's newly selected samples were selected before (all ranks)."""
+        if self._subset is None:
+            return None
+        start, end = self.shard
+        before = torch.zeros(end - start, dtype=torch.bool, device=local.device)
+        before[self._shard_of_subset() - start] = True
+        return int(all_reduce_sum(before[local - start].sum()))
+
+    def _use_subset(
+        self, indices: Tensor | None, weights: Tensor | None, stayed: int | None = None
+    ) -> None:
         if indices is not None and self._subset is not None:
-            kept = torch.zeros(self.num_samples, dtype=torch.bool, device=self.stats.device)
-            kept[self._subset] = True
-            stayed = int(kept[indices].sum())
+            if stayed is None:
+                kept = torch.zeros(self.num_samples, dtype=torch.bool, device=self.stats.device)
+                kept[self._subset] = True
+                stayed = int(kept[indices].sum())
             self.churn.append(
                 {
                     "epoch": self.epoch,
@@ -269,14 +322,21 @@ class Pruner:
     def state_dict(self) -> dict[str, Any]:
         """Statistics, subset, counters and configuration; loadable with ``weights_only=True``.
 
-        Random choices are counter-based (seeded from ``seed`` and the round), so no RNG state
-        is needed: a resumed run selects exactly what an uninterrupted one would have.
+        Random choices are counter-based (hashed from ``seed``, the round and sample indices),
+        so no RNG state is needed: a resumed run selects exactly what an uninterrupted one
+        would have.
+
+        With sharded statistics (``shard_stats=True`` under torch.distributed) each rank's
+        state holds only its shard's rows of ``stats`` and ``selected_count`` (``shard`` gives
+        their global range) and everything else whole; it loads back into the same rank of a
+        run with the same world size. :meth:`gathered_state_dict` gives the whole state instead.
         """
         return {
             "format": _STATE_FORMAT,
             **{key: getattr(self, key) for key in _CONFIG_KEYS},
             "anneal_epochs": self.anneal_epochs,
             "seed": self.seed,
+            "shard": None if self.shard is None else list(self.shard),
             "stats": self.stats.table.cpu(),
             "selected_count": self.selected_count.cpu(),
             "weights": None if self._weights is None else self._weights.cpu(),
@@ -291,8 +351,26 @@ class Pruner:
             "churn": list(self.churn),
         }
 
+    def gathered_state_dict(self) -> dict[str, Any]:
+        """The whole state, on every rank, as an unsharded pruner would save it.
+
+        A collective call under sharded statistics (every rank must call it): the shards'
+        statistics and counts are all-gathered, so each rank briefly holds all N rows. Loads
+        into sharded and unsharded pruners alike (a sharded one keeps its own rows).
+        """
+        state = self.state_dict()
+        if self.shard is not None:
+            state["shard"] = None
+            state["stats"] = all_gather_varlen(self.stats.table.flatten()).view(-1, 3).cpu()
+            state["selected_count"] = all_gather_varlen(self.selected_count).cpu()
+        return state
+
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        """Restore a state saved by ``state_dict`` from a pruner of the same configuration."""
+        """Restore a state saved by ``state_dict`` from a pruner of the same configuration.
+
+        A sharded pruner loads either its own shard's state or a whole one (from
+        :meth:`gathered_state_dict` or an unsharded pruner), keeping its rows of the latter.
+        """
         if state.get("format") != _STATE_FORMAT:
             raise ValueError(f"unsupported pruner state format {state.get('format')!r}")
         for key in _CONFIG_KEYS:
@@ -301,10 +379,21 @@ class Pruner:
                     f"state dict was saved with {key}={state[key]!r}, but this pruner has "
                     f"{key}={getattr(self, key)!r}; build the Pruner with the same settings"
                 )
+        saved_shard = state.get("shard")
+        rows = slice(None)
+        if saved_shard is None and self.shard is not None:
+            rows = slice(*self.shard)
+        elif saved_shard is not None and tuple(saved_shard) != self.shard:
+            raise ValueError(
+                f"state dict holds the statistics of samples {list(saved_shard)} (one rank's "
+                f"shard), but this pruner holds {list(self.shard or (0, self.num_samples))}; "
+                "load it on the same rank with the same world size, or save a "
+                "gathered_state_dict()"
+            )
         device = self.stats.device
         # Copies, so that this pruner never shares storage with the state or its source.
-        self.stats.table = state["stats"].to(device, copy=True)
-        self.selected_count = state["selected_count"].to(device, copy=True)
+        self.stats.table = state["stats"][rows].to(device, copy=True)
+        self.selected_count = state["selected_count"][rows].to(device, copy=True)
         weights, subset = state["weights"], state["subset"]
         self._weights = None if weights is None else weights.to(device, copy=True)
         self._subset = None if subset is None else subset.to(device, copy=True)

@@ -55,11 +55,39 @@ class SampleStats:
     ``d = x - mean``; ``mean += alpha * d``; ``var = (1 - alpha) * (var + alpha * d**2)``.
     A sample's first loss sets ``mean = x`` and ``var = 0``. Non-finite losses never reach the
     table. Memory: 12 bytes per sample.
+
+    A shard (``total`` given) holds only the rows of samples ``[offset, offset + num_samples)``
+    of ``total``: ``update`` still takes global indices and the whole (gathered) batch, merges
+    it exactly as an unsharded table would, and routes entries of other shards to one spare row
+    past the end, which nothing reads, so no host sync is needed to drop them.
     """
 
-    def __init__(self, num_samples: int, alpha: float, device: torch.device | str = "cpu"):
+    def __init__(
+        self,
+        num_samples: int,
+        alpha: float,
+        device: torch.device | str = "cpu",
+        *,
+        offset: int = 0,
+        total: int | None = None,
+    ):
         self.alpha = alpha
-        self.table = torch.zeros(num_samples, 3, device=device)
+        self.num_rows = num_samples
+        self.offset = offset
+        self.total = total  # None: the table holds every sample
+        spare = 0 if total is None else 1
+        self._rows = torch.zeros(num_samples + spare, 3, device=device)
+
+    @property
+    def table(self) -> Tensor:
+        """``(num_samples, 3)`` rows ``(mean, var, seen)``, one per sample held here."""
+        return self._rows if self.total is None else self._rows[: self.num_rows]
+
+    @table.setter
+    def table(self, value: Tensor) -> None:
+        if value.shape != (self.num_rows, 3):
+            raise ValueError(f"table must be ({self.num_rows}, 3), got {tuple(value.shape)}")
+        self._rows = value if self.total is None else torch.cat([value, value.new_zeros(1, 3)])
 
     @property
     def mean(self) -> Tensor:
@@ -79,13 +107,18 @@ class SampleStats:
         return self.table.device
 
     def to(self, device: torch.device | str) -> None:
-        self.table = self.table.to(device)
+        self._rows = self._rows.to(device)
 
     def update(self, indices: Tensor, losses: Tensor) -> Tensor:
         """Fold one batch of losses in; returns the mask of finite input losses (no sync)."""
         losses = losses.detach().to(torch.float32)
         idx, loss, count = merge_duplicates(indices, losses)
-        old = self.table.index_select(0, idx)
+        if self.total is not None:  # other shards' samples go to the spare row, unchanged
+            idx = idx - self.offset
+            inside = (idx >= 0) & (idx < self.num_rows)
+            idx = torch.where(inside, idx, self.num_rows)
+            count = torch.where(inside, count, 0)
+        old = self._rows.index_select(0, idx)
         mean, var, seen = old.unbind(1)
         first = seen == 0
         diff = loss - mean
@@ -93,5 +126,5 @@ class SampleStats:
         new_var = torch.where(first, 0.0, (1 - self.alpha) * (var + self.alpha * diff * diff))
         new = torch.stack([new_mean, new_var, seen + 1], dim=1)
         new = torch.where((count > 0).unsqueeze(1), new, old)
-        self.table.index_copy_(0, idx, new)
+        self._rows.index_copy_(0, idx, new)
         return torch.isfinite(losses)

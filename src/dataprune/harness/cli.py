@@ -11,7 +11,14 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from .trainer import RUN_METHODS, SCHEDULES, RunConfig, RunError, is_main_process
+from .trainer import (
+    RUN_METHODS,
+    SCHEDULES,
+    RunConfig,
+    RunError,
+    is_main_process,
+    shutdown_distributed,
+)
 
 DEFAULT_COMPARE_METHODS = "full,random,rs2,epsilon-greedy,ucb,infobatch"
 
@@ -80,6 +87,12 @@ def _add_run_flags(p: argparse.ArgumentParser) -> None:
     g.add_argument("--epsilon", type=float, default=d.epsilon, help="epsilon-greedy exploration")
     g.add_argument("--ucb-c", type=float, default=d.ucb_c, help="ucb: weight c of the bonus")
     g.add_argument("--ucb-bonus", choices=("std", "var"), default=d.ucb_bonus, help="ucb bonus")
+    g.add_argument(
+        "--shard-stats",
+        action="store_true",
+        help="under torchrun: each rank keeps only its 1/W shard of the per-sample statistics "
+        "(same selections, less memory per rank)",
+    )
     g = p.add_argument_group("static scorers (el2n, grand, forgetting)")
     g.add_argument("--score-epochs", type=int, default=d.score_epochs, help="E_s: epochs trained")
     g.add_argument("--score-runs", type=int, default=d.score_runs, help="K: runs averaged")
@@ -123,6 +136,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--seed", type=int, default=0, help="random seed")
     p.add_argument("--resume", action="store_true", help="continue from --out's checkpoint")
+    p.add_argument(
+        "--stop-after",
+        type=int,
+        default=None,
+        metavar="N",
+        help="stop after epoch N of the schedule (checkpointed; continue with --resume)",
+    )
     _add_run_flags(p)
 
     p = sub.add_parser(
@@ -242,8 +262,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     from .datasets import DatasetError
 
+    finished = False
     try:
         COMMANDS[args.command](args)
+        finished = True
     except (CLIError, RunError, DatasetError, ValueError, TypeError, OSError) as exc:
         print(f"dataprune: error: {exc}", file=sys.stderr)
         return 2
@@ -252,6 +274,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             "dataprune: interrupted; rerun with the same flags (train: --resume)", file=sys.stderr
         )
         return 130
+    finally:
+        shutdown_distributed(synchronize=finished)
     return 0
 
 

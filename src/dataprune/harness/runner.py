@@ -35,7 +35,8 @@ def run(config: RunConfig, data: ImageData | None = None) -> RunResult:
         result, _ = run_static(config, data)
     else:
         result, _ = train(config, data)
-    if config.out and is_main_process():
+    finished = len(result.epochs) == config.train_epochs  # not stopped by --stop-after
+    if config.out and finished and is_main_process():
         write_json(Path(config.out) / RESULT, result.to_dict())
     return result
 

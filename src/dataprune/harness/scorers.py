@@ -270,12 +270,13 @@ class ForgettingTracker:
 
 # ------------------------------------------------------------------------------- computation
 def _scoring_config(config: RunConfig, seed: int) -> RunConfig:
-    """The full-data run a scorer trains: the run's model and optimiser, ``E_s`` epochs."""
+    """The full-data run a scorer trains: the run's model, optimiser and schedule, stopped
+    after its first ``E_s`` epochs (scores come from early training, as in Paul et al.)."""
     return dataclasses.replace(
         config,
         method="full",
         prune=0.0,
-        epochs=config.score_epochs,
+        stop_after=config.score_epochs,
         seed=seed,
         out=None,
         resume=False,

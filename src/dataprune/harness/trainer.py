@@ -8,6 +8,7 @@ charged up front), and host syncs happen once an epoch, not once a step.
 from __future__ import annotations
 
 import dataclasses
+import gc
 import math
 import os
 import time
@@ -42,8 +43,18 @@ RUN_METHODS = (
     "infobatch",
 )
 CHECKPOINT = "checkpoint.pt"
-# Fields that may differ between a run and its resumption.
-_RESUME_FREE = ("resume", "out", "progress", "data_dir", "device", "scores_file")
+# Fields that may differ between a run and its resumption (shard_stats only changes where the
+# statistics live: the checkpoint holds them whole and the selections are the same).
+_RESUME_FREE = (
+    "resume",
+    "out",
+    "progress",
+    "data_dir",
+    "device",
+    "scores_file",
+    "shard_stats",
+    "stop_after",
+)
 
 
 class RunError(RuntimeError):
@@ -67,6 +78,7 @@ class RunConfig:
     epsilon: float = 0.1
     ucb_c: float = 1.0
     ucb_bonus: str = "std"
+    shard_stats: bool = False  # under torchrun: each rank keeps its shard of the statistics
     batch_size: int = 128
     lr: float = 0.05
     momentum: float = 0.9
@@ -87,6 +99,7 @@ class RunConfig:
     # output
     out: str | None = None
     resume: bool = False
+    stop_after: int | None = None  # train only the first N epochs of the schedule
     progress: bool = True
 
     def validate(self) -> RunConfig:
@@ -98,6 +111,8 @@ class RunConfig:
         check_int("batch_size", self.batch_size, low=1)
         check_int("score_epochs", self.score_epochs, low=1)
         check_int("score_runs", self.score_runs, low=1)
+        if self.stop_after is not None:
+            check_int("stop_after", self.stop_after, low=1)
         check_choice("schedule", self.schedule, SCHEDULES)
         check_float("lr", self.lr, low=0.0, low_open=True)
         check_float("label_smoothing", self.label_smoothing, low=0.0, high=1.0, high_open=True)
@@ -133,6 +148,7 @@ class RunConfig:
             anneal_epochs=self.anneal_epochs,
             rescale=self.rescale,
             alpha=self.alpha,
+            shard_stats=self.shard_stats,
             **options,
         )
 
@@ -221,15 +237,37 @@ def setup_device(requested: str) -> torch.device:
         raise RunError(f"device={requested!r} is not known; choose one of: cpu, cuda")
     if requested.startswith("cuda") and not torch.cuda.is_available():
         raise RunError(f"device={requested!r} was asked for, but CUDA is not available here")
+    global _started_process_group
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
     if world_size > 1 and not dist.is_initialized():
         dist.init_process_group("nccl" if requested.startswith("cuda") else "gloo")
+        _started_process_group = True
     if requested.startswith("cuda"):
         local_rank = int(os.environ.get("LOCAL_RANK", "0"))
         device = torch.device("cuda", local_rank if world_size > 1 else torch.cuda.current_device())
         torch.cuda.set_device(device)
         return device
     return torch.device("cpu")
+
+
+_started_process_group = False
+
+
+def shutdown_distributed(synchronize: bool = True) -> None:
+    """End the process group :func:`setup_device` started, if any (at the end of a command).
+
+    With ``synchronize`` every rank first waits for the others (a barrier), so that none tears
+    down its connections while another still uses them: a rank that leaves early can otherwise
+    abort at exit ("terminate called without an active exception") after a finished run. Pass
+    False on an error that other ranks may not share (the barrier could wait forever).
+    """
+    global _started_process_group
+    if _started_process_group and dist.is_initialized():
+        gc.collect()  # free DDP wrappers (reference cycles) while the interpreter is alive
+        if synchronize:
+            dist.barrier()
+        dist.destroy_process_group()
+    _started_process_group = False
 
 
 def is_main_process() -> bool:
@@ -352,6 +390,7 @@ def train(
     if config.resume:
         start_epoch = _load_checkpoint(out, config, model, optimizer, schedule, pruner, result)
 
+    stop_after = config.stop_after
     epochs = range(start_epoch, config.train_epochs)
     if config.progress and is_main_process():
         from tqdm.auto import tqdm
@@ -385,7 +424,7 @@ def train(
                 on_batch(batch, logits.detach(), y)
         _sync(device)
         t_eval = time.perf_counter()
-        if evaluate_each_epoch or epoch == config.train_epochs - 1:
+        if evaluate_each_epoch or epoch + 1 in (config.train_epochs, stop_after):
             accuracy = evaluate(net, data)
         t_end = time.perf_counter()
 
@@ -405,21 +444,31 @@ def train(
         result.pruner_summary = pruner.summary()
         if out is not None:
             _save_checkpoint(out, config, model, optimizer, schedule, pruner, result)
+        if stop_after is not None and epoch + 1 >= stop_after:
+            break
     return result, model
 
 
 # ---------------------------------------------------------------------------- checkpoints
 def _save_checkpoint(out, config, model, optimizer, schedule, pruner, result) -> None:
-    """Atomic: write a temporary file, then rename it over the old checkpoint (rank 0 only)."""
+    """Atomic: write a temporary file, then rename it over the old checkpoint (rank 0 only).
+
+    With sharded statistics every rank takes part: the shards are gathered into one whole
+    pruner state (``Pruner.gathered_state_dict``), so the checkpoint has the same format as an
+    unsharded run's, and on ``--resume`` each rank keeps its own rows of it.
+    """
+    pruner_state = pruner.gathered_state_dict() if pruner.shard is not None else None
     if not is_main_process():
         return
+    if pruner_state is None:
+        pruner_state = pruner.state_dict()
     out.mkdir(parents=True, exist_ok=True)
     state = {
         "identity": config.identity(),
         "model": model.state_dict(),
         "optimizer": optimizer.state_dict(),
         "schedule": schedule.state_dict(),
-        "pruner": pruner.state_dict(),
+        "pruner": pruner_state,
         "cpu_rng": torch.get_rng_state(),
         "result": result.to_dict(),
     }

@@ -1,0 +1,85 @@
+"""`dataprune train` under torchrun: 2 CPU processes (gloo), sharded statistics, resume.
+
+Run A trains 3 epochs straight through. Run B stops right after epoch 1's checkpoint
+(``--stop-after 2``, as a preempted job would) and is continued with --resume. Both must learn,
+and B must end bit-identical to A: accuracies, losses, model
+and the pruner's statistics and selections.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+DATA = ROOT.parent / "shared" / "data"
+TORCHRUN = Path(sys.executable).with_name("torchrun")
+
+pytestmark = [
+    pytest.mark.skipif(
+        not (DATA / "fashion-mnist" / "train-images-idx3-ubyte.gz").is_file(),
+        reason=f"Fashion-MNIST not found under {DATA}",
+    ),
+    pytest.mark.skipif(shutil.which(str(TORCHRUN)) is None, reason="torchrun not installed"),
+]
+
+ARGS = [
+    "--dataset", "fashion-mnist", "--data-dir", str(DATA), "--train-limit", "2000",
+    "--test-limit", "500", "--model", "cnn", "--epochs", "3", "--batch-size", "16",
+    "--method", "ucb", "--prune", "0.5", "--shard-stats", "--no-progress",
+]  # fmt: skip
+
+
+def torchrun(out: Path, *extra: str) -> subprocess.CompletedProcess:
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    command = [str(TORCHRUN), "--standalone", "--nproc_per_node=2", "-m", "dataprune", "train"]
+    return subprocess.run(
+        [*command, *ARGS, "--out", str(out), *extra],
+        env=env,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+
+
+def test_two_process_training_learns_and_resumes_exactly(tmp_path):
+    a, b = tmp_path / "a", tmp_path / "b"
+    done = torchrun(a)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "final accuracy" in done.stdout
+
+    stopped = torchrun(b, "--stop-after", "2")
+    assert stopped.returncode == 0, stopped.stderr[-3000:]
+    assert not (b / "result.json").exists()  # a stopped run is not a finished one
+    state_b1 = torch.load(b / "checkpoint.pt", weights_only=True)
+    assert [e["epoch"] for e in state_b1["result"]["epochs"]] == [0, 1]
+    resumed = torchrun(b, "--resume")
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+
+    result_a = json.loads((a / "result.json").read_text())
+    result_b = json.loads((b / "result.json").read_text())
+    assert result_a["final_accuracy"] > 0.5  # 10 classes: chance is 0.1
+    for key in ("test_accuracy", "train_loss", "samples"):
+        assert [e[key] for e in result_a["epochs"]] == [e[key] for e in result_b["epochs"]]
+    assert [e["samples"] for e in result_a["epochs"]] == [1000] * 3
+
+    state_a = torch.load(a / "checkpoint.pt", weights_only=True)
+    state_b = torch.load(b / "checkpoint.pt", weights_only=True)
+    for name, tensor in state_a["model"].items():
+        assert torch.equal(tensor, state_b["model"][name]), name
+    pruner_a, pruner_b = state_a["pruner"], state_b["pruner"]
+    assert pruner_a["shard"] is None  # the checkpoint holds the gathered, whole state
+    assert pruner_a["stats"].shape == (2000, 3)
+    for key in ("stats", "selected_count", "subset"):
+        assert torch.equal(pruner_a[key], pruner_b[key]), key
+    assert pruner_a["subset"].numel() == 1000
+    assert int(pruner_a["selected_count"].sum()) == 3000
+    assert pruner_a["churn"] == pruner_b["churn"]
