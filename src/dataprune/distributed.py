@@ -67,14 +67,6 @@ def all_reduce_sum(tensor: Tensor) -> Tensor:
     return buffer.to(tensor.device)
 
 
-def broadcast_object(obj: object, src: int = 0) -> object:
-    if not is_distributed():
-        return obj
-    holder = [obj]
-    dist.broadcast_object_list(holder, src=src)
-    return holder[0]
-
-
 def all_gather_sizes(n: int) -> list[int]:
     """Every rank's ``n``, in rank order (``[n]`` outside torch.distributed)."""
     if not is_distributed() or dist.get_world_size() == 1:

@@ -12,7 +12,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from .datasets import ImageData, load_dataset
+from .datasets import ImageData
 from .models import build_model
 from .trainer import SCORER_METHODS, RunConfig, RunResult, is_main_process, setup_device, train
 
@@ -23,12 +23,7 @@ def run(config: RunConfig, data: ImageData | None = None) -> RunResult:
     """Train one configuration: static scorers score first (and are charged), others train."""
     config.validate()
     if data is None:
-        data = load_dataset(
-            config.dataset,
-            config.data_dir,
-            train_limit=config.train_limit,
-            test_limit=config.test_limit,
-        )
+        data = config.load_data()
     if config.method in SCORER_METHODS:
         from .scorers import run_static
 
@@ -80,12 +75,7 @@ def run_grid(configs: Sequence[RunConfig], out: Path | None, progress: bool = Tr
                 continue
         key = (config.dataset, config.data_dir, config.train_limit, config.test_limit)
         if key not in data_cache:
-            data_cache[key] = load_dataset(
-                config.dataset,
-                config.data_dir,
-                train_limit=config.train_limit,
-                test_limit=config.test_limit,
-            ).to(setup_device(config.device))
+            data_cache[key] = config.load_data().to(setup_device(config.device))
         if not warmed:
             warm_up(config, data_cache[key])
             warmed = True

@@ -33,7 +33,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..distributed import gather_batch, world
-from .datasets import ImageData, load_dataset
+from .datasets import ImageData
 from .trainer import CHECKPOINT, RunConfig, RunResult, is_main_process, setup_device, train
 
 __all__ = [
@@ -509,12 +509,7 @@ def run_static(config: RunConfig, data: ImageData | None = None) -> tuple[RunRes
             f"method={config.method!r} is not a static scorer; choose one of: {', '.join(SCORERS)}"
         )
     if data is None:
-        data = load_dataset(
-            config.dataset,
-            config.data_dir,
-            train_limit=config.train_limit,
-            test_limit=config.test_limit,
-        )
+        data = config.load_data()
     n = data.num_train
     run_copy = Path(config.out) / RUN_SCORES if config.out else None
     if config.scores_file and Path(config.scores_file).is_file():

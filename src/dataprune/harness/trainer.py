@@ -152,6 +152,12 @@ class RunConfig:
             **options,
         )
 
+    def load_data(self) -> ImageData:
+        """The run's dataset, on the CPU."""
+        return load_dataset(
+            self.dataset, self.data_dir, train_limit=self.train_limit, test_limit=self.test_limit
+        )
+
     def identity(self) -> dict[str, Any]:
         """The fields a checkpoint must agree on to be resumed."""
         return {k: v for k, v in dataclasses.asdict(self).items() if k not in _RESUME_FREE}
@@ -347,12 +353,7 @@ def train(
     config.validate()
     device = setup_device(config.device)
     if data is None:
-        data = load_dataset(
-            config.dataset,
-            config.data_dir,
-            train_limit=config.train_limit,
-            test_limit=config.test_limit,
-        )
+        data = config.load_data()
     data = data.to(device)
 
     torch.manual_seed(config.seed)
