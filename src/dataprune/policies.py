@@ -114,11 +114,10 @@ def _unseen_first(scores: Tensor, stats: SampleStats) -> Tensor:
 
 
 class Policy:
-    """Base class. Subclasses set ``name``, ``defaults`` and ``needs_stats``, define ``select``."""
+    """Base class. Subclasses set ``name`` and ``defaults`` (their options), define ``select``."""
 
     name: ClassVar[str]
     defaults: ClassVar[dict[str, Any]] = {}
-    needs_stats: ClassVar[bool] = False  # whether record() statistics drive the choice
     reselects: ClassVar[bool] = True  # False: one subset for the whole run
 
     def __init__(self, **options: Any):
@@ -224,7 +223,6 @@ class EpsilonGreedy(Policy):
 
     name = "epsilon-greedy"
     defaults = {"epsilon": 0.1, "epsilon_decay": 1.0}
-    needs_stats = True
 
     def __init__(self, **options: Any):
         super().__init__(**options)
@@ -257,7 +255,6 @@ class UCB(Policy):
 
     name = "ucb"
     defaults = {"c": 1.0, "bonus": "std"}
-    needs_stats = True
 
     def __init__(self, **options: Any):
         super().__init__(**options)
@@ -277,15 +274,15 @@ class InfoBatch(Policy):
     """Soft pruning of well-learned samples with unbiased rescaling (Qin et al., InfoBatch).
 
     Samples seen so far whose loss ``mu`` is below the mean of the seen samples form the "low"
-    group L; unseen samples always stay. To leave out exactly ``m = N - k`` samples, drop
-    ``d_L = min(m, |L|)`` uniformly from L and any remainder uniformly from the rest H. Kept
+    group L; unseen samples belong to the rest H, so they are never in the group pruned first.
+    To leave out exactly ``m = N - k`` samples, drop ``d_L = min(m, |L|)`` uniformly from L and
+    any remainder uniformly from H. Kept
     samples of a group G are weighted ``|G| / (|G| - d_G)`` = 1 / P(kept), so the expected summed
     loss of the epoch equals the full-data one. Use it with ``anneal_epochs`` (the pruner's
     default for this method is the final 12.5% of epochs) and ``alpha=1`` (latest loss).
     """
 
     name = "infobatch"
-    needs_stats = True
 
     def select(self, ctx: SelectionContext) -> Selection:
         n, k = ctx.num_samples, ctx.k
