@@ -1,0 +1,38 @@
+"""The README's quickstart loop (examples/plain_loop.py) works for every method on real data."""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import pytest
+
+import dataprune
+
+ROOT = Path(__file__).resolve().parents[1]
+FASHION = ROOT.parent / "shared" / "data" / "fashion-mnist" / "train-images-idx3-ubyte.gz"
+
+
+def load_example():
+    spec = importlib.util.spec_from_file_location("plain_loop", ROOT / "examples" / "plain_loop.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="module")
+def fashion():
+    if not FASHION.is_file():
+        pytest.skip("Fashion-MNIST not found in ../shared/data")
+    from dataprune.harness.datasets import load_dataset
+
+    return load_dataset("fashion-mnist", FASHION.parent.parent, train_limit=1500, test_limit=500)
+
+
+@pytest.mark.parametrize("method", dataprune.METHODS)
+def test_plain_loop_learns_with_every_method(fashion, method):
+    result = load_example().train_one(method, prune=0.5, epochs=2, data=fashion)
+    assert result["accuracy"] > 0.5  # 10 classes: chance is 0.1
+    expected = 0.0 if method == "full" else 0.5
+    assert result["fraction_pruned"] == pytest.approx(expected)
+    assert result["record_calls"] == 2 * -(-round(1500 * (1 - expected)) // 128)
