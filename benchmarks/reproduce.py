@@ -1,7 +1,7 @@
 """The evidence benchmark: every method, prune rate and seed on real data, then docs/RESULTS.md.
 
     python benchmarks/reproduce.py             # the full benchmark (resumable), then the report
-    python benchmarks/reproduce.py --smoke     # about a minute: keeps the script working in CI
+    python benchmarks/reproduce.py --smoke     # seconds, on digits: keeps the script working in CI
     python benchmarks/reproduce.py --report    # only regenerate docs/RESULTS.md from the results
 
 Each run writes ``result.json`` under ``benchmarks/results/<suite>/<run>/``; those files are
@@ -20,7 +20,8 @@ from pathlib import Path
 import torch
 
 from dataprune.harness.analyze import load_pruner_state, selection_summary
-from dataprune.harness.runner import grid, run_grid, run_name, write_json
+from dataprune.harness.files import write_json
+from dataprune.harness.runner import grid, run_grid, run_name
 from dataprune.harness.trainer import RunConfig
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -94,20 +95,11 @@ def variant_name(config: RunConfig) -> str:
 
 def suites(smoke: bool, data_dir: str | None, device: str) -> list[Suite]:
     common = dict(data_dir=data_dir, progress=False, model="cnn", device=device)
-    if smoke:
-        fashion = RunConfig(
-            dataset="fashion-mnist",
-            epochs=2,
-            batch_size=128,
-            train_limit=1000,
-            test_limit=500,
-            score_epochs=1,
-            score_runs=1,
-            **common,
+    if smoke:  # embedded data: runs anywhere, no files needed
+        digits = RunConfig(
+            dataset="digits", epochs=2, batch_size=64, score_epochs=1, score_runs=1, **common
         )
-        return [
-            main_suite("smoke", "Smoke test (Fashion-MNIST slice)", fashion, (0.5,), (0,)),
-        ]
+        return [main_suite("smoke", "Smoke test (digits)", digits, (0.5,), (0,))]
     fashion = RunConfig(
         dataset="fashion-mnist", epochs=5, batch_size=256, lr=0.1, score_epochs=2, **common
     )

@@ -44,11 +44,13 @@ def test_fixed_seed_reproduces_on_cpu(digits):
         assert torch.equal(pa, pb)
 
 
-def test_wall_time_counts_every_phase(digits):
-    result, _ = train(quick(method="epsilon-greedy", prune=0.5), digits, scoring_seconds=7.0)
+def test_wall_time_counts_every_phase(digits, tmp_path):
+    config = quick(method="epsilon-greedy", prune=0.5, out=str(tmp_path))
+    result, _ = train(config, digits, scoring_seconds=7.0)
     total = 7.0
     for e in result.epochs:
-        total += e.train_seconds + e.selection_seconds + e.eval_seconds
+        assert e.checkpoint_seconds > 0
+        total += e.train_seconds + e.selection_seconds + e.eval_seconds + e.checkpoint_seconds
         assert e.wall_seconds == pytest.approx(total, rel=1e-3, abs=0.05)
     assert result.time_to_accuracy(0.0) == result.epochs[0].wall_seconds
     assert result.time_to_accuracy(1.01) is None
@@ -185,3 +187,15 @@ def test_fashion_mnist_run_on_real_data(tmp_path):
     )
     result = run(config)
     assert result.final_accuracy > 0.6  # chance is 0.10
+
+
+def test_interrupted_grid_resumes_unfinished_runs(digits, tmp_path):
+    from dataprune.harness.runner import run_grid
+
+    config = quick(method="ucb", prune=0.5, out=str(tmp_path / "run"))
+    (stopped,) = run_grid([dataclasses.replace(config, stop_after=2)], out=None, progress=False)
+    assert len(stopped.epochs) == 2 and not (tmp_path / "run" / "result.json").exists()
+    (resumed,) = run_grid([config], out=None, progress=False)
+    straight, _ = train(dataclasses.replace(config, out=None), digits)
+    assert [e.epoch for e in resumed.epochs] == [0, 1, 2, 3]
+    assert [e.test_accuracy for e in resumed.epochs] == [e.test_accuracy for e in straight.epochs]

@@ -20,7 +20,7 @@ def world() -> tuple[int, int]:
     return 0, 1
 
 
-def _comm_device(tensor: Tensor) -> torch.device:
+def _comm_device() -> torch.device:
     # NCCL needs CUDA tensors; gloo needs CPU ones.
     return (
         torch.device("cuda", torch.cuda.current_device())
@@ -38,7 +38,7 @@ def gather_batch(indices: Tensor, losses: Tensor) -> tuple[Tensor, Tensor]:
     """
     if not is_distributed() or dist.get_world_size() == 1:
         return indices, losses
-    device = _comm_device(indices)
+    device = _comm_device()
     out_index_device, out_loss_device = indices.device, losses.device
     indices = indices.to(device=device, dtype=torch.int64)
     losses = losses.detach().to(device=device, dtype=torch.float32)
@@ -61,7 +61,7 @@ def all_reduce_sum(tensor: Tensor) -> Tensor:
     """Sum a tensor over ranks (in place on the communication device; returns the result)."""
     if not is_distributed():
         return tensor
-    device = _comm_device(tensor)
+    device = _comm_device()
     buffer = tensor.to(device)
     dist.all_reduce(buffer)
     return buffer.to(tensor.device)
@@ -71,7 +71,7 @@ def all_gather_sizes(n: int) -> list[int]:
     """Every rank's ``n``, in rank order (``[n]`` outside torch.distributed)."""
     if not is_distributed() or dist.get_world_size() == 1:
         return [int(n)]
-    size = torch.tensor([int(n)], dtype=torch.int64, device=_comm_device(torch.empty(0)))
+    size = torch.tensor([int(n)], dtype=torch.int64, device=_comm_device())
     sizes = [torch.empty_like(size) for _ in range(dist.get_world_size())]
     dist.all_gather(sizes, size)
     return [int(s.item()) for s in sizes]
@@ -84,7 +84,7 @@ def all_gather_varlen(tensor: Tensor) -> Tensor:
     """
     if not is_distributed() or dist.get_world_size() == 1:
         return tensor
-    device = _comm_device(tensor)
+    device = _comm_device()
     sizes = all_gather_sizes(tensor.numel())
     longest = max(sizes)
     buffer = tensor.to(device)
@@ -129,7 +129,7 @@ def all_gather_indices(local: Tensor, start: int, length: int) -> Tensor:
 
 def _all_gather_ints(values: list[int]) -> list[list[int]]:
     """Every rank's list of ints (all of one length), in rank order."""
-    mine = torch.tensor(values, dtype=torch.int64, device=_comm_device(torch.empty(0)))
+    mine = torch.tensor(values, dtype=torch.int64, device=_comm_device())
     every = [torch.empty_like(mine) for _ in range(dist.get_world_size())]
     dist.all_gather(every, mine)
     return [t.tolist() for t in every]

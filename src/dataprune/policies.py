@@ -21,12 +21,13 @@ from torch import Tensor
 
 from ._validation import check_choice, check_float
 from .distributed import all_reduce_sum
-from .selection import RandomStream, make_generator, random_mask, top_k_mask
+from .selection import RandomStream, random_mask, top_k_mask
 from .stats import SampleStats
 
 # Streams of counter-based random numbers, one per use, so that no two uses share numbers.
 _RANDOM, _TIES, _EXPLORE, _EXPLORE_TIES = 1, 2, 3, 4
-_DROP = ((5, 6), (7, 8))  # infobatch: (drop, ties) streams of the low and the high group
+_INFOBATCH_STREAMS = ((5, 6), (7, 8))  # (drop, ties) streams of the low and the high group
+_RS2_ORDER = 0x5252
 
 
 @dataclass(frozen=True)
@@ -178,15 +179,14 @@ class RS2(Policy):
         self._key: tuple[int, int, int] | None = None
 
     def _order(self, cycle: int, n: int, k: int, seed: int, device: torch.device) -> Tensor:
-        # The permutations do not depend on the statistics: every rank computes them whole
-        # (torch.randperm from a seeded generator on the statistics' device, so the same on
-        # every rank of a run; CPU and CUDA permutations differ).
+        # The permutations do not depend on the statistics: every rank computes them whole,
+        # by sorting hashed keys, so they are the same on every rank and every device.
         if self._key != (n, k, seed):
             self._orders, self._key = {}, (n, k, seed)
         start = max([c for c in self._orders if c <= cycle], default=-1)
         for c in range(start + 1, cycle + 1):
-            gen = make_generator(device, seed, 0x5252, c)
-            perm = torch.randperm(n, generator=gen, device=gen.device).to(device)
+            keys = RandomStream.of(seed, _RS2_ORDER, c).bits(torch.arange(n, device=device))
+            perm = torch.sort(keys, stable=True).indices
             round_start = (c * n // k) * k  # first position of the round that meets cycle c
             tail = c * n - round_start
             if c > 0 and tail > 0:
@@ -298,7 +298,7 @@ class InfoBatch(Policy):
         keep = torch.ones(ctx.num_local, dtype=torch.bool, device=ctx.device)
         weight_map = torch.ones(ctx.num_local, device=ctx.device)
         to_drop = n - k
-        for (drop_stream, tie_stream), group in zip(_DROP, (low, ~low), strict=True):
+        for (drop_stream, tie_stream), group in zip(_INFOBATCH_STREAMS, (low, ~low), strict=True):
             size = int(ctx.global_sum(group.sum()))
             drop = min(to_drop, size)
             if drop == 0:

@@ -18,7 +18,23 @@ from .stats import SampleStats
 METHODS: tuple[str, ...] = tuple(POLICIES)
 
 _STATE_FORMAT = 1
-_CONFIG_KEYS = ("num_samples", "method", "prune", "epochs", "every", "warmup_epochs")
+_CONFIG_KEYS = (
+    "num_samples",
+    "method",
+    "prune",
+    "epochs",
+    "seed",
+    "every",
+    "warmup_epochs",
+    "anneal_epochs",
+    "rescale",
+    "alpha",
+)
+
+
+def budget(num_samples: int, prune: float) -> int:
+    """Samples kept in a pruned epoch: ``k = max(1, round((1 - prune) * N))``."""
+    return max(1, round((1 - prune) * num_samples))
 
 
 class Pruner:
@@ -85,7 +101,7 @@ class Pruner:
         self.rescale = is_infobatch if rescale is None else bool(rescale)
         alpha = (1.0 if is_infobatch else 0.8) if alpha is None else alpha
         self.alpha = check_float("alpha", alpha, low=0.0, high=1.0, low_open=True)
-        self.k = max(1, round((1 - self.prune) * num_samples))
+        self.k = budget(num_samples, self.prune)
 
         self.policy = POLICIES[method](**options)
         if isinstance(self.policy, StaticScore):
@@ -108,6 +124,7 @@ class Pruner:
         self.epoch: int | None = None
         self._validated_epoch: int | None = None
         self.samples_used = 0
+        self.pruned_epochs = 0  # epochs started on a subset; selected_count counts within them
         self.selection_seconds = 0.0
         self.record_seconds = 0.0
         self.record_calls = 0
@@ -170,15 +187,15 @@ class Pruner:
                         weights = all_gather_varlen(weights) if self.rescale else None
                 self._round = rnd
                 self._use_subset(indices, weights, stayed)
-        self._count_selected()
+        if self.is_pruned_epoch(epoch):
+            self._count_selected()
+            self.pruned_epochs += 1
         self.samples_used += self.epoch_size(epoch)
         self.selection_seconds += time.perf_counter() - start
 
     def _count_selected(self) -> None:
         if self.shard is None:
             self.selected_count[self.indices()] += 1
-        elif self._subset is None:
-            self.selected_count += 1
         else:
             self.selected_count[self._shard_of_subset() - self.shard[0]] += 1
 
@@ -304,7 +321,10 @@ class Pruner:
 
     # ----------------------------------------------------------------- reports
     def summary(self) -> dict[str, Any]:
-        """Samples used so far, realised fraction pruned, and time spent in the machinery."""
+        """Samples used so far, realised fraction pruned, and time spent in the machinery.
+
+        ``record_seconds`` is host time: on CUDA, record() only queues kernels.
+        """
         epochs_done = 0 if self.epoch is None else self.epoch + 1
         full = self.num_samples * epochs_done
         return {
@@ -334,8 +354,6 @@ class Pruner:
         return {
             "format": _STATE_FORMAT,
             **{key: getattr(self, key) for key in _CONFIG_KEYS},
-            "anneal_epochs": self.anneal_epochs,
-            "seed": self.seed,
             "shard": None if self.shard is None else list(self.shard),
             "stats": self.stats.table.cpu(),
             "selected_count": self.selected_count.cpu(),
@@ -344,6 +362,7 @@ class Pruner:
             "round": self._round,
             "epoch": self.epoch,
             "samples_used": self.samples_used,
+            "pruned_epochs": self.pruned_epochs,
             "selection_seconds": self.selection_seconds,
             "record_seconds": self.record_seconds,
             "record_calls": self.record_calls,
@@ -372,11 +391,14 @@ class Pruner:
         :meth:`gathered_state_dict` or an unsharded pruner), keeping its rows of the latter.
         """
         if state.get("format") != _STATE_FORMAT:
-            raise ValueError(f"unsupported pruner state format {state.get('format')!r}")
+            raise ValueError(
+                f"unsupported pruner state format {state.get('format')!r}; this version of "
+                f"dataprune reads format {_STATE_FORMAT}"
+            )
         for key in _CONFIG_KEYS:
-            if state[key] != getattr(self, key):
+            if state.get(key) != getattr(self, key):
                 raise ValueError(
-                    f"state dict was saved with {key}={state[key]!r}, but this pruner has "
+                    f"state dict was saved with {key}={state.get(key)!r}, but this pruner has "
                     f"{key}={getattr(self, key)!r}; build the Pruner with the same settings"
                 )
         saved_shard = state.get("shard")
@@ -400,6 +422,7 @@ class Pruner:
         self._round = state["round"]
         self.epoch = state["epoch"]
         self.samples_used = state["samples_used"]
+        self.pruned_epochs = state["pruned_epochs"]
         self.selection_seconds = state["selection_seconds"]
         self.record_seconds = state["record_seconds"]
         self.record_calls = state["record_calls"]

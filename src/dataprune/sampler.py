@@ -74,7 +74,7 @@ class PrunedSampler(Sampler[int]):
             )
         subset = self.pruner.indices().cpu()
         if self.shuffle:
-            gen = make_generator(torch.device("cpu"), self.pruner.seed, 0x5348, epoch)
+            gen = make_generator(self.pruner.seed, 0x5348, epoch)
             subset = subset[torch.randperm(subset.numel(), generator=gen)]
         return shard(subset, self.rank, self.num_replicas, self.drop_last)
 

@@ -210,10 +210,6 @@ def random_mask(
     return top_k_mask(keys, k, RandomStream.of(stream.key, 0x7469), shard)
 
 
-def make_generator(device: torch.device, *seeds: int) -> torch.Generator:
-    """A generator on ``device`` seeded from a tuple of ints (counter-based: no state to save)."""
-    seed = 0
-    for s in seeds:
-        seed = (seed * 1_000_003 + int(s) + 0x9E3779B1) % (2**63 - 1)
-    gen_device = device if device.type == "cuda" else "cpu"
-    return torch.Generator(device=gen_device).manual_seed(seed)
+def make_generator(*seeds: int) -> torch.Generator:
+    """A CPU ``torch.Generator`` seeded from a tuple of ints (the sampler's shuffle order)."""
+    return torch.Generator().manual_seed(RandomStream.of(*seeds).key & (2**63 - 1))

@@ -109,8 +109,8 @@ class SampleStats:
     def to(self, device: torch.device | str) -> None:
         self._rows = self._rows.to(device)
 
-    def update(self, indices: Tensor, losses: Tensor) -> Tensor:
-        """Fold one batch of losses in; returns the mask of finite input losses (no sync)."""
+    def update(self, indices: Tensor, losses: Tensor) -> None:
+        """Fold one batch of losses in (no host sync)."""
         losses = losses.detach().to(torch.float32)
         idx, loss, count = merge_duplicates(indices, losses)
         if self.total is not None:  # other shards' samples go to the spare row, unchanged
@@ -127,4 +127,3 @@ class SampleStats:
         new = torch.stack([new_mean, new_var, seen + 1], dim=1)
         new = torch.where((count > 0).unsqueeze(1), new, old)
         self._rows.index_copy_(0, idx, new)
-        return torch.isfinite(losses)

@@ -23,9 +23,11 @@ def load_pruner_state(run_dir: Path) -> dict:
 
 
 def selection_summary(state: dict) -> dict[str, float]:
-    """Counts of always-, never- and sometimes-selected samples over the epochs started."""
+    """Counts of always-, never- and sometimes-selected samples over the pruned epochs."""
     counts = state["selected_count"].to(torch.int64)
-    epochs = state["epoch"] + 1
+    epochs = state["pruned_epochs"]
+    if epochs < 1:
+        raise RunError("the run has no pruned epoch yet (full data so far): nothing to analyze")
     return {
         "samples": counts.numel(),
         "epochs": epochs,
@@ -48,7 +50,7 @@ def analyze_run(run_dir: Path, out: Path | None = None) -> list[Path]:
     fig, ax = plt.subplots(figsize=(7, 4))
     hist = torch.bincount(counts, minlength=epochs + 1)
     ax.bar(range(epochs + 1), hist.tolist(), color="tab:blue")
-    ax.set_xlabel(f"epochs in which a sample was selected (of {epochs})")
+    ax.set_xlabel(f"pruned epochs in which a sample was selected (of {epochs})")
     ax.set_ylabel("samples")
     ax.set_title(
         f"{state['method']} prune={state['prune']:g}: {summary['sometimes']:,} sometimes, "

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -267,7 +268,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         COMMANDS[args.command](args)
         finished = True
     except (CLIError, RunError, DatasetError, ValueError, TypeError, OSError) as exc:
-        print(f"dataprune: error: {exc}", file=sys.stderr)
+        if os.environ.get("DATAPRUNE_DEBUG"):
+            raise
+        print(f"dataprune: error: {exc} (set DATAPRUNE_DEBUG=1 for a traceback)", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(

@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from .runner import write_json
+from .files import write_json
 from .trainer import RUN_METHODS, RunResult
 
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
 import re
 from collections.abc import Sequence
 from pathlib import Path
@@ -13,8 +12,17 @@ import torch
 import torch.nn.functional as F
 
 from .datasets import ImageData
+from .files import write_json
 from .models import build_model
-from .trainer import SCORER_METHODS, RunConfig, RunResult, is_main_process, setup_device, train
+from .trainer import (
+    CHECKPOINT,
+    SCORER_METHODS,
+    RunConfig,
+    RunResult,
+    is_main_process,
+    setup_device,
+    train,
+)
 
 RESULT = "result.json"
 
@@ -55,8 +63,9 @@ def grid(base: RunConfig, methods: Sequence[str], prunes: Sequence[float], seeds
 def run_grid(configs: Sequence[RunConfig], out: Path | None, progress: bool = True):
     """Run every configuration (each in ``out/<run_name>``); reuse finished runs' results.
 
-    A finished run is one whose ``result.json`` holds the same configuration, so an interrupted
-    comparison continues where it stopped.
+    A finished run is one whose ``result.json`` holds the same configuration; a run with a
+    checkpoint of the same configuration resumes from it. So an interrupted comparison
+    continues where it stopped.
     """
     data_cache: dict[tuple, ImageData] = {}
     results: list[RunResult] = []
@@ -69,10 +78,12 @@ def run_grid(configs: Sequence[RunConfig], out: Path | None, progress: bool = Tr
     for config in iterator:
         if out is not None:
             config = dataclasses.replace(config, out=str(out / run_name(config)))
+        if config.out:
             done = _finished(config)
             if done is not None:
                 results.append(done)
                 continue
+            config = dataclasses.replace(config, resume=_resumable(config))
         key = (config.dataset, config.data_dir, config.train_limit, config.test_limit)
         if key not in data_cache:
             data_cache[key] = config.load_data().to(setup_device(config.device))
@@ -94,6 +105,17 @@ def _finished(config: RunConfig) -> RunResult | None:
     return result if result.config.identity() == config.identity() else None
 
 
+def _resumable(config: RunConfig) -> bool:
+    path = Path(config.out) / CHECKPOINT
+    if not path.is_file():
+        return False
+    try:
+        saved = torch.load(path, map_location="cpu", weights_only=True)["identity"]
+    except Exception:  # a truncated or foreign file: start the run afresh
+        return False
+    return saved == config.identity()
+
+
 def warm_up(config: RunConfig, data: ImageData) -> None:
     """One untimed step, so the first timed run does not pay one-time start-up costs."""
     device = data.device
@@ -106,11 +128,3 @@ def warm_up(config: RunConfig, data: ImageData) -> None:
     evaluate_batch = data.test_x[:1024]
     with torch.no_grad():
         model.eval()(evaluate_batch)
-
-
-def write_json(path: Path, payload: object) -> None:
-    """Atomic JSON write (temporary file, then rename)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(payload, indent=2))
-    os.replace(tmp, path)

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,9 +31,21 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from .._validation import check_int
 from ..distributed import gather_batch, world
+from ..pruner import budget
 from .datasets import ImageData
-from .trainer import CHECKPOINT, RunConfig, RunResult, is_main_process, setup_device, train
+from .files import save_torch, write_text
+from .trainer import (
+    CHECKPOINT,
+    SCORER_METHODS,
+    RunConfig,
+    RunResult,
+    is_main_process,
+    setup_device,
+    synchronize,
+    train,
+)
 
 __all__ = [
     "RUN_SCORES",
@@ -52,7 +63,7 @@ __all__ = [
     "save_scores",
 ]
 
-SCORERS = ("el2n", "grand", "forgetting")
+SCORERS = SCORER_METHODS
 #: file in a run's ``--out`` folder where :func:`run_static` keeps the scores it computed, so a
 #: resumed run reuses them instead of paying for them again.
 RUN_SCORES = "scores.pt"
@@ -78,20 +89,8 @@ class ScoreResult:
 
 
 # ----------------------------------------------------------------------------------- helpers
-def _sync(device: torch.device | str) -> None:
-    device = torch.device(device)
-    if device.type == "cuda" and torch.cuda.is_available():
-        torch.cuda.synchronize(device if device.index is not None else None)
-
-
 def _model_device(model: nn.Module) -> torch.device:
     return next(model.parameters()).device
-
-
-def _check_positive(name: str, value: Any) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"{name}={value!r} must be an integer >= 1")
-    return value
 
 
 # --------------------------------------------------------------------------------------- EL2N
@@ -139,7 +138,7 @@ def grand_scores(model: nn.Module, x: Tensor, y: Tensor, batch_size: int = 128) 
     """
     from torch.func import functional_call, grad, vmap
 
-    _check_positive("batch_size", batch_size)
+    check_int("batch_size", batch_size, low=1)
     params = {name: p.detach() for name, p in model.named_parameters()}
     buffers = {name: b.detach() for name, b in model.named_buffers()}
     num_params = sum(p.numel() for p in params.values())
@@ -186,7 +185,7 @@ class ForgettingTracker:
     """
 
     def __init__(self, num_samples: int, device: torch.device | str = "cpu"):
-        _check_positive("num_samples", num_samples)
+        check_int("num_samples", num_samples, low=1)
         self.num_samples = num_samples
         self.forgotten = torch.zeros(num_samples, dtype=torch.int32, device=device)
         self.correct = torch.zeros(num_samples, dtype=torch.int32, device=device)  # times right
@@ -307,10 +306,10 @@ def compute_scores(name: str, config: RunConfig, data: ImageData) -> ScoreResult
     """
     if name not in SCORERS:
         raise ValueError(f"scorer={name!r} is not known; choose one of: {', '.join(SCORERS)}")
-    _check_positive("score_epochs", config.score_epochs)
-    _check_positive("score_runs", config.score_runs)
+    check_int("score_epochs", config.score_epochs, low=1)
+    check_int("score_runs", config.score_runs, low=1)
     device = setup_device(config.device)
-    _sync(device)
+    synchronize(device)
     start = time.perf_counter()
     details: dict[str, Any] = {
         "dataset": data.name,
@@ -347,36 +346,12 @@ def compute_scores(name: str, config: RunConfig, data: ImageData) -> ScoreResult
             total += run_scores.double()
         scores = (total / config.score_runs).float()
         details.update(score_runs=config.score_runs, accuracy=accuracies)
-    _sync(device)
+    synchronize(device)
     seconds = time.perf_counter() - start
     return ScoreResult(scores=scores.cpu().float(), seconds=seconds, name=name, details=details)
 
 
 # ------------------------------------------------------------------------------------- files
-def _atomic_save(obj: Any, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        torch.save(obj, tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def _atomic_write_text(text: str, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", newline="") as handle:
-            handle.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def _check_scores(scores: Tensor, where: str, num_samples: int | None) -> Tensor:
     if not isinstance(scores, Tensor) or scores.dim() != 1:
         raise ValueError(f"{where} must hold a 1-D tensor of scores")
@@ -401,7 +376,7 @@ def save_scores(path: str | os.PathLike[str], result: ScoreResult) -> None:
         "name": str(result.name),
         "details": dict(result.details),
     }
-    _atomic_save(state, Path(path))
+    save_torch(state, Path(path))
 
 
 def load_scores(path: str | os.PathLike[str], num_samples: int | None) -> ScoreResult:
@@ -486,11 +461,6 @@ def class_balanced_scores(scores: Tensor, labels: Tensor, k: int) -> Tensor:
 
 
 # ---------------------------------------------------------------------------------- the run
-def _budget(prune: float, num_samples: int) -> int:
-    """The core's per-epoch budget ``k = max(1, round((1 - prune) N))``."""
-    return max(1, round((1 - prune) * num_samples))
-
-
 def run_static(config: RunConfig, data: ImageData | None = None) -> tuple[RunResult, nn.Module]:
     """Train one static-baseline run (``config.method`` in :data:`SCORERS`).
 
@@ -530,7 +500,7 @@ def run_static(config: RunConfig, data: ImageData | None = None) -> tuple[RunRes
                     save_scores(target, scored)
     scores = scored.scores
     if config.class_balanced:
-        scores = class_balanced_scores(scores, data.train_y, _budget(config.prune, n))
+        scores = class_balanced_scores(scores, data.train_y, budget(n, config.prune))
     return train(config, data, scores=scores, scoring_seconds=scored.seconds, scores_source=source)
 
 
@@ -556,7 +526,7 @@ def export_coreset(source: str, prune: float, out_path: str) -> dict[str, Any]:
 
     ``source`` is either a score file (:func:`save_scores`): the top k by score (ties: lower
     index), or a finished run's folder holding ``checkpoint.pt``: score = selection frequency
-    ``selected_count_i / epochs_started`` of the run's pruner, ties broken by the EMA mean loss
+    ``selected_count_i / pruned_epochs`` of the run's pruner, ties broken by the EMA mean loss
     (higher first), then the lower index. Writes ``<out>.pt`` (``indices`` int64, ``scores``
     float32, both best first, plus ``source``, ``kind``, ``prune``, ``num_samples``) and
     ``<out>.csv`` (header ``index,score``, best first); ``out_path`` may end in .pt or .csv.
@@ -580,9 +550,9 @@ def export_coreset(source: str, prune: float, out_path: str) -> dict[str, Any]:
             stats = pruner["stats"].double()
         except Exception as exc:
             raise ValueError(f"cannot read the pruner state of {checkpoint}: {exc}") from exc
-        epochs = (pruner.get("epoch") if pruner.get("epoch") is not None else -1) + 1
+        epochs = pruner["pruned_epochs"]
         if epochs < 1:
-            raise ValueError(f"{checkpoint} has not finished an epoch; nothing to export")
+            raise ValueError(f"{checkpoint} has no pruned epoch yet; nothing to export")
         scores = (selected / epochs).float()
         tiebreak = stats[:, 0]
         kind, name = "run", str(pruner.get("method", ""))
@@ -595,11 +565,11 @@ def export_coreset(source: str, prune: float, out_path: str) -> dict[str, Any]:
     n = scores.numel()
     if n == 0:
         raise ValueError(f"{src} holds no samples")
-    k = _budget(prune, n)
+    k = budget(n, prune)
     chosen = _ranking(scores, tiebreak)[:k]
     chosen_scores = scores[chosen].float()
     pt_path, csv_path = _coreset_paths(out_path)
-    _atomic_save(
+    save_torch(
         {
             "indices": chosen.clone(),
             "scores": chosen_scores.clone(),
@@ -614,7 +584,7 @@ def export_coreset(source: str, prune: float, out_path: str) -> dict[str, Any]:
     lines = ["index,score"] + [
         f"{i},{s!r}" for i, s in zip(chosen.tolist(), chosen_scores.tolist(), strict=True)
     ]
-    _atomic_write_text("\n".join(lines) + "\n", csv_path)
+    write_text("\n".join(lines) + "\n", csv_path)
     return {
         "kind": kind,
         "method": name,

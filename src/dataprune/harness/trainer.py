@@ -26,6 +26,7 @@ from .. import Pruner
 from .._validation import check_choice, check_float, check_int
 from ..distributed import all_reduce_sum, world
 from .datasets import DATASETS, ImageData, load_dataset
+from .files import save_torch
 from .models import MODELS, build_model
 
 SCHEDULES = ("onecycle", "cosine", "step")
@@ -111,6 +112,11 @@ class RunConfig:
         check_int("batch_size", self.batch_size, low=1)
         check_int("score_epochs", self.score_epochs, low=1)
         check_int("score_runs", self.score_runs, low=1)
+        if self.method in SCORER_METHODS and self.score_epochs > self.epochs:
+            raise ValueError(
+                f"score_epochs={self.score_epochs} exceeds epochs={self.epochs}: the scorers "
+                "train the first score_epochs epochs of the run's own schedule"
+            )
         if self.stop_after is not None:
             check_int("stop_after", self.stop_after, low=1)
         check_choice("schedule", self.schedule, SCHEDULES)
@@ -172,7 +178,8 @@ class EpochRecord:
     train_seconds: float
     selection_seconds: float
     eval_seconds: float
-    wall_seconds: float  # cumulative, scoring included
+    wall_seconds: float  # cumulative: scoring, selection, training, evaluation, checkpoints
+    checkpoint_seconds: float = 0.0
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -240,7 +247,7 @@ class RunResult:
 def setup_device(requested: str) -> torch.device:
     """The run's device; under torchrun, start the process group (nccl on CUDA, else gloo)."""
     if requested not in ("cpu", "cuda") and not requested.startswith("cuda:"):
-        raise RunError(f"device={requested!r} is not known; choose one of: cpu, cuda")
+        raise RunError(f"device={requested!r} is not known; choose one of: cpu, cuda, cuda:N")
     if requested.startswith("cuda") and not torch.cuda.is_available():
         raise RunError(f"device={requested!r} was asked for, but CUDA is not available here")
     global _started_process_group
@@ -250,7 +257,9 @@ def setup_device(requested: str) -> torch.device:
         _started_process_group = True
     if requested.startswith("cuda"):
         local_rank = int(os.environ.get("LOCAL_RANK", "0"))
-        device = torch.device("cuda", local_rank if world_size > 1 else torch.cuda.current_device())
+        device = torch.device("cuda", local_rank) if world_size > 1 else torch.device(requested)
+        if device.index is None:
+            device = torch.device("cuda", torch.cuda.current_device())
         torch.cuda.set_device(device)
         return device
     return torch.device("cpu")
@@ -286,7 +295,8 @@ def device_name(device: torch.device) -> str:
     return f"cpu ({torch.get_num_threads()} threads)"
 
 
-def _sync(device: torch.device) -> None:
+def synchronize(device: torch.device) -> None:
+    """Wait for the device's queued work (before reading a clock); no-op on the CPU."""
     if device.type == "cuda":
         torch.cuda.synchronize(device)
 
@@ -399,13 +409,14 @@ def train(
         epochs = tqdm(epochs, desc=f"{config.method} p={config.prune:g}", leave=False)
     accuracy = result.final_accuracy if result.epochs else float("nan")
     for epoch in epochs:
-        _sync(device)
+        synchronize(device)
         t_select = time.perf_counter()
         sampler.set_epoch(epoch)
         order = sampler.local_indices().to(device)
         t_train = time.perf_counter()
 
-        augment_gen = torch.Generator().manual_seed(config.seed * 100_003 + epoch)
+        # On the data's device: drawing on the host and copying would sync every step.
+        augment_gen = torch.Generator(device=device).manual_seed(config.seed * 100_003 + epoch)
         loss_sum = torch.zeros((), device=device)
         for batch in order.split(config.batch_size):
             x = data.augment_batch(data.train_x[batch], augment_gen)
@@ -423,10 +434,10 @@ def train(
             loss_sum += loss.detach()
             if on_batch is not None:
                 on_batch(batch, logits.detach(), y)
-        _sync(device)
+        synchronize(device)
         t_eval = time.perf_counter()
         if evaluate_each_epoch or epoch + 1 in (config.train_epochs, stop_after):
-            accuracy = evaluate(net, data)
+            accuracy = evaluate(model, data)  # unwrapped: no DDP collectives in evaluation
         t_end = time.perf_counter()
 
         previous = result.epochs[-1].wall_seconds if result.epochs else scoring_seconds
@@ -445,6 +456,11 @@ def train(
         result.pruner_summary = pruner.summary()
         if out is not None:
             _save_checkpoint(out, config, model, optimizer, schedule, pruner, result)
+            # Checkpoints are a cost of the run too (the file itself holds the time before it).
+            spent = time.perf_counter() - t_end
+            record = result.epochs[-1]
+            record.checkpoint_seconds = spent
+            record.wall_seconds += spent
         if stop_after is not None and epoch + 1 >= stop_after:
             break
     return result, model
@@ -473,9 +489,7 @@ def _save_checkpoint(out, config, model, optimizer, schedule, pruner, result) ->
         "cpu_rng": torch.get_rng_state(),
         "result": result.to_dict(),
     }
-    tmp = out / f".{CHECKPOINT}.tmp"
-    torch.save(state, tmp)
-    os.replace(tmp, out / CHECKPOINT)
+    save_torch(state, out / CHECKPOINT)
 
 
 def _load_checkpoint(out, config, model, optimizer, schedule, pruner, result) -> int:
