@@ -179,7 +179,7 @@ class EpochRecord:
     selection_seconds: float
     eval_seconds: float
     wall_seconds: float  # cumulative: scoring, selection, training, evaluation, checkpoints
-    checkpoint_seconds: float = 0.0
+    checkpoint_seconds: float = 0.0  # writing the previous epoch's checkpoint
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -408,6 +408,7 @@ def train(
 
         epochs = tqdm(epochs, desc=f"{config.method} p={config.prune:g}", leave=False)
     accuracy = result.final_accuracy if result.epochs else float("nan")
+    checkpoint_seconds = 0.0  # writing the previous epoch's checkpoint
     for epoch in epochs:
         synchronize(device)
         t_select = time.perf_counter()
@@ -450,17 +451,15 @@ def train(
                 train_seconds=t_eval - t_train,
                 selection_seconds=t_train - t_select,
                 eval_seconds=t_end - t_eval,
-                wall_seconds=previous + (t_end - t_select),
+                checkpoint_seconds=checkpoint_seconds,
+                wall_seconds=previous + checkpoint_seconds + (t_end - t_select),
             )
         )
         result.pruner_summary = pruner.summary()
         if out is not None:
             _save_checkpoint(out, config, model, optimizer, schedule, pruner, result)
-            # Checkpoints are a cost of the run too (the file itself holds the time before it).
-            spent = time.perf_counter() - t_end
-            record = result.epochs[-1]
-            record.checkpoint_seconds = spent
-            record.wall_seconds += spent
+            # Charged to the next epoch: it comes after this epoch's accuracy was known.
+            checkpoint_seconds = time.perf_counter() - t_end
         if stop_after is not None and epoch + 1 >= stop_after:
             break
     return result, model
