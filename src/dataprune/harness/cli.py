@@ -278,7 +278,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
         return 130
     finally:
-        shutdown_distributed(synchronize=finished)
+        shutdown_distributed(barrier=finished)
     return 0
 
 

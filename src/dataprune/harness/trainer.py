@@ -244,6 +244,9 @@ class RunResult:
 
 
 # --------------------------------------------------------------------------- environment
+_started_process_group = False  # whether setup_device started torch.distributed
+
+
 def setup_device(requested: str) -> torch.device:
     """The run's device; under torchrun, start the process group (nccl on CUDA, else gloo)."""
     if requested not in ("cpu", "cuda") and not requested.startswith("cuda:"):
@@ -265,13 +268,10 @@ def setup_device(requested: str) -> torch.device:
     return torch.device("cpu")
 
 
-_started_process_group = False
-
-
-def shutdown_distributed(synchronize: bool = True) -> None:
+def shutdown_distributed(barrier: bool = True) -> None:
     """End the process group :func:`setup_device` started, if any (at the end of a command).
 
-    With ``synchronize`` every rank first waits for the others (a barrier), so that none tears
+    With ``barrier`` every rank first waits for the others (a barrier), so that none tears
     down its connections while another still uses them: a rank that leaves early can otherwise
     abort at exit ("terminate called without an active exception") after a finished run. Pass
     False on an error that other ranks may not share (the barrier could wait forever).
@@ -279,7 +279,7 @@ def shutdown_distributed(synchronize: bool = True) -> None:
     global _started_process_group
     if _started_process_group and dist.is_initialized():
         gc.collect()  # free DDP wrappers (reference cycles) while the interpreter is alive
-        if synchronize:
+        if barrier:
             dist.barrier()
         dist.destroy_process_group()
     _started_process_group = False
