@@ -97,7 +97,9 @@ def free_memory() -> None:
         torch.cuda.empty_cache()
 
 
-def make_pruner(n: int, method: str, device: torch.device, epochs: int) -> Pruner:
+def make_pruner(
+    n: int, method: str, device: torch.device, epochs: int, compile: bool = False
+) -> Pruner:
     """A pruner whose epoch 0 is full and every later epoch a fresh pruned selection."""
     options = {}
     if method == "static-score":
@@ -112,19 +114,21 @@ def make_pruner(n: int, method: str, device: torch.device, epochs: int) -> Prune
         warmup_epochs=1,
         anneal_epochs=0,
         device=device,
+        compile=compile,
         **options,
     )
 
 
 # ----------------------------------------------------------------------------- record()
 RECORD_BATCHES = (128, 1024, 8192)
+RECORD_MODES = {"eager": False, "compiled": True}  # Pruner(compile=...)
 
 
-def record_row(n: int, device: torch.device, repeats: int) -> list[str]:
-    pruner = make_pruner(n, "epsilon-greedy", device, epochs=2)
+def record_row(n: int, mode: str, device: torch.device, repeats: int) -> list[str]:
+    pruner = make_pruner(n, "epsilon-greedy", device, epochs=2, compile=RECORD_MODES[mode])
     pruner.set_epoch(0)
     gen = torch.Generator(device=device).manual_seed(0)
-    row = [fmt_n(n)]
+    row = [fmt_n(n), mode]
     for batch in RECORD_BATCHES:
         # a few distinct batches, so the timed loop does not replay one cached access
         idx = [torch.randint(0, n, (batch,), generator=gen, device=device) for _ in range(8)]
@@ -143,10 +147,14 @@ def record_row(n: int, device: torch.device, repeats: int) -> list[str]:
 def bench_record(device: torch.device, sizes: list[int], repeats: int) -> str:
     rows = []
     for n in sizes:
-        rows.append(record_row(n, device, repeats))
-        free_memory()
-    head = ["N"] + [f"batch {b} (µs/call)" for b in RECORD_BATCHES]
-    return f"### record() per call ({device.type}, {repeats} calls each)\n\n" + table(head, rows)
+        for mode in RECORD_MODES:
+            rows.append(record_row(n, mode, device, repeats))
+            free_memory()
+    head = ["N", "statistics update"] + [f"batch {b} (µs/call)" for b in RECORD_BATCHES]
+    return (
+        f"### record() per call ({device.type}, {repeats} calls each, after warm-up; "
+        "compiled = Pruner(compile=True))\n\n" + table(head, rows)
+    )
 
 
 # ---------------------------------------------------------------------------- selection
@@ -237,9 +245,10 @@ def bench_selection(device: torch.device, sizes: list[int], repeats: int) -> str
 MODEL_SHAPES = {"cnn": (1, 28), "resnet18": (3, 32)}  # (channels, image size), 10 classes
 
 
-def train_row(
+def train_rows(
     build_model: Callable, name: str, device: torch.device, batch: int, steps: int, warmup: int
-) -> list[str]:
+) -> list[list[str]]:
+    """One row per statistics-update mode, all from one interleaved series of steps."""
     channels, size = MODEL_SHAPES[name]
     cuda = device.type == "cuda"
     torch.manual_seed(0)
@@ -248,59 +257,72 @@ def train_row(
         model = model.to(memory_format=torch.channels_last)
     opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
     n = 50_000
-    pruner = make_pruner(n, "epsilon-greedy", device, epochs=2)
-    pruner.set_epoch(0)
+    pruners = {
+        mode: make_pruner(n, "epsilon-greedy", device, epochs=2, compile=compiled)
+        for mode, compiled in RECORD_MODES.items()
+    }
+    for pruner in pruners.values():
+        pruner.set_epoch(0)
     gen = torch.Generator().manual_seed(4)
     x = torch.randn(batch, channels, size, size, generator=gen).to(device)
     if cuda:
         x = x.contiguous(memory_format=torch.channels_last)
     y = torch.randint(0, 10, (batch,), generator=gen).to(device)
     idx_host = [torch.randint(0, n, (batch,), generator=gen) for _ in range(4)]
-    record_seconds: list[float] = []
+    record_seconds: dict[str | None, list[float]] = {mode: [] for mode in RECORD_MODES}
 
-    def step(i: int, with_record: bool, time_record: bool) -> None:
+    def step(i: int, mode: str | None, time_record: bool) -> None:
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=cuda):
             logits = model(x)
         losses = F.cross_entropy(logits.float(), y, reduction="none")
-        if with_record:
+        if mode is None:
+            loss = losses.mean()
+        else:
             if time_record:
                 sync(device)
                 begin = time.perf_counter()
-            loss = pruner.record(idx_host[i % 4], losses)
+            loss = pruners[mode].record(idx_host[i % 4], losses)
             if time_record:
                 sync(device)
-                record_seconds.append(time.perf_counter() - begin)
-        else:
-            loss = losses.mean()
+                record_seconds[mode].append(time.perf_counter() - begin)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
 
-    for i in range(warmup):  # one kind of step warms both: they share every kernel but record's
-        step(i, True, False)
-    # Alternate plain and recorded steps, so drift (clocks, caches, other load) hits both alike.
-    # On the CPU record() is timed inside the recorded steps; on CUDA that needs a synchronise
-    # mid-step, so it gets steps of its own.
-    plain, recorded = [], []
+    for i in range(warmup):  # warms the model's kernels (they are the same in every mode)
+        step(i, "eager", False)
+    for pruner in pruners.values():  # compiles the compiled update outside the timed steps
+        pruner.record(idx_host[0].to(device), torch.ones(batch, device=device))
+    # Interleave plain and recorded steps, so drift (clocks, caches, other load) hits all
+    # alike. On the CPU record() is timed inside the recorded steps; on CUDA that needs a
+    # synchronise mid-step, so it gets steps of its own.
+    times: dict[str | None, list[float]] = {None: [], **{mode: [] for mode in RECORD_MODES}}
     for i in range(steps):
-        plain.append(timed(lambda i=i: step(i, False, False), device))
-        recorded.append(timed(lambda i=i: step(i, True, not cuda), device))
+        for mode in times:
+            times[mode].append(timed(lambda i=i, m=mode: step(i, m, not cuda), device))
     if cuda:
         for i in range(steps):
-            step(i, True, True)
-    t_plain = statistics.median(plain)
-    t_rec = statistics.median(recorded)
-    t_record = statistics.median(record_seconds)
-    return [
-        name,
-        str(batch),
-        str(steps),
-        fmt(t_plain * 1e3, 2),
-        fmt(t_rec * 1e3, 2),
-        fmt(t_record * 1e3, 3),
-        fmt(100 * (t_rec - t_plain) / t_plain, 2),
-        fmt(100 * t_record / t_plain, 2),
-    ]
+            for mode in RECORD_MODES:
+                step(i, mode, True)
+    t_plain = statistics.median(times[None])
+    rows = []
+    for mode in RECORD_MODES:
+        t_rec = statistics.median(times[mode])
+        t_record = statistics.median(record_seconds[mode])
+        rows.append(
+            [
+                name,
+                mode,
+                str(batch),
+                str(steps),
+                fmt(t_plain * 1e3, 2),
+                fmt(t_rec * 1e3, 2),
+                fmt(t_record * 1e3, 3),
+                fmt(100 * (t_rec - t_plain) / t_plain, 2),
+                fmt(100 * t_record / t_plain, 2),
+            ]
+        )
+    return rows
 
 
 def bench_training(
@@ -312,10 +334,11 @@ def bench_training(
         return f"### Training step\n\nskipped: dataprune.harness.models not importable ({exc})"
     rows = []
     for name in models:
-        rows.append(train_row(build_model, name, device, batch, steps[name], warmup))
+        rows += train_rows(build_model, name, device, batch, steps[name], warmup)
         free_memory()
     head = [
         "model",
+        "statistics update",
         "batch",
         "steps",
         "step (ms)",

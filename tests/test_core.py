@@ -322,6 +322,30 @@ def test_batch_order_does_not_change_the_table():
     assert int(tables[0][:, 2].max()) == 2  # repeated indices counted once per call
 
 
+def _random_batches(num_samples, sizes, seed):
+    gen = torch.Generator().manual_seed(seed)
+    for size in sizes:
+        indices = torch.randint(0, num_samples, (size,), generator=gen)
+        losses = torch.rand(size, generator=gen) * 5
+        losses[torch.randint(0, size, (3,), generator=gen)] = math.nan
+        yield indices, losses
+
+
+def test_compiled_update_matches_eager_and_ignores_batch_order():
+    eager = SampleStats(60, alpha=0.8)
+    compiled = [SampleStats(60, alpha=0.8, compile=True) for _ in range(2)]
+    shards = [SampleStats(30, alpha=0.8, offset=o, total=60, compile=True) for o in (0, 30)]
+    for indices, losses in _random_batches(60, (70, 71, 40, 90, 70, 13), seed=5):
+        eager.update(indices, losses)
+        for table, perm_seed in zip(compiled + shards, (0, 1, 2, 3)):
+            perm = torch.randperm(len(indices), generator=torch.Generator().manual_seed(perm_seed))
+            table.update(indices[perm], losses[perm])
+    assert torch.equal(compiled[0].table, compiled[1].table)
+    assert torch.equal(torch.cat([s.table for s in shards]), compiled[0].table)
+    torch.testing.assert_close(compiled[0].table, eager.table, rtol=1e-5, atol=1e-6)
+    assert int(eager.table[:, 2].max()) >= 2
+
+
 # ------------------------------------------------------------------------- infobatch
 def test_infobatch_weights_are_unbiased_and_budget_exact():
     n, prune, seeds = 200, 0.3, 1500

@@ -64,6 +64,10 @@ class Pruner:
             gathers the kept indices, so every rank gets the same subset, identical to the one
             unsharded statistics give. Decided when the Pruner is built (build it after
             ``init_process_group``); without torch.distributed it changes nothing.
+        compile: fold losses into the statistics through ``torch.compile``: fewer, fused
+            kernels per ``record`` after a one-off compile of a few seconds
+            (``benchmarks/overhead.py`` measures both). Statistics match the eager path to
+            float rounding, not bit for bit; either path is deterministic.
         **options: method options, e.g. ``epsilon`` for ``epsilon-greedy``, ``c`` and ``bonus``
             for ``ucb``, ``scores`` for ``static-score``.
     """
@@ -83,6 +87,7 @@ class Pruner:
         alpha: float | None = None,
         device: torch.device | str = "cpu",
         shard_stats: bool = False,
+        compile: bool = False,
         **options: Any,
     ):
         self.num_samples = check_int("num_samples", num_samples, low=1)
@@ -112,10 +117,10 @@ class Pruner:
             self.shard = (rank * num_samples // world_size, (rank + 1) * num_samples // world_size)
             start, end = self.shard
             self.stats = SampleStats(
-                end - start, self.alpha, device, offset=start, total=num_samples
+                end - start, self.alpha, device, offset=start, total=num_samples, compile=compile
             )
         else:
-            self.stats = SampleStats(num_samples, self.alpha, device)
+            self.stats = SampleStats(num_samples, self.alpha, device, compile=compile)
         # selected_count covers the same rows as the statistics
         self.selected_count = torch.zeros(self.stats.num_rows, dtype=torch.int32, device=device)
         self._weights: Tensor | None = None  # per-sample loss weights while rescaling
@@ -269,12 +274,12 @@ class Pruner:
         all_indices, all_losses = gather_batch(indices, losses)
         self.stats.update(all_indices, all_losses)
 
-        finite = torch.isfinite(losses)
-        self._nonfinite += (~finite).sum()
-        safe = torch.where(finite, losses, torch.zeros_like(losses))
+        kept = (losses.detach().abs() < math.inf).sum()
+        self._nonfinite += losses.numel() - kept
+        safe = losses.nan_to_num(0.0, 0.0, 0.0)  # its gradient is zero where the loss is not finite
         if self._weights is not None:
             safe = safe * self._weights.index_select(0, indices).to(safe.dtype)
-        result = safe.sum() / finite.sum().clamp_min(1)
+        result = safe.sum() / kept.clamp_min(1)
         self.record_calls += 1
         self.record_seconds += time.perf_counter() - start
         return result
@@ -301,12 +306,11 @@ class Pruner:
         # Value checks need a host sync: always on the CPU, once an epoch on an accelerator.
         if indices.device.type == "cpu" or self._validated_epoch != self.epoch:
             self._validated_epoch = self.epoch
-            if indices.numel() and (
-                int(indices.min()) < 0 or int(indices.max()) >= self.num_samples
-            ):
+            low, high = (int(v) for v in torch.aminmax(indices)) if indices.numel() else (0, 0)
+            if low < 0 or high >= self.num_samples:
                 raise IndexError(
                     f"indices must lie in [0, num_samples={self.num_samples}); got values in "
-                    f"[{int(indices.min())}, {int(indices.max())}]"
+                    f"[{low}, {high}]"
                 )
         return indices
 

@@ -8,6 +8,10 @@ the host with the device.
 
 from __future__ import annotations
 
+import functools
+import math
+from collections.abc import Callable
+
 import torch
 from torch import Tensor
 
@@ -27,25 +31,53 @@ def merge_duplicates(indices: Tensor, losses: Tensor) -> tuple[Tensor, Tensor, T
 
     The batch is sorted by one int64 key, ``index << 32 | bits(loss)``, so repeated indices come
     out in an order fixed by the loss values themselves; the per-index sums then come from a
-    float64 cumulative sum over that fixed order.
+    float64 cumulative sum over that fixed order. About 20 kernels, none of them a host sync.
     """
     bits = losses.view(torch.int32).to(torch.int64) & _LOW32
-    keys, _ = torch.sort((indices << 32) | bits)
+    keys, order = torch.sort((indices << 32) | bits)
     sorted_idx = keys >> 32
-    low = keys & _LOW32
-    sorted_loss = torch.where(low >= 2**31, low - 2**32, low).to(torch.int32).view(torch.float32)
-
-    finite = torch.isfinite(sorted_loss)
-    zero = sorted_loss.new_zeros(1, dtype=torch.float64)
-    sums = torch.cat([zero, torch.where(finite, sorted_loss, 0).double().cumsum(0)])
-    counts = torch.cat([zero, finite.double().cumsum(0)])
+    sorted_loss = losses.index_select(0, order)
+    finite = sorted_loss.abs() < math.inf  # isfinite() takes four kernels, this two
+    # Columns (sum of finite losses, count of finite losses), prefix-summed after a zero row.
+    terms = torch.stack([sorted_loss.nan_to_num(0.0, 0.0, 0.0), finite.to(losses.dtype)], 1)
+    prefix = terms.new_zeros(len(terms) + 1, 2, dtype=torch.float64)
+    torch.cumsum(terms, 0, dtype=torch.float64, out=prefix[1:])
     start = torch.searchsorted(sorted_idx, sorted_idx, right=False)
     end = torch.searchsorted(sorted_idx, sorted_idx, right=True)
-    count = counts[end] - counts[start]
-    mean = ((sums[end] - sums[start]) / count.clamp_min(1)).float()
+    total, count = (prefix.index_select(0, end) - prefix.index_select(0, start)).unbind(1)
+    mean = (total / count.clamp_min(1)).float()
     # A lone sample keeps its loss bit for bit (the cumsum difference can round it).
     mean = torch.where((end - start == 1) & finite, sorted_loss, mean)
     return sorted_idx, mean, count
+
+
+def fold_batch(
+    rows: Tensor, indices: Tensor, losses: Tensor, alpha: float, offset: int, sharded: bool
+) -> None:
+    """Fold one batch into ``rows`` (``SampleStats``'s table plus its spare row), in place.
+
+    A module-level function so that ``torch.compile`` can fuse it (``SampleStats(compile=True)``).
+    """
+    num_rows = rows.shape[0] - 1
+    idx, loss, count = merge_duplicates(indices, losses)
+    keep = count > 0
+    if sharded:
+        idx = idx - offset
+        keep &= (idx >= 0) & (idx < num_rows)
+    idx = torch.where(keep, idx, num_rows)
+    mean, var, seen = rows.index_select(0, idx).unbind(1)
+    # A first loss (seen == 0) sets mean = loss, var = 0.
+    again = seen > 0
+    diff = loss - mean
+    new_mean = torch.where(again, mean.add(diff, alpha=alpha), loss)
+    new_var = torch.where(again, var.add(diff * diff, alpha=alpha) * (1 - alpha), 0)
+    rows.index_copy_(0, idx, torch.stack([new_mean, new_var, seen + 1], 1))
+
+
+@functools.cache
+def compiled_fold_batch() -> Callable[..., None]:
+    """``fold_batch`` under ``torch.compile`` (compiled once per process, any batch size)."""
+    return torch.compile(fold_batch, dynamic=True)
 
 
 class SampleStats:
@@ -59,7 +91,8 @@ class SampleStats:
     A shard (``total`` given) holds only the rows of samples ``[offset, offset + num_samples)``
     of ``total``: ``update`` still takes global indices and the whole (gathered) batch, merges
     it exactly as an unsharded table would, and routes entries of other shards to one spare row
-    past the end, which nothing reads, so no host sync is needed to drop them.
+    past the end, which nothing reads, so no host sync is needed to drop them. Entries with no
+    finite loss go to the same spare row.
     """
 
     def __init__(
@@ -70,24 +103,25 @@ class SampleStats:
         *,
         offset: int = 0,
         total: int | None = None,
+        compile: bool = False,
     ):
         self.alpha = alpha
+        self.compile = compile
         self.num_rows = num_samples
         self.offset = offset
         self.total = total  # None: the table holds every sample
-        spare = 0 if total is None else 1
-        self._rows = torch.zeros(num_samples + spare, 3, device=device)
+        self._rows = torch.zeros(num_samples + 1, 3, device=device)  # + the spare row
 
     @property
     def table(self) -> Tensor:
         """``(num_samples, 3)`` rows ``(mean, var, seen)``, one per sample held here."""
-        return self._rows if self.total is None else self._rows[: self.num_rows]
+        return self._rows[: self.num_rows]
 
     @table.setter
     def table(self, value: Tensor) -> None:
         if value.shape != (self.num_rows, 3):
             raise ValueError(f"table must be ({self.num_rows}, 3), got {tuple(value.shape)}")
-        self._rows = value if self.total is None else torch.cat([value, value.new_zeros(1, 3)])
+        self._rows = torch.cat([value, value.new_zeros(1, 3)])
 
     @property
     def mean(self) -> Tensor:
@@ -104,26 +138,19 @@ class SampleStats:
 
     @property
     def device(self) -> torch.device:
-        return self.table.device
+        return self._rows.device
 
     def to(self, device: torch.device | str) -> None:
         self._rows = self._rows.to(device)
 
     def update(self, indices: Tensor, losses: Tensor) -> None:
         """Fold one batch of losses in (no host sync)."""
-        losses = losses.detach().to(torch.float32)
-        idx, loss, count = merge_duplicates(indices, losses)
-        if self.total is not None:  # other shards' samples go to the spare row, unchanged
-            idx = idx - self.offset
-            inside = (idx >= 0) & (idx < self.num_rows)
-            idx = torch.where(inside, idx, self.num_rows)
-            count = torch.where(inside, count, 0)
-        old = self._rows.index_select(0, idx)
-        mean, var, seen = old.unbind(1)
-        first = seen == 0
-        diff = loss - mean
-        new_mean = torch.where(first, loss, mean + self.alpha * diff)
-        new_var = torch.where(first, 0.0, (1 - self.alpha) * (var + self.alpha * diff * diff))
-        new = torch.stack([new_mean, new_var, seen + 1], dim=1)
-        new = torch.where((count > 0).unsqueeze(1), new, old)
-        self._rows.index_copy_(0, idx, new)
+        fold = compiled_fold_batch() if self.compile else fold_batch
+        fold(
+            self._rows,
+            indices,
+            losses.detach().float(),
+            self.alpha,
+            self.offset,
+            self.total is not None,
+        )

@@ -113,7 +113,9 @@ def _add_run_flags(p: argparse.ArgumentParser) -> None:
     g.add_argument("--label-smoothing", type=float, default=0.0, help="label smoothing")
     g.add_argument("--schedule", choices=SCHEDULES, default=d.schedule, help="LR schedule")
     g.add_argument("--device", default="cpu", help="cpu or cuda")
-    g.add_argument("--compile", action="store_true", help="torch.compile the model")
+    g.add_argument(
+        "--compile", action="store_true", help="torch.compile the model and the statistics update"
+    )
     g.add_argument("--out", default=None, help="output directory")
     g.add_argument("--no-progress", dest="progress", action="store_false", help="no bars")
 

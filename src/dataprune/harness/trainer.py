@@ -155,6 +155,7 @@ class RunConfig:
             rescale=self.rescale,
             alpha=self.alpha,
             shard_stats=self.shard_stats,
+            compile=self.compile,
             **options,
         )
 
