@@ -337,7 +337,7 @@ def test_compiled_update_matches_eager_and_ignores_batch_order():
     shards = [SampleStats(30, alpha=0.8, offset=o, total=60, compile=True) for o in (0, 30)]
     for indices, losses in _random_batches(60, (70, 71, 40, 90, 70, 13), seed=5):
         eager.update(indices, losses)
-        for table, perm_seed in zip(compiled + shards, (0, 1, 2, 3)):
+        for perm_seed, table in enumerate(compiled + shards):
             perm = torch.randperm(len(indices), generator=torch.Generator().manual_seed(perm_seed))
             table.update(indices[perm], losses[perm])
     assert torch.equal(compiled[0].table, compiled[1].table)

@@ -16,7 +16,7 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 from torch.utils.data import DataLoader, TensorDataset
 
-from dataprune import METHODS, IndexedDataset, Pruner
+from dataprune import METHODS, IndexedDataset, Pruner, distributed
 
 pytestmark = pytest.mark.skipif(
     not dist.is_available() or not dist.is_gloo_available(), reason="needs torch.distributed gloo"
@@ -97,6 +97,18 @@ def _worker(rank: int, world_size: int, init_file: str, out_dir: str) -> None:
             "table": pruner.stats.table.clone(),
             "subset": pruner.indices().clone(),
         }
+
+        # batches of different sizes on each rank (rank r records r + 1 losses)
+        pruner = Pruner(20, "ucb", 0.5, 2)
+        pruner.set_epoch(0)
+        pruner.record(torch.arange(rank + 1) + 5 * rank, torch.full((rank + 1,), rank + 1.0))
+        results["unequal"] = pruner.stats.table.clone()
+        (world_group, host_group), *_ = distributed._host_groups
+        results["host_group"] = {
+            "count": len(distributed._host_groups),
+            "bound_to_world": world_group is dist.group.WORLD,
+            "backend": dist.get_backend(host_group),
+        }
         torch.save(results, Path(out_dir) / f"rank{rank}.pt")
     finally:
         dist.destroy_process_group()
@@ -176,6 +188,15 @@ def test_equal_step_counts_per_rank(ranks, drop_last):
         iterated = (per_rank // BATCH) * BATCH if drop_last else per_rank
         assert int(counts.sum()) == world_size * iterated
         assert int(counts.max()) == (1 if drop_last else 2)  # padding repeats a few samples
+
+
+def test_unequal_batches_reach_every_rank_and_sizes_travel_on_the_host(ranks):
+    expected = torch.zeros(20, 3)
+    for rank in range(len(ranks)):
+        expected[torch.arange(rank + 1) + 5 * rank] = torch.tensor([rank + 1.0, 0.0, 1.0])
+    for r in ranks:
+        assert torch.equal(r["unequal"], expected)
+        assert r["host_group"] == {"count": 1, "bound_to_world": True, "backend": "gloo"}
 
 
 def test_bf16_losses_above_65536_land_at_the_right_indices(ranks):

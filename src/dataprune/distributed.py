@@ -42,11 +42,8 @@ def gather_batch(indices: Tensor, losses: Tensor) -> tuple[Tensor, Tensor]:
     out_index_device, out_loss_device = indices.device, losses.device
     indices = indices.to(device=device, dtype=torch.int64)
     losses = losses.detach().to(device=device, dtype=torch.float32)
-    size = torch.tensor([indices.numel()], device=device)
-    sizes = [torch.empty_like(size) for _ in range(dist.get_world_size())]
-    dist.all_gather(sizes, size)
-    longest = int(max(s.item() for s in sizes))
-    pad = longest - indices.numel()
+    sizes = all_gather_sizes(indices.numel())
+    pad = max(sizes) - indices.numel()
     if pad:
         indices = torch.cat([indices, indices.new_zeros(pad)])
         losses = torch.cat([losses, losses.new_full((pad,), math.nan)])
@@ -71,10 +68,7 @@ def all_gather_sizes(n: int) -> list[int]:
     """Every rank's ``n``, in rank order (``[n]`` outside torch.distributed)."""
     if not is_distributed() or dist.get_world_size() == 1:
         return [int(n)]
-    size = torch.tensor([int(n)], dtype=torch.int64, device=_comm_device())
-    sizes = [torch.empty_like(size) for _ in range(dist.get_world_size())]
-    dist.all_gather(sizes, size)
-    return [int(s.item()) for s in sizes]
+    return [values[0] for values in _all_gather_ints([int(n)])]
 
 
 def all_gather_varlen(tensor: Tensor) -> Tensor:
@@ -128,11 +122,26 @@ def all_gather_indices(local: Tensor, start: int, length: int) -> Tensor:
 
 
 def _all_gather_ints(values: list[int]) -> list[list[int]]:
-    """Every rank's list of ints (all of one length), in rank order."""
-    mine = torch.tensor(values, dtype=torch.int64, device=_comm_device())
+    """Every rank's list of ints (all of one length), in rank order.
+
+    They travel over a gloo group in host memory: under NCCL, a CUDA tensor read back with
+    ``.item()`` would stall the host until the device's queue drains, once per ``record``.
+    """
+    mine = torch.tensor(values, dtype=torch.int64)
     every = [torch.empty_like(mine) for _ in range(dist.get_world_size())]
-    dist.all_gather(every, mine)
+    dist.all_gather(every, mine, group=_host_group())
     return [t.tolist() for t in every]
+
+
+_host_groups: list[tuple[object, object]] = []  # (default group, its gloo twin), at most one
+
+
+def _host_group() -> dist.ProcessGroup:
+    """A gloo group over all ranks, made once per default process group (a collective call)."""
+    world_group = dist.group.WORLD
+    if not _host_groups or _host_groups[0][0] is not world_group:
+        _host_groups[:] = [(world_group, dist.new_group(backend="gloo"))]
+    return _host_groups[0][1]
 
 
 _BIT_SHIFTS = torch.arange(8, dtype=torch.uint8)
@@ -180,7 +189,7 @@ def radix_select(keys: Tensor, k: int) -> tuple[int, int]:
     and the traffic a few small all_reduces, never a global sort or gather. Outside
     torch.distributed it is an ordinary (single-process) selection.
     """
-    total = int(all_reduce_sum(torch.tensor([keys.numel()], device=keys.device)).item())
+    total = sum(all_gather_sizes(keys.numel()))
     if not 1 <= k <= total:
         raise ValueError(f"k={k} must be in [1, {total}] (the number of keys over all ranks)")
     bins = 1 << _RADIX_BITS
