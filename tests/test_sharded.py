@@ -193,26 +193,3 @@ def test_without_torch_distributed_shard_stats_changes_nothing():
     assert a.shard is None
     for epoch in range(3):
         assert torch.equal(_run(a, epoch), _run(b, epoch))
-
-
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
-def test_random_numbers_and_selections_are_the_same_on_cuda():
-    stream = RandomStream.of(4, 2, 1)
-    idx = torch.arange(0, 3_000_000, 7)
-    assert torch.equal(stream.bits(idx), stream.bits(idx.cuda()).cpu())
-    assert torch.equal(stream.uniform(idx), stream.uniform(idx.cuda()).cpu())
-    x = kth_vector(1)
-    for k in KTH_SIZES:
-        assert torch.equal(top_k_mask(x, k, stream), top_k_mask(x.cuda(), k, stream).cpu())
-    stats = torch.rand(N, 3, generator=torch.Generator().manual_seed(0))
-    stats[:, 2] = (stats[:, 2] > 0.3).float()  # some samples unseen
-    for method, options in METHODS.items():
-        if method == "rs2":  # its permutation comes from torch.randperm on the device
-            continue
-        subsets = []
-        for device in ("cpu", "cuda"):
-            pruner = Pruner(N, method, PRUNE, 3, seed=2, device=device, **options)
-            pruner.stats.table = stats.to(device)
-            pruner.set_epoch(1)
-            subsets.append(pruner.indices().cpu())
-        assert torch.equal(*subsets), method

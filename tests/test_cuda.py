@@ -1,0 +1,83 @@
+"""The CUDA paths: same random numbers and subsets as the CPU, no host sync in record(), and a
+training run on the device. Skipped without a GPU (run them with benchmarks/gpu_session.sh)."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+import torch
+from test_sharded import KTH_SIZES, METHODS, PRUNE, N, kth_vector
+
+from dataprune import Pruner
+from dataprune.harness import cli
+from dataprune.selection import RandomStream, top_k_mask
+
+pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+
+
+def test_random_numbers_and_selections_are_the_same_on_cuda():
+    stream = RandomStream.of(4, 2, 1)
+    idx = torch.arange(0, 3_000_000, 7)
+    assert torch.equal(stream.bits(idx), stream.bits(idx.cuda()).cpu())
+    assert torch.equal(stream.uniform(idx), stream.uniform(idx.cuda()).cpu())
+    x = kth_vector(1)
+    for k in KTH_SIZES:
+        assert torch.equal(top_k_mask(x, k, stream), top_k_mask(x.cuda(), k, stream).cpu())
+    stats = torch.rand(N, 3, generator=torch.Generator().manual_seed(0))
+    stats[:, 2] = (stats[:, 2] > 0.3).float()  # some samples unseen
+    for method, options in METHODS.items():
+        subsets = []
+        for device in ("cpu", "cuda"):
+            pruner = Pruner(N, method, PRUNE, 3, seed=2, device=device, **options)
+            pruner.stats.table = stats.to(device)
+            pruner.set_epoch(1)
+            subsets.append(pruner.indices().cpu())
+        assert torch.equal(*subsets), method
+
+
+def _batches(seed: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """Batches with repeated indices and some NaN and inf losses."""
+    gen = torch.Generator().manual_seed(seed)
+    out = []
+    for size in (256, 256, 100):
+        indices = torch.randint(0, 500, (size,), generator=gen)
+        losses = torch.rand(size, generator=gen) * 4
+        losses[::17] = math.nan
+        losses[5::23] = math.inf
+        out.append((indices, losses))
+    return out
+
+
+@pytest.mark.parametrize("compile", [False, True], ids=["eager", "compiled"])
+def test_cuda_record_is_deterministic_matches_cpu_and_never_syncs(compile):
+    tables = []
+    for device, order_seed in (("cpu", 0), ("cuda", 0), ("cuda", 1)):
+        pruner = Pruner(500, "infobatch", 0.5, 4, device=device, compile=compile)
+        pruner.set_epoch(0)
+        batches = _batches(0)
+        # The first record of an epoch checks the index range once (a sync); then none.
+        pruner.record(torch.arange(3, device=device), torch.ones(3, device=device))
+        for indices, losses in batches:
+            perm = torch.randperm(len(indices), generator=torch.Generator().manual_seed(order_seed))
+            losses = losses[perm].to(device).requires_grad_()
+            if device == "cuda":
+                torch.cuda.set_sync_debug_mode("error")
+            try:
+                pruner.record(indices[perm], losses).backward()
+            finally:
+                torch.cuda.set_sync_debug_mode("default")
+        tables.append(pruner.stats.table.cpu())
+    cpu, cuda, cuda_reordered = tables
+    assert torch.equal(cuda, cuda_reordered)  # batch order never changes a bit
+    torch.testing.assert_close(cuda, cpu, rtol=1e-6, atol=1e-6)
+
+
+def test_cli_trains_on_cuda(tmp_path, capsys):
+    out = tmp_path / "run"
+    argv = ["train", "--device", "cuda", "--method", "random", "--prune", "0.5"]
+    assert cli.main([*argv, "--epochs", "3", "--no-progress", "--out", str(out)]) == 0
+    result = json.loads((out / "result.json").read_text())
+    assert result["final_accuracy"] > 0.7
+    assert not result["device_name"].startswith("cpu")
