@@ -325,6 +325,102 @@ def suite_section(folder: Path, figures: Path, rel: str, title: str) -> tuple[st
     return "\n\n".join(body) + "\n", rows
 
 
+def md_table(text: str, title_prefix: str) -> list[dict[str, str]]:
+    """The rows of the markdown table under the first heading that starts with ``title_prefix``."""
+    lines = text.splitlines()
+    start = next(
+        (i for i, line in enumerate(lines) if line.lstrip("# ").startswith(title_prefix)), None
+    )
+    if start is None:
+        return []
+    table = []
+    for line in lines[start + 1 :]:
+        if line.startswith("#"):
+            break
+        if line.startswith("|"):
+            table.append([cell.strip() for cell in line.strip().strip("|").split("|")])
+    if len(table) < 2:
+        return []
+    return [dict(zip(table[0], row, strict=True)) for row in table[2:]]
+
+
+def _number(cell: str) -> float | None:
+    try:
+        return float(cell.replace(",", ""))
+    except ValueError:
+        return None
+
+
+def _wall_ratio_line(path: Path, label: str, prune: float = 0.5) -> str:
+    """Random's wall time over full's, from a compare's results.json, against (1 - p) + 0.05."""
+    if not path.exists():
+        return f"- {label}: not measured."
+    runs = json.loads(path.read_text())["runs"]
+    rows = group([RunResult.from_dict(r) for r in runs])
+    full, rand = _row(rows, "full"), _row(rows, "random", prune)
+    if full is None or rand is None:
+        return f"- {label}: the file holds no full and random p={prune:g} pair."
+    ratio = rand.wall_seconds[0] / full.wall_seconds[0]
+    limit = (1 - prune) + 0.05
+    verdict = "meets" if ratio <= limit else "misses"
+    return (
+        f"- {label}: random p={prune:g} took {ratio:.3f} of full's wall time "
+        f"({rand.wall_seconds[0]:.1f} s vs {full.wall_seconds[0]:.1f} s, mean of "
+        f"{len(rand.runs)} seeds; accuracy {_fmt_acc(rand)} vs {_fmt_acc(full)}): "
+        f"{verdict} the target of at most {limit:.2f}."
+    )
+
+
+def gpu_section(folder: Path) -> str:
+    """Figures of ``benchmarks/gpu_session.sh``, copied into ``folder``, with the targets of #8."""
+    overhead = folder / "overhead.md"
+    if not overhead.exists():
+        return (
+            "## GPU\n\nNot measured yet: no GPU was available to the sessions that produced "
+            "these results. `bash benchmarks/gpu_session.sh` on a GPU machine produces the "
+            "figures; copied into `benchmarks/results/gpu/`, they appear here."
+        )
+    env = (folder / "env.txt").read_text() if (folder / "env.txt").exists() else ""
+    device = next((line for line in env.splitlines() if line.startswith("torch ")), "unknown")
+    text = overhead.read_text()
+    checks = []
+    for row in md_table(text, "Training step"):
+        limit = {"resnet18": 1.0, "cnn": 3.0}.get(row["model"])
+        share = _number(row["difference (% of step)"])
+        if limit is None or share is None:
+            continue
+        checks.append(
+            f"- record() ({row['statistics update']}) adds {share:.2f}% to a {row['model']} "
+            f"step at batch {row['batch']} ({row['step (ms)']} ms): "
+            f"{'meets' if share < limit else 'misses'} the target of under {limit:g}%."
+        )
+    for row in md_table(text, "Selection"):
+        if row["N"] in ("100M", "1B"):
+            limit = {"100M": 3.0, "1B": 25.0}[row["N"]]
+            best = min(
+                (v for v in (_number(row["topk (raw)"]), _number(row["sort (raw)"])) if v),
+                default=None,
+            )
+            if best is not None:
+                checks.append(
+                    f"- The threshold at N={row['N']} (topk or sort) takes {best:.2f} ms: "
+                    f"{'meets' if best <= limit else 'misses'} the target of at most "
+                    f"{limit:g} ms; kthvalue takes {row['kthvalue (raw)']} ms."
+                )
+    checks.append(_wall_ratio_line(folder / "walltime.json", "Fashion-MNIST cnn, 8 epochs"))
+    checks.append(_wall_ratio_line(folder / "walltime-compile.json", "the same with --compile"))
+    demoted = "\n".join("#" + line if line.startswith("#") else line for line in text.splitlines())
+    return "\n\n".join(
+        [
+            "## GPU",
+            f"Measured by `bash benchmarks/gpu_session.sh` ({device}); the files are in "
+            "`benchmarks/results/gpu/`.",
+            "\n".join(checks),
+            demoted.strip(),
+        ]
+    )
+
+
 def headline(results_dir: Path) -> str:
     """The README's headline: best speed-up within 1 point of full accuracy, and its method."""
     rows = group(load_results(results_dir / "fashion-mnist"))
@@ -371,10 +467,7 @@ def write_results_md(results_dir: Path, out: Path, smoke: bool = False) -> None:
         sections.append(text)
     if not smoke:
         sections.append(f"**Headline:** {headline(results_dir)}.")
-    sections.append(
-        "## GPU\n\nNot measured yet: no GPU was available to the sessions that produced these "
-        "results. `benchmarks/overhead.py --device cuda` and this benchmark with "
-        "`--device cuda` produce the figures."
-    )
+    if not smoke:
+        sections.append(gpu_section(results_dir / "gpu"))
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text("\n\n".join(sections) + "\n")

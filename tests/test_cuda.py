@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+import warnings
 
 import pytest
 import torch
@@ -12,6 +13,7 @@ from test_sharded import KTH_SIZES, METHODS, PRUNE, N, kth_vector
 
 from dataprune import Pruner
 from dataprune.harness import cli
+from dataprune.harness.trainer import RunConfig, train
 from dataprune.selection import RandomStream, top_k_mask
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
@@ -81,3 +83,28 @@ def test_cli_trains_on_cuda(tmp_path, capsys):
     result = json.loads((out / "result.json").read_text())
     assert result["final_accuracy"] > 0.7
     assert not result["device_name"].startswith("cpu")
+
+
+def test_training_steps_never_sync_with_the_host():
+    config = RunConfig(
+        dataset="digits",
+        model="cnn",
+        method="ucb",
+        prune=0.5,
+        epochs=2,
+        batch_size=16,
+        device="cuda",
+        progress=False,
+    )
+    steps = 2 * math.ceil(round(0.5 * 1437) / 16)  # 1437 training samples in digits
+    torch.cuda.set_sync_debug_mode("warn")
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            result, _ = train(config)
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+    syncs = [w for w in caught if "synchroniz" in str(w.message)]
+    assert result.final_accuracy > 0.5
+    # Selection, the epoch's loss and evaluation sync a few times an epoch; a step never does.
+    assert len(syncs) < steps / 2, [str(w.message) for w in syncs[:5]]

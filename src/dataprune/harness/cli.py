@@ -112,7 +112,9 @@ def _add_run_flags(p: argparse.ArgumentParser) -> None:
     g.add_argument("--weight-decay", type=float, default=d.weight_decay, help="weight decay")
     g.add_argument("--label-smoothing", type=float, default=0.0, help="label smoothing")
     g.add_argument("--schedule", choices=SCHEDULES, default=d.schedule, help="LR schedule")
-    g.add_argument("--device", default="cpu", help="cpu or cuda")
+    g.add_argument(
+        "--device", default="auto", help="auto (cuda when available), cpu, cuda or cuda:N"
+    )
     g.add_argument(
         "--compile", action="store_true", help="torch.compile the model and the statistics update"
     )

@@ -87,7 +87,7 @@ class RunConfig:
     label_smoothing: float = 0.0
     schedule: str = "onecycle"
     seed: int = 0
-    device: str = "cpu"
+    device: str = "auto"  # cuda when available, else cpu
     compile: bool = False
     train_limit: int | None = None
     test_limit: int | None = None
@@ -250,8 +250,10 @@ _started_process_group = False  # whether setup_device started torch.distributed
 
 def setup_device(requested: str) -> torch.device:
     """The run's device; under torchrun, start the process group (nccl on CUDA, else gloo)."""
-    if requested not in ("cpu", "cuda") and not requested.startswith("cuda:"):
-        raise RunError(f"device={requested!r} is not known; choose one of: cpu, cuda, cuda:N")
+    if requested not in ("auto", "cpu", "cuda") and not requested.startswith("cuda:"):
+        raise RunError(f"device={requested!r} is not known; choose one of: auto, cpu, cuda, cuda:N")
+    if requested == "auto":
+        requested = "cuda" if torch.cuda.is_available() else "cpu"
     if requested.startswith("cuda") and not torch.cuda.is_available():
         raise RunError(f"device={requested!r} was asked for, but CUDA is not available here")
     global _started_process_group
