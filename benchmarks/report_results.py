@@ -409,7 +409,11 @@ def gpu_section(folder: Path) -> str:
                 )
     checks.append(_wall_ratio_line(folder / "walltime.json", "Fashion-MNIST cnn, 8 epochs"))
     checks.append(_wall_ratio_line(folder / "walltime-compile.json", "the same with --compile"))
-    demoted = "\n".join("#" + line if line.startswith("#") else line for line in text.splitlines())
+    demoted = "\n".join(
+        "#" + line if line.startswith("#") else line
+        for line in text.splitlines()
+        if not line.startswith("== ")  # gpu_session.sh's step markers
+    )
     return "\n\n".join(
         [
             "## GPU",

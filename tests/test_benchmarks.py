@@ -1,0 +1,53 @@
+"""The GPU section of docs/RESULTS.md is computed from gpu_session.sh's files, never typed."""
+
+from __future__ import annotations
+
+import shutil
+import sys
+from pathlib import Path
+
+from dataprune.harness import cli
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+from report_results import gpu_section, md_table  # noqa: E402
+
+OVERHEAD = """## dataprune overhead (full)
+
+### Selection: ms per set_epoch of a pruned epoch, prune=0.3 (cuda; median of 5)
+
+| N | ucb | kthvalue (raw) | topk (raw) | sort (raw) | numpy.partition (raw) |
+|---:|---:|---:|---:|---:|---:|
+| 100M | 9.00 | 723.00 | 2.30 | 5.10 | skipped |
+| 1B | 80.00 | 7,200.00 | 21.00 | 50.00 | skipped |
+
+### Training step: forward + backward + SGD, with and without record() (cuda)
+
+| model | statistics update | batch | steps | step (ms) | step + record (ms) | record alone (ms) | difference (% of step) | record alone (% of step) |
+|---:|---:|---:|---:|---:|---:|---:|---:|---:|
+| cnn | eager | 512 | 50 | 2.80 | 2.95 | 0.200 | 5.36 | 7.14 |
+| resnet18 | compiled | 512 | 50 | 10.10 | 10.15 | 0.050 | 0.50 | 0.50 |
+"""  # noqa: E501
+
+
+def test_gpu_section_checks_each_target_from_the_files(tmp_path, capsys):
+    folder = tmp_path / "gpu"
+    assert "Not measured yet" in gpu_section(folder)
+
+    folder.mkdir()
+    (folder / "overhead.md").write_text(OVERHEAD)
+    (folder / "env.txt").write_text("torch 2.11.0 cuda 13.0 numpy 2.5 gpu NVIDIA H100\n")
+    argv = ["compare", "--methods", "full,random", "--prune", "0.5", "--epochs", "1"]
+    assert cli.main([*argv, "--no-progress", "--out", str(tmp_path / "cmp")]) == 0
+    shutil.copy(tmp_path / "cmp" / "results.json", folder / "walltime.json")
+
+    rows = md_table(OVERHEAD, "Training step")
+    assert [r["model"] for r in rows] == ["cnn", "resnet18"]
+    text = gpu_section(folder)
+    assert "NVIDIA H100" in text
+    assert "adds 5.36% to a cnn step at batch 512 (2.80 ms): misses the target of under 3%" in text
+    assert "adds 0.50% to a resnet18 step" in text and "meets the target of under 1%" in text
+    assert "N=100M (topk or sort) takes 2.30 ms: meets the target of at most 3 ms" in text
+    assert "N=1B (topk or sort) takes 21.00 ms: meets the target of at most 25 ms" in text
+    assert "random p=0.5 took" in text and "of full's wall time" in text
+    assert "the same with --compile: not measured." in text
+    assert "#### Training step" in text  # the raw tables follow, one heading level down
