@@ -8,6 +8,8 @@ from pathlib import Path
 
 import pytest
 import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
 import torch.nn.functional as F
 
 from dataprune import Pruner
@@ -325,3 +327,38 @@ def test_export_coreset_from_a_run_folder(digits, tmp_path):
     assert torch.all(exported["scores"][:-1] >= exported["scores"][1:])
     with pytest.raises(FileNotFoundError, match="without checkpoint.pt"):
         export_coreset(str(tmp_path), 0.5, str(tmp_path / "x"))
+
+
+def _shard_scores(model, data) -> dict[str, torch.Tensor]:
+    config = small_config()
+    return {
+        name: scorers.scored_in_shards(data.num_train, scorers._scorer(name, model, data, config))
+        for name in ("el2n", "grand")
+    }
+
+
+def _scoring_worker(rank: int, world_size: int, tmp: str) -> None:
+    dist.init_process_group(
+        "gloo", init_method=f"file://{tmp}/init", rank=rank, world_size=world_size
+    )
+    torch.set_num_threads(1)
+    try:
+        data = load_dataset("digits", train_limit=301, test_limit=10)
+        torch.manual_seed(0)
+        model = build_model("cnn", data.in_channels, data.num_classes, data.image_size)
+        torch.save(_shard_scores(model, data), f"{tmp}/rank{rank}.pt")
+    finally:
+        dist.destroy_process_group()
+
+
+def test_ranks_score_their_own_shares_and_all_get_every_score(tmp_path):
+    mp.spawn(_scoring_worker, args=(2, str(tmp_path)), nprocs=2)
+    ranks = [torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in range(2)]
+    data = load_dataset("digits", train_limit=301, test_limit=10)
+    torch.manual_seed(0)
+    model = build_model("cnn", data.in_channels, data.num_classes, data.image_size)
+    alone = _shard_scores(model, data)
+    for name, scores in alone.items():
+        assert scores.shape == (301,)
+        assert torch.equal(ranks[0][name], ranks[1][name]), name
+        torch.testing.assert_close(ranks[0][name], scores, rtol=1e-4, atol=1e-6)

@@ -23,6 +23,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -32,7 +33,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .._validation import check_int
-from ..distributed import gather_batch, world
+from ..distributed import all_gather_varlen, gather_batch, world
 from ..pruner import budget
 from .datasets import ImageData
 from .files import save_torch, write_text
@@ -106,15 +107,17 @@ def el2n_from_logits(logits: Tensor, labels: Tensor) -> Tensor:
 
 
 @torch.no_grad()
-def _el2n_of_model(model: nn.Module, data: ImageData, batch_size: int) -> Tensor:
-    """EL2N of every training sample: no augmentation, eval mode (BatchNorm running stats),
-    float32 (no autocast: one cheap pass, and bf16 logits would blur the small scores)."""
+def _el2n_of_model(
+    model: nn.Module, data: ImageData, batch_size: int, start: int, end: int
+) -> Tensor:
+    """EL2N of training samples ``[start, end)``: no augmentation, eval mode (BatchNorm running
+    stats), float32 (no autocast: one cheap pass, and bf16 logits would blur the small scores)."""
     device = _model_device(model)
     data = data.to(device)
     was_training = model.training
     model.eval()
     out = []
-    for batch in torch.arange(data.num_train, device=device).split(batch_size):
+    for batch in torch.arange(start, end, device=device).split(batch_size):
         x = data.train_x[batch]
         if device.type == "cuda":
             x = x.contiguous(memory_format=torch.channels_last)
@@ -268,6 +271,32 @@ class ForgettingTracker:
 
 
 # ------------------------------------------------------------------------------- computation
+def _scorer(
+    name: str, model: nn.Module, data: ImageData, config: RunConfig
+) -> Callable[[int, int], Tensor]:
+    """Scores of samples ``[start, end)`` under a trained model (``el2n`` or ``grand``)."""
+    if name == "el2n":
+        return lambda start, end: _el2n_of_model(
+            model, data, max(config.batch_size, 512), start, end
+        )
+    on_device = data.to(_model_device(model))
+    return lambda start, end: grand_scores(
+        model, on_device.train_x[start:end], on_device.train_y[start:end], config.batch_size
+    )
+
+
+def scored_in_shards(num_samples: int, score_range: Callable[[int, int], Tensor]) -> Tensor:
+    """All ``num_samples`` scores (CPU), each rank scoring only its contiguous share.
+
+    Under torch.distributed with W ranks, rank r calls ``score_range(r N // W, (r + 1) N // W)``
+    and the shares are all-gathered in rank order, so scoring takes 1/W of the time on each rank
+    and every rank gets the same vector. In one process: ``score_range(0, N)``.
+    """
+    rank, world_size = world()
+    start, end = rank * num_samples // world_size, (rank + 1) * num_samples // world_size
+    return all_gather_varlen(score_range(start, end)).cpu()
+
+
 def _scoring_config(config: RunConfig, seed: int) -> RunConfig:
     """The full-data run a scorer trains: the run's model, optimiser and schedule, stopped
     after its first ``E_s`` epochs (scores come from early training, as in Paul et al.)."""
@@ -336,14 +365,7 @@ def compute_scores(name: str, config: RunConfig, data: ImageData) -> ScoreResult
                 _scoring_config(config, config.seed * 1000 + r), data, evaluate_each_epoch=False
             )
             accuracies.append(result.final_accuracy)
-            if name == "el2n":
-                run_scores = _el2n_of_model(model, data, max(config.batch_size, 512))
-            else:
-                on_device = data.to(_model_device(model))
-                run_scores = grand_scores(
-                    model, on_device.train_x, on_device.train_y, config.batch_size
-                )
-            total += run_scores.double()
+            total += scored_in_shards(data.num_train, _scorer(name, model, data, config)).double()
         scores = (total / config.score_runs).float()
         details.update(score_runs=config.score_runs, accuracy=accuracies)
     synchronize(device)
