@@ -3,7 +3,7 @@
 Prints markdown tables:
 
 1. ``record()``: microseconds per call at batch sizes 128, 1024 and 8192 for N = 1.28M and
-   100M samples (``--quick``: 1.28M and 10M), with the eager statistics update and with
+   100M samples, with the eager statistics update and with
    ``Pruner(compile=True)``. Indices and losses live on the device; on CUDA the clock is read
    after a synchronise, so the numbers are throughput, queued kernels included.
 2. Selection: milliseconds per ``set_epoch`` of a pruned epoch (a fresh selection) for every
@@ -396,13 +396,13 @@ def main(argv: list[str] | None = None) -> None:
     cuda = device.type == "cuda"
 
     if args.quick:
-        record_sizes, record_repeats = [1_280_000, 10_000_000], 20
+        record_sizes, record_repeats = [1_280_000, 100_000_000], 100
         select_sizes, select_repeats = [50_000, 1_280_000, 10_000_000], 1
         # on 2 CPU cores a resnet18 step at batch 128 takes seconds: one timed step of each kind
         batch, warmup = 128, 1
         steps = {"cnn": 10, "resnet18": 10} if cuda else {"cnn": 10, "resnet18": 1}
     else:
-        record_sizes, record_repeats = [1_280_000, 100_000_000], 200
+        record_sizes, record_repeats = [1_280_000, 100_000_000], 1000
         select_sizes = [50_000, 1_280_000, 10_000_000] + ([10**8, 10**9] if cuda else [])
         select_repeats = 5
         batch, warmup = 512, (5 if cuda else 1)
