@@ -38,6 +38,7 @@ from collections.abc import Callable
 import numpy as np
 import torch
 import torch.nn.functional as F
+from torch.profiler import ProfilerActivity, profile
 
 from dataprune import METHODS, Pruner
 
@@ -143,7 +144,23 @@ def record_row(n: int, mode: str, device: torch.device, repeats: int) -> list[st
                 pruner.record(idx[i % 8], loss[i % 8])
 
         row.append(fmt(timed(loop, device) / repeats * 1e6))
+    row.append(str(ops_per_call(lambda: pruner.record(idx[0], loss[0]), device)))
     return row
+
+
+def ops_per_call(fn: Callable[[], object], device: torch.device) -> int:
+    """What one call launches: kernels (and copies) on CUDA; on the CPU, top-level operator
+    calls, a compiled region counting as one."""
+    activities = [ProfilerActivity.CPU]
+    if device.type == "cuda":
+        activities.append(ProfilerActivity.CUDA)
+    with profile(activities=activities) as prof:
+        fn()
+        sync(device)
+    events = prof.events()
+    if device.type == "cuda":
+        return sum(e.device_type == torch.autograd.DeviceType.CUDA for e in events)
+    return sum(e.cpu_parent is None and not e.name.startswith("[") for e in events)
 
 
 def bench_record(device: torch.device, sizes: list[int], repeats: int) -> str:
@@ -153,6 +170,7 @@ def bench_record(device: torch.device, sizes: list[int], repeats: int) -> str:
             rows.append(record_row(n, mode, device, repeats))
             free_memory()
     head = ["N", "statistics update"] + [f"batch {b} (µs/call)" for b in RECORD_BATCHES]
+    head.append("kernels per call" if device.type == "cuda" else "operator calls per call")
     return (
         f"### record() per call ({device.type}, {repeats} calls each, after warm-up; "
         "compiled = Pruner(compile=True))\n\n" + table(head, rows)

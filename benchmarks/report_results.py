@@ -409,10 +409,11 @@ def gpu_section(folder: Path) -> str:
                 )
     checks.append(_wall_ratio_line(folder / "walltime.json", "Fashion-MNIST cnn, 8 epochs"))
     checks.append(_wall_ratio_line(folder / "walltime-compile.json", "the same with --compile"))
+    kept = ("#", "|", "device:", "total time")  # not step markers, warnings or profiler noise
     demoted = "\n".join(
         "#" + line if line.startswith("#") else line
         for line in text.splitlines()
-        if not line.startswith("== ")  # gpu_session.sh's step markers
+        if not line or line.startswith(kept)
     )
     return "\n\n".join(
         [
