@@ -346,6 +346,30 @@ def test_compiled_update_matches_eager_and_ignores_batch_order():
     assert int(eager.table[:, 2].max()) >= 2
 
 
+def test_compiled_update_uses_each_tables_own_alpha():
+    # Compiled code is cached per process (and on disk): a second alpha must not reuse the first.
+    for alpha in (1.0, 0.8, 0.3):
+        eager, compiled = SampleStats(3, alpha), SampleStats(3, alpha, compile=True)
+        for loss in (1.0, 3.0, 2.0):
+            batch = (torch.tensor([0, 1]), torch.tensor([loss, 2 * loss]))
+            eager.update(*batch)
+            compiled.update(*batch)
+        torch.testing.assert_close(compiled.table, eager.table, rtol=1e-6, atol=0)
+
+
+def test_duplicate_means_ignore_the_rest_of_the_batch():
+    stats = SampleStats(4, alpha=0.5)
+    losses = torch.tensor([1e17, 1.0, 2.0, -3e30])
+    stats.update(torch.tensor([0, 1, 1, 2]), losses)
+    assert torch.equal(stats.mean[:3], torch.stack([losses[0], torch.tensor(1.5), losses[3]]))
+
+
+def test_int32_indices_update_their_own_rows():
+    stats = SampleStats(4, alpha=0.5)
+    stats.update(torch.tensor([1, 2, 3], dtype=torch.int32), torch.tensor([1.0, 2.0, 3.0]))
+    assert stats.mean.tolist() == [0.0, 1.0, 2.0, 3.0]
+
+
 # ------------------------------------------------------------------------- infobatch
 def test_infobatch_weights_are_unbiased_and_budget_exact():
     n, prune, seeds = 200, 0.3, 1500

@@ -13,6 +13,7 @@ import math
 from collections.abc import Callable
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 
 MEAN, VAR, SEEN = 0, 1, 2
@@ -30,25 +31,26 @@ def merge_duplicates(indices: Tensor, losses: Tensor) -> tuple[Tensor, Tensor, T
     the sample must not be updated).
 
     The batch is sorted by one int64 key, ``index << 32 | bits(loss)``, so repeated indices come
-    out in an order fixed by the loss values themselves; the per-index sums then come from a
-    float64 cumulative sum over that fixed order. About 20 kernels, none of them a host sync.
+    out in an order fixed by the loss values themselves; each index's sum is then a float64
+    segmented sum over its own copies alone, in that fixed order (no other sample's loss can
+    round it away, and a lone loss comes back bit for bit). None of it is a host sync.
     """
+    indices = indices.long()
     bits = losses.view(torch.int32).to(torch.int64) & _LOW32
     keys, order = torch.sort((indices << 32) | bits)
     sorted_idx = keys >> 32
     sorted_loss = losses.index_select(0, order)
     finite = sorted_loss.abs() < math.inf  # isfinite() takes four kernels, this two
-    # Columns (sum of finite losses, count of finite losses), prefix-summed after a zero row.
+    # Columns (finite loss or 0, 1 if finite), summed per index.
     terms = torch.stack([sorted_loss.nan_to_num(0.0, 0.0, 0.0), finite.to(losses.dtype)], 1)
-    prefix = terms.new_zeros(len(terms) + 1, 2, dtype=torch.float64)
-    torch.cumsum(terms, 0, dtype=torch.float64, out=prefix[1:])
     start = torch.searchsorted(sorted_idx, sorted_idx, right=False)
     end = torch.searchsorted(sorted_idx, sorted_idx, right=True)
-    total, count = (prefix.index_select(0, end) - prefix.index_select(0, start)).unbind(1)
-    mean = (total / count.clamp_min(1)).float()
-    # A lone sample keeps its loss bit for bit (the cumsum difference can round it).
-    mean = torch.where((end - start == 1) & finite, sorted_loss, mean)
-    return sorted_idx, mean, count
+    # Segment i is [start[i], start[i + 1]): empty inside a run of copies, the whole run at its
+    # last copy; every copy then reads the sums at its run's last element.
+    offsets = F.pad(start, (0, 1), value=len(start))
+    sums = torch.segment_reduce(terms.double(), "sum", offsets=offsets, axis=0, unsafe=True)
+    total, count = sums.index_select(0, end - 1).unbind(1)
+    return sorted_idx, (total / count.clamp_min(1)).float(), count
 
 
 def fold_batch(
@@ -69,8 +71,10 @@ def fold_batch(
     # A first loss (seen == 0) sets mean = loss, var = 0.
     again = seen > 0
     diff = loss - mean
-    new_mean = torch.where(again, mean.add(diff, alpha=alpha), loss)
-    new_var = torch.where(again, var.add(diff * diff, alpha=alpha) * (1 - alpha), 0)
+    # alpha enters as arithmetic, not as an operator's ``alpha=`` argument: compiled code
+    # cached for one alpha would otherwise be reused for another (pytorch/pytorch#194976).
+    new_mean = torch.where(again, mean + alpha * diff, loss)
+    new_var = torch.where(again, (var + alpha * diff * diff) * (1 - alpha), 0)
     rows.index_copy_(0, idx, torch.stack([new_mean, new_var, seen + 1], 1))
 
 
