@@ -346,19 +346,28 @@ def _scoring_worker(rank: int, world_size: int, tmp: str) -> None:
         data = load_dataset("digits", train_limit=301, test_limit=10)
         torch.manual_seed(0)
         model = build_model("cnn", data.in_channels, data.num_classes, data.image_size)
-        torch.save(_shard_scores(model, data), f"{tmp}/rank{rank}.pt")
+        for buffer in model.buffers():  # as if each rank's last batches moved its BatchNorm
+            if buffer.is_floating_point():
+                buffer.add_(rank)
+        results = _shard_scores(model, data)
+        # one sample for two ranks: rank 0's share is empty
+        grand = scorers._scorer("grand", model, data, small_config())
+        results["one sample"] = scorers.scored_in_shards(1, grand)
+        torch.save(results, f"{tmp}/rank{rank}.pt")
     finally:
         dist.destroy_process_group()
 
 
-def test_ranks_score_their_own_shares_and_all_get_every_score(tmp_path):
+def test_ranks_score_their_own_shares_with_one_model_and_all_get_every_score(tmp_path):
     mp.spawn(_scoring_worker, args=(2, str(tmp_path)), nprocs=2)
     ranks = [torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in range(2)]
     data = load_dataset("digits", train_limit=301, test_limit=10)
     torch.manual_seed(0)
     model = build_model("cnn", data.in_channels, data.num_classes, data.image_size)
     alone = _shard_scores(model, data)
-    for name, scores in alone.items():
+    assert torch.equal(ranks[0]["one sample"], ranks[1]["one sample"])
+    torch.testing.assert_close(ranks[0]["one sample"], alone["grand"][:1], rtol=1e-4, atol=1e-6)
+    for name, scores in alone.items():  # rank 0's BatchNorm statistics scored every share
         assert scores.shape == (301,)
         assert torch.equal(ranks[0][name], ranks[1][name]), name
         torch.testing.assert_close(ranks[0][name], scores, rtol=1e-4, atol=1e-6)

@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+import torch.distributed as dist
 import torch.nn.functional as F
 from torch import Tensor, nn
 
@@ -157,6 +158,8 @@ def grand_scores(model: nn.Module, x: Tensor, y: Tensor, batch_size: int = 128) 
         return sum(g.float().square().sum() for g in grads.values())
 
     per_sample = vmap(squared_norm, in_dims=(None, None, 0, 0))
+    if len(x) == 0:  # e.g. a rank's share when there are more ranks than samples
+        return torch.zeros(0)
     was_training = model.training
     model.eval()
     try:
@@ -166,7 +169,7 @@ def grand_scores(model: nn.Module, x: Tensor, y: Tensor, batch_size: int = 128) 
         ]
     finally:
         model.train(was_training)
-    return torch.cat(out).float() if out else torch.zeros(0)
+    return torch.cat(out).float()
 
 
 # ---------------------------------------------------------------------------------- forgetting
@@ -274,7 +277,15 @@ class ForgettingTracker:
 def _scorer(
     name: str, model: nn.Module, data: ImageData, config: RunConfig
 ) -> Callable[[int, int], Tensor]:
-    """Scores of samples ``[start, end)`` under a trained model (``el2n`` or ``grand``)."""
+    """Scores of samples ``[start, end)`` under a trained model (``el2n`` or ``grand``).
+
+    Under torch.distributed the model's buffers (BatchNorm running statistics) are first taken
+    from rank 0: after DDP training each rank's last local batches moved its own copy, and
+    every rank's share must be scored by the same model.
+    """
+    if world()[1] > 1:
+        for buffer in model.buffers():
+            dist.broadcast(buffer, src=0)
     if name == "el2n":
         return lambda start, end: _el2n_of_model(
             model, data, max(config.batch_size, 512), start, end
