@@ -129,15 +129,19 @@ def _all_gather_ints(values: list[int]) -> list[list[int]]:
     """
     mine = torch.tensor(values, dtype=torch.int64)
     every = [torch.empty_like(mine) for _ in range(dist.get_world_size())]
-    dist.all_gather(every, mine, group=_host_group())
+    dist.all_gather(every, mine, group=host_group())
     return [t.tolist() for t in every]
 
 
 _host_groups: list[tuple[object, object]] = []  # (default group, its gloo twin), at most one
 
 
-def _host_group() -> dist.ProcessGroup:
-    """A gloo group over all ranks, made once per default process group (a collective call)."""
+def host_group() -> dist.ProcessGroup:
+    """A gloo group over all ranks for host-side integers, made once per default process group.
+
+    Making it is a collective call: every rank must make it at the same point (``Pruner``
+    does, when it is built). Made under gloo too, so that one code path serves every backend.
+    """
     world_group = dist.group.WORLD
     if not _host_groups or _host_groups[0][0] is not world_group:
         _host_groups[:] = [(world_group, dist.new_group(backend="gloo"))]

@@ -10,7 +10,14 @@ import torch
 from torch import Tensor
 
 from ._validation import check_choice, check_float, check_int
-from .distributed import all_gather_indices, all_gather_varlen, all_reduce_sum, gather_batch, world
+from .distributed import (
+    all_gather_indices,
+    all_gather_varlen,
+    all_reduce_sum,
+    gather_batch,
+    host_group,
+    world,
+)
 from .policies import POLICIES, SelectionContext, StaticScore
 from .sampler import PrunedSampler
 from .stats import SampleStats
@@ -112,6 +119,8 @@ class Pruner:
         if isinstance(self.policy, StaticScore):
             self.policy.check_length(num_samples)
         rank, world_size = world()
+        if world_size > 1:
+            host_group()  # a collective: made here, on every rank, not inside the first record
         self.shard: tuple[int, int] | None = None  # [start, end) of the rows held here
         if shard_stats and world_size > 1:
             self.shard = (rank * num_samples // world_size, (rank + 1) * num_samples // world_size)
