@@ -80,7 +80,8 @@ def fold_batch(
 
 @functools.cache
 def compiled_fold_batch() -> Callable[..., None]:
-    """``fold_batch`` under ``torch.compile`` (compiled once per process, any batch size)."""
+    """``fold_batch`` under ``torch.compile`` with dynamic shapes: one compile serves most batch
+    sizes (special sizes, another alpha, device or sharding compile again)."""
     return torch.compile(fold_batch, dynamic=True)
 
 
