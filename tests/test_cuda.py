@@ -12,7 +12,7 @@ import pytest
 import torch
 from test_sharded import KTH_SIZES, METHODS, PRUNE, N, kth_vector
 
-from dataprune import Pruner
+from dataprune import Pruner, SampleStats
 from dataprune.harness import cli
 from dataprune.harness.datasets import load_dataset
 from dataprune.harness.trainer import RunConfig, train
@@ -56,20 +56,26 @@ def _batches(seed: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
 
 @pytest.mark.parametrize("compile", [False, True], ids=["eager", "compiled"])
 def test_cuda_record_is_deterministic_matches_cpu_and_never_syncs(compile):
+    batches = _batches(0)
+    if compile:  # compile for these batch sizes first: compiling (autotuning) may sync
+        warm = SampleStats(500, 1.0, "cuda", compile=True)
+        for indices, losses in batches:
+            warm.update(indices.cuda(), losses.cuda())
     tables = []
     for device, order_seed in (("cpu", 0), ("cuda", 0), ("cuda", 1)):
         pruner = Pruner(500, "infobatch", 0.5, 4, device=device, compile=compile)
         pruner.set_epoch(0)
-        batches = _batches(0)
         # The first record of an epoch checks the index range once (a sync); then none.
         pruner.record(torch.arange(3, device=device), torch.ones(3, device=device))
-        for indices, losses in batches:
+        for step, (indices, losses) in enumerate(batches):
             perm = torch.randperm(len(indices), generator=torch.Generator().manual_seed(order_seed))
             losses = losses[perm].to(device).requires_grad_()
+            # Indices from the host (as a DataLoader gives them) and from the device.
+            indices = indices[perm] if step % 2 else indices[perm].to(device)
             if device == "cuda":
                 torch.cuda.set_sync_debug_mode("error")
             try:
-                pruner.record(indices[perm], losses).backward()
+                pruner.record(indices, losses).backward()
             finally:
                 torch.cuda.set_sync_debug_mode("default")
         tables.append(pruner.stats.table.cpu())
