@@ -346,6 +346,16 @@ def test_compiled_update_matches_eager_and_ignores_batch_order():
     assert int(eager.table[:, 2].max()) >= 2
 
 
+def test_compiled_update_serves_every_batch_size_with_one_compile():
+    stats = SampleStats(1000, alpha=0.8, compile=True)
+    stats.update(torch.arange(70), torch.rand(70))  # compiles (or reuses this process's code)
+    with torch._dynamo.config.patch(error_on_recompile=True):
+        for size in (29, 78, 513, 4096):
+            stats.update(torch.randint(0, 1000, (size,)), torch.rand(size))
+    stats.update(torch.zeros(0, dtype=torch.long), torch.zeros(0))  # an empty batch is a no-op
+    assert int(stats.table[:, 2].sum()) > 0
+
+
 def test_compiled_update_uses_each_tables_own_alpha():
     # Compiled code is cached per process (and on disk): a second alpha must not reuse the first.
     for alpha in (1.0, 0.8, 0.3):

@@ -13,7 +13,6 @@ import math
 from collections.abc import Callable
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
 MEAN, VAR, SEEN = 0, 1, 2
@@ -22,7 +21,7 @@ _LOW32 = 0xFFFFFFFF
 
 
 def merge_duplicates(indices: Tensor, losses: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-    """Canonicalise a batch that may hold the same sample more than once.
+    """Canonicalise a non-empty batch that may hold the same sample more than once.
 
     Returns ``(indices, mean_loss, finite_count)`` with one entry per input element, sorted by
     index. Every copy of a repeated index carries the mean of that index's finite losses, so a
@@ -47,7 +46,7 @@ def merge_duplicates(indices: Tensor, losses: Tensor) -> tuple[Tensor, Tensor, T
     end = torch.searchsorted(sorted_idx, sorted_idx, right=True)
     # Segment i is [start[i], start[i + 1]): empty inside a run of copies, the whole run at its
     # last copy; every copy then reads the sums at its run's last element.
-    offsets = F.pad(start, (0, 1), value=len(start))
+    offsets = torch.cat([start, end[-1:]])  # end[-1] is the batch size
     sums = torch.segment_reduce(terms.double(), "sum", offsets=offsets, axis=0, unsafe=True)
     total, count = sums.index_select(0, end - 1).unbind(1)
     return sorted_idx, (total / count.clamp_min(1)).float(), count
@@ -60,6 +59,8 @@ def fold_batch(
 
     A module-level function so that ``torch.compile`` can fuse it (``SampleStats(compile=True)``).
     """
+    if indices.numel() == 0:  # shape metadata: no sync
+        return
     num_rows = rows.shape[0] - 1
     idx, loss, count = merge_duplicates(indices, losses)
     keep = count > 0
