@@ -17,6 +17,7 @@
 set -uo pipefail
 OUT=${OUT:-gpu-out}
 mkdir -p "$OUT"
+rm -f "$OUT"/{env.txt,pytest.txt,overhead.md,walltime.md,walltime-compile.md,walltime*.json}
 export PYTHONPATH="$PWD/src${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
 export DATAPRUNE_DATA_DIR=${DATAPRUNE_DATA_DIR:-$PWD/.devdata}
 PY=${PYTHON:-python3}
@@ -52,9 +53,8 @@ step 200 overhead.md "$PY" benchmarks/overhead.py --device "$DEVICE"
 fmnist=(compare --dataset fashion-mnist --model cnn --methods full,random --prune 0.5
     --epochs 8 --device "$DEVICE" --no-progress)
 step 80 walltime.md "$PY" -m dataprune "${fmnist[@]}" --seeds 0,1 --out "$RUNS/fmnist"
+cp "$RUNS/fmnist/results.json" "$OUT/walltime.json"
 step 90 walltime-compile.md "$PY" -m dataprune "${fmnist[@]}" --seeds 0 --compile \
     --out "$RUNS/fmnist-compile"
-
-cp "$RUNS/fmnist/results.json" "$OUT/walltime.json"
 cp "$RUNS/fmnist-compile/results.json" "$OUT/walltime-compile.json"
 ls -l "$OUT"

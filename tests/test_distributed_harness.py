@@ -33,7 +33,7 @@ pytestmark = [
 ARGS = [
     "--dataset", "fashion-mnist", "--data-dir", str(DATA), "--train-limit", "2000",
     "--test-limit", "500", "--model", "cnn", "--epochs", "3", "--batch-size", "16",
-    "--method", "ucb", "--prune", "0.5", "--shard-stats", "--no-progress",
+    "--method", "ucb", "--prune", "0.5", "--shard-stats", "--no-progress", "--device", "cpu",
 ]  # fmt: skip
 
 
