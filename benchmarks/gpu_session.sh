@@ -5,7 +5,7 @@
 #   mkdir -p .devdata && cp -r ../shared/data/fashion-mnist .devdata/
 #   grep -qx '/.devdata/' .git/info/exclude || echo /.devdata/ >> .git/info/exclude
 # On the GPU machine (the device tool): command "bash benchmarks/gpu_session.sh",
-#   carry [".devdata"], timeout_s 480. Each step has its own time limit (470 s together), so
+#   carry [".devdata"], timeout_s 540. Each step has its own time limit (480 s together), so
 #   one slow step cannot take the others' results with it.
 # Afterwards: copy the returned files into benchmarks/results/gpu/ and run
 #   python benchmarks/reproduce.py --report   (docs/RESULTS.md gets a GPU section from them).
@@ -46,7 +46,7 @@ cat "$OUT/env.txt"
 step 100 pytest.txt "$PY" -m pytest -q -p no:cacheprovider -rs tests/test_cuda.py
 
 # 2. record() and selection cost, record's share of a cnn and a resnet18 training step.
-step 200 overhead.md "$PY" benchmarks/overhead.py --device "$DEVICE"
+step 180 overhead.md "$PY" benchmarks/overhead.py --device "$DEVICE"
 
 # 3. The wall-time target: 8 epochs of Fashion-MNIST cnn, full against random at prune 0.5,
 #    side by side in one process, evaluation included; then the same with --compile.
@@ -54,7 +54,7 @@ fmnist=(compare --dataset fashion-mnist --model cnn --methods full,random --prun
     --epochs 8 --device "$DEVICE" --no-progress)
 step 80 walltime.md "$PY" -m dataprune "${fmnist[@]}" --seeds 0,1 --out "$RUNS/fmnist"
 cp "$RUNS/fmnist/results.json" "$OUT/walltime.json"
-step 90 walltime-compile.md "$PY" -m dataprune "${fmnist[@]}" --seeds 0 --compile \
+step 120 walltime-compile.md "$PY" -m dataprune "${fmnist[@]}" --seeds 0 --compile \
     --out "$RUNS/fmnist-compile"
 cp "$RUNS/fmnist-compile/results.json" "$OUT/walltime-compile.json"
 ls -l "$OUT"
