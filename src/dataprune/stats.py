@@ -92,7 +92,8 @@ class SampleStats:
     With step size ``alpha`` and a new loss ``x``:
     ``d = x - mean``; ``mean += alpha * d``; ``var = (1 - alpha) * (var + alpha * d**2)``.
     A sample's first loss sets ``mean = x`` and ``var = 0``. Non-finite losses never reach the
-    table. Memory: 12 bytes per sample.
+    table; the table is float32, so a loss jump beyond about 1e19 makes that sample's variance
+    inf (its UCB bonus too). Memory: 12 bytes per sample.
 
     A shard (``total`` given) holds only the rows of samples ``[offset, offset + num_samples)``
     of ``total``: ``update`` still takes global indices and the whole (gathered) batch, merges
