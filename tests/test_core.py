@@ -374,6 +374,11 @@ def test_duplicate_means_ignore_the_rest_of_the_batch():
     assert torch.equal(stats.mean[:3], torch.stack([losses[0], torch.tensor(1.5), losses[3]]))
 
 
+def test_more_samples_than_the_sort_key_holds_is_refused():
+    with pytest.raises(ValueError, match=r"num_samples=2147483648 must be <= 2147483647"):
+        Pruner(2**31, "random", 0.5, 2)
+
+
 def test_int32_indices_update_their_own_rows():
     stats = SampleStats(4, alpha=0.5)
     stats.update(torch.tensor([1, 2, 3], dtype=torch.int32), torch.tensor([1.0, 2.0, 3.0]))

@@ -39,6 +39,9 @@ _CONFIG_KEYS = (
 )
 
 
+MAX_SAMPLES = 2**31 - 1
+
+
 def budget(num_samples: int, prune: float) -> int:
     """Samples kept in a pruned epoch: ``k = max(1, round((1 - prune) * N))``."""
     return max(1, round((1 - prune) * num_samples))
@@ -98,7 +101,8 @@ class Pruner:
         compile: bool = False,
         **options: Any,
     ):
-        self.num_samples = check_int("num_samples", num_samples, low=1)
+        # Sample indices share an int64 sort key with a 32-bit loss (see merge_duplicates).
+        self.num_samples = check_int("num_samples", num_samples, low=1, high=MAX_SAMPLES)
         self.method = check_choice("method", method, METHODS)
         self.prune = check_float("prune", prune, low=0.0, high=1.0, high_open=True)
         self.epochs = check_int("epochs", epochs, low=1)

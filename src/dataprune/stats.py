@@ -29,10 +29,11 @@ def merge_duplicates(indices: Tensor, losses: Tensor) -> tuple[Tensor, Tensor, T
     CPU and CUDA alike. ``finite_count`` is the number of finite losses behind each mean (0 means
     the sample must not be updated).
 
-    The batch is sorted by one int64 key, ``index << 32 | bits(loss)``, so repeated indices come
-    out in an order fixed by the loss values themselves; each index's sum is then a float64
-    segmented sum over its own copies alone, in that fixed order (no other sample's loss can
-    round it away, and a lone loss comes back bit for bit). None of it is a host sync.
+    Indices must lie in ``[0, 2**31)``. The batch is sorted by one int64 key,
+    ``index << 32 | bits(loss)``, so repeated indices come out in an order fixed by the loss
+    values themselves; each index's sum is then a float64 segmented sum over its own copies
+    alone, in that fixed order (no other sample's loss can round it away, and a lone loss comes
+    back bit for bit). None of it is a host sync.
     """
     indices = indices.long()
     bits = losses.view(torch.int32).to(torch.int64) & _LOW32
