@@ -7,6 +7,7 @@ Every number and verdict below is computed here from ``benchmarks/results/**/res
 from __future__ import annotations
 
 import json
+import re
 import statistics
 from collections.abc import Sequence
 from pathlib import Path
@@ -418,7 +419,11 @@ def gpu_section(folder: Path) -> str:
     checks.append(_wall_ratio_line(folder / "walltime-compile.json", "the same with --compile"))
     tests = folder / "pytest.txt"
     lines = tests.read_text().splitlines() if tests.exists() else []
-    outcome = [line.strip("= ") for line in lines if " passed" in line or " failed" in line]
+    outcome = [
+        line.strip("= ")
+        for line in lines
+        if re.fullmatch(r"=* ?\d+ (passed|failed|skipped|errors?)\b.* in [\d.]+s.*", line)
+    ]
     checks.append(f"- The CUDA tests (tests/test_cuda.py): {(outcome or ['no result'])[-1]}.")
     kept = ("#", "|", "device:", "total time")  # not step markers, warnings or profiler noise
     demoted = "\n".join(

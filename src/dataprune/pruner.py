@@ -20,7 +20,7 @@ from .distributed import (
 )
 from .policies import POLICIES, SelectionContext, StaticScore
 from .sampler import PrunedSampler
-from .stats import SampleStats
+from .stats import MAX_SAMPLES, SampleStats
 
 METHODS: tuple[str, ...] = tuple(POLICIES)
 
@@ -37,9 +37,6 @@ _CONFIG_KEYS = (
     "rescale",
     "alpha",
 )
-
-
-MAX_SAMPLES = 2**31 - 1
 
 
 def budget(num_samples: int, prune: float) -> int:
@@ -76,8 +73,8 @@ class Pruner:
             ``init_process_group``); without torch.distributed it changes nothing.
         compile: fold losses into the statistics through ``torch.compile``: fewer, fused
             kernels per ``record`` (``benchmarks/overhead.py`` measures both paths), after a
-            compile on first use (5 to 20 s on a CPU; again for batches of 0, 1 or over 32766
-            samples, and for another alpha or device). Statistics match the eager path to
+            compile on first use (5 to 20 s on a CPU; again for batches of 1 or over 32766 samples,
+            and for another alpha or device). Statistics match the eager path to
             float rounding, not bit for bit; either path is deterministic.
         **options: method options, e.g. ``epsilon`` for ``epsilon-greedy``, ``c`` and ``bonus``
             for ``ucb``, ``scores`` for ``static-score``.
@@ -101,7 +98,6 @@ class Pruner:
         compile: bool = False,
         **options: Any,
     ):
-        # Sample indices share an int64 sort key with a 32-bit loss (see merge_duplicates).
         self.num_samples = check_int("num_samples", num_samples, low=1, high=MAX_SAMPLES)
         self.method = check_choice("method", method, METHODS)
         self.prune = check_float("prune", prune, low=0.0, high=1.0, high_open=True)

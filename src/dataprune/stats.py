@@ -16,6 +16,7 @@ import torch
 from torch import Tensor
 
 MEAN, VAR, SEEN = 0, 1, 2
+MAX_SAMPLES = 2**31 - 1  # indices share an int64 sort key with 32 bits of loss
 
 _LOW32 = 0xFFFFFFFF
 
@@ -33,7 +34,7 @@ def merge_duplicates(indices: Tensor, losses: Tensor) -> tuple[Tensor, Tensor, T
     ``index << 32 | bits(loss)``, so repeated indices come out in an order fixed by the loss
     values themselves; each index's sum is then a float64 segmented sum over its own copies
     alone, in that fixed order (no other sample's loss can round it away, and a lone loss comes
-    back bit for bit). None of it is a host sync.
+    back exactly, -0.0 as 0.0). None of it is a host sync.
     """
     indices = indices.long()
     bits = losses.view(torch.int32).to(torch.int64) & _LOW32
@@ -56,12 +57,10 @@ def merge_duplicates(indices: Tensor, losses: Tensor) -> tuple[Tensor, Tensor, T
 def fold_batch(
     rows: Tensor, indices: Tensor, losses: Tensor, alpha: float, offset: int, sharded: bool
 ) -> None:
-    """Fold one batch into ``rows`` (``SampleStats``'s table plus its spare row), in place.
+    """Fold one non-empty batch into ``rows`` (``SampleStats``'s table plus its spare row).
 
     A module-level function so that ``torch.compile`` can fuse it (``SampleStats(compile=True)``).
     """
-    if indices.numel() == 0:  # shape metadata: no sync
-        return
     num_rows = rows.shape[0] - 1
     idx, loss, count = merge_duplicates(indices, losses)
     keep = count > 0
@@ -113,6 +112,11 @@ class SampleStats:
         total: int | None = None,
         compile: bool = False,
     ):
+        if (total if total is not None else offset + num_samples) > MAX_SAMPLES:
+            raise ValueError(
+                f"SampleStats holds samples of indices below {MAX_SAMPLES + 1} (2**31); got "
+                f"num_samples={num_samples}, offset={offset}, total={total}"
+            )
         self.alpha = alpha
         self.compile = compile
         self.num_rows = num_samples
@@ -153,6 +157,8 @@ class SampleStats:
 
     def update(self, indices: Tensor, losses: Tensor) -> None:
         """Fold one batch of losses in (no host sync)."""
+        if indices.numel() == 0:  # before the compiled code, which would not survive it
+            return
         fold = compiled_fold_batch() if self.compile else fold_batch
         fold(
             self._rows,

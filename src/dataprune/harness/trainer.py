@@ -133,7 +133,8 @@ class RunConfig:
 
     def pruner_kwargs(self) -> dict[str, Any]:
         """Arguments for :class:`dataprune.Pruner` (the core method and its options)."""
-        if self.method in ("full", "full-matched"):
+        full_data = self.method in ("full", "full-matched")
+        if full_data:
             method, prune = "full", 0.0
         elif self.method in SCORER_METHODS:
             method, prune = "static-score", self.prune
@@ -150,8 +151,9 @@ class RunConfig:
             epochs=self.train_epochs,
             seed=self.seed,
             every=self.every,
-            warmup_epochs=self.warmup_epochs,
-            anneal_epochs=self.anneal_epochs,
+            # full data in every epoch anyway (and full-matched has fewer epochs to fit them in)
+            warmup_epochs=0 if full_data else self.warmup_epochs,
+            anneal_epochs=0 if full_data else self.anneal_epochs,
             rescale=self.rescale,
             alpha=self.alpha,
             shard_stats=self.shard_stats,
@@ -308,8 +310,10 @@ def _make_schedule(
     optimizer: torch.optim.Optimizer, config: RunConfig, total_steps: int
 ) -> torch.optim.lr_scheduler.LRScheduler:
     if config.schedule == "onecycle":
+        # OneCycleLR divides by pct_start * total_steps - 1, which is 0 at 4 steps.
+        pct_start = 0.3 if total_steps == 4 else 0.25
         return torch.optim.lr_scheduler.OneCycleLR(
-            optimizer, max_lr=config.lr, total_steps=max(total_steps, 1), pct_start=0.25
+            optimizer, max_lr=config.lr, total_steps=max(total_steps, 1), pct_start=pct_start
         )
     if config.schedule == "cosine":
         return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(total_steps, 1))
