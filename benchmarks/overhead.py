@@ -347,7 +347,11 @@ def train_rows(
 
 
 def bench_training(
-    device: torch.device, batch: int, steps: dict[str, int], warmup: int, models: list[str]
+    device: torch.device,
+    batch: int,
+    steps: dict[str, int],
+    warmup: dict[str, int],
+    models: list[str],
 ) -> str:
     try:
         from dataprune.harness.models import build_model
@@ -355,7 +359,7 @@ def bench_training(
         return f"### Training step\n\nskipped: dataprune.harness.models not importable ({exc})"
     rows = []
     for name in models:
-        rows += train_rows(build_model, name, device, batch, steps[name], warmup)
+        rows += train_rows(build_model, name, device, batch, steps[name], warmup[name])
         free_memory()
     head = [
         "model",
@@ -414,17 +418,20 @@ def main(argv: list[str] | None = None) -> None:
     cuda = device.type == "cuda"
 
     if args.quick:
-        record_sizes, record_repeats = [1_280_000, 100_000_000], 100
+        record_sizes, record_repeats = [1_280_000, 100_000_000], 50
         select_sizes, select_repeats = [50_000, 1_280_000, 10_000_000], 1
-        # on 2 CPU cores a resnet18 step at batch 128 takes seconds: one timed step of each kind
-        batch, warmup = 128, 1
+        # on 2 CPU cores a resnet18 step at batch 128 takes seconds: one timed step of each
+        # kind and no warm-up step (there, record() alone is the figure to read)
+        batch = 128
         steps = {"cnn": 10, "resnet18": 10} if cuda else {"cnn": 10, "resnet18": 1}
+        warmup = {"cnn": 1, "resnet18": 1 if cuda else 0}
     else:
-        record_sizes, record_repeats = [1_280_000, 100_000_000], 1000
+        record_sizes, record_repeats = [1_280_000, 100_000_000], 500
         select_sizes = [50_000, 1_280_000, 10_000_000] + ([10**8, 10**9] if cuda else [])
         select_repeats = 5
-        batch, warmup = 512, (5 if cuda else 1)
+        batch = 512
         steps = {"cnn": 50, "resnet18": 50} if cuda else {"cnn": 10, "resnet18": 3}
+        warmup = dict.fromkeys(steps, 5 if cuda else 1)
     models = ["cnn", "resnet18"]
 
     name = torch.cuda.get_device_name(device) if cuda else platform.processor() or "CPU"
