@@ -125,12 +125,15 @@ class Pruner:
         self.shard: tuple[int, int] | None = None  # [start, end) of the rows held here
         if shard_stats and world_size > 1:
             self.shard = (rank * num_samples // world_size, (rank + 1) * num_samples // world_size)
-            start, end = self.shard
-            self.stats = SampleStats(
-                end - start, self.alpha, device, offset=start, total=num_samples, compile=compile
-            )
-        else:
-            self.stats = SampleStats(num_samples, self.alpha, device, compile=compile)
+        start, end = self.shard or (0, num_samples)
+        self.stats = SampleStats(
+            end - start,
+            self.alpha,
+            device,
+            offset=start,
+            total=num_samples if self.shard else None,
+            compile=compile,
+        )
         # selected_count covers the same rows as the statistics
         self.selected_count = torch.zeros(self.stats.num_rows, dtype=torch.int32, device=device)
         self._weights: Tensor | None = None  # per-sample loss weights while rescaling
