@@ -40,7 +40,7 @@ import torch
 import torch.nn.functional as F
 from torch.profiler import ProfilerActivity, profile
 
-from dataprune import METHODS, Pruner
+from dataprune import Pruner, methods
 
 PRUNE = 0.3
 FILL_CHUNK = 1 << 22  # samples per record() call when filling the statistics
@@ -235,10 +235,10 @@ def method_cells(n: int, device: torch.device, repeats: int) -> list[str]:
     try:
         filled = filled_table(n, device)
     except torch.cuda.OutOfMemoryError:
-        return ["OOM"] * len(METHODS)
+        return ["OOM"] * len(methods())
     return [
         fmt(guarded(lambda m=method: time_selection(n, m, device, repeats, filled)), 2)
-        for method in METHODS
+        for method in methods()
     ]
 
 
@@ -254,7 +254,7 @@ def bench_selection(device: torch.device, sizes: list[int], repeats: int) -> str
     for n in sizes:
         rows.append(selection_row(n, device, repeats))
         free_memory()
-    head = ["N"] + list(METHODS) + [f"{p} (raw)" for p in PRIMITIVES]
+    head = ["N"] + list(methods()) + [f"{p} (raw)" for p in PRIMITIVES]
     return (
         f"### Selection: ms per set_epoch of a pruned epoch, prune={PRUNE} ({device.type}; "
         f"median of {repeats}; raw primitives: best of {repeats} (kthvalue from 100M: one call), "

@@ -12,7 +12,8 @@ import statistics
 from collections.abc import Sequence
 from pathlib import Path
 
-from dataprune import METHODS
+from dataprune import POLICIES, methods
+from dataprune.harness.methods import SCORERS
 from dataprune.harness.report import (
     Row,
     group,
@@ -23,8 +24,8 @@ from dataprune.harness.report import (
 )
 from dataprune.harness.trainer import RunResult
 
-STATIC = ("el2n", "grand", "forgetting")
-DYNAMIC = ("random", "rs2", "epsilon-greedy", "ucb", "infobatch")
+STATIC = SCORERS
+DYNAMIC = tuple(m for m, p in POLICIES.items() if p.prunes and p.reselects)
 AGGRESSIVE = (0.7, 0.9)
 
 
@@ -178,7 +179,7 @@ def claim_rescale_and_matched(rows: Sequence[Row], ablation: Sequence[RunResult]
         by_key: dict[tuple, list[float]] = {}
         for r in ablation:
             c = r.config
-            key = (c.method, c.every, c.ucb_bonus, c.rescale, c.anneal_epochs)
+            key = (c.method, c.every, c.options.get("bonus", "std"), c.rescale, c.anneal_epochs)
             by_key.setdefault(key, []).append(100 * r.final_accuracy)
         main = {(r.method, r.prune): _acc(r) for r in rows}
         p = ablation[0].config.prune
@@ -229,7 +230,9 @@ def ablation_table(ablation: Sequence[RunResult], main: Sequence[RunResult]) -> 
     rows: dict[tuple, list[RunResult]] = {}
     for r in [*baseline, *ablation]:
         c = r.config
-        rows.setdefault((c.method, c.every, c.ucb_bonus, c.rescale, c.anneal_epochs), []).append(r)
+        rows.setdefault(
+            (c.method, c.every, c.options.get("bonus", "std"), c.rescale, c.anneal_epochs), []
+        ).append(r)
     lines = [
         "| method | every | ucb bonus | rescale | anneal | final acc % | wall s |",
         "|---|---|---|---|---|---|---|",
@@ -400,8 +403,8 @@ def gpu_section(folder: Path) -> str:
         if row["N"] in ("100M", "1B"):
             limit = {"100M": 3.0, "1B": 25.0}[row["N"]]
             topk = _number(row["topk (raw)"])
-            methods = [
-                v for m in METHODS if m != "full" and (v := _number(row.get(m, ""))) is not None
+            selection_ms = [
+                v for m in methods() if m != "full" and (v := _number(row.get(m, ""))) is not None
             ]
             if topk is not None:
                 checks.append(
@@ -409,9 +412,9 @@ def gpu_section(folder: Path) -> str:
                     f"takes {topk:.2f} ms: {'meets' if topk <= limit else 'misses'} the target "
                     f"of at most {limit:g} ms; kthvalue takes {row['kthvalue (raw)']} ms."
                     + (
-                        f" A whole selection (set_epoch) takes {min(methods):.1f} to "
-                        f"{max(methods):.1f} ms across methods."
-                        if methods
+                        f" A whole selection (set_epoch) takes {min(selection_ms):.1f} to "
+                        f"{max(selection_ms):.1f} ms across methods."
+                        if selection_ms
                         else ""
                     )
                 )

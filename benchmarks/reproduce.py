@@ -19,30 +19,18 @@ from pathlib import Path
 
 import torch
 
+from dataprune import POLICIES
 from dataprune.harness.analyze import load_pruner_state, selection_summary
 from dataprune.harness.files import write_json
+from dataprune.harness.methods import SCORERS, run_methods
 from dataprune.harness.runner import grid, run_grid, run_name
 from dataprune.harness.trainer import RunConfig
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
-METHODS = (
-    "full",
-    "full-matched",
-    "static-random",
-    "el2n",
-    "grand",
-    "forgetting",
-    "random",
-    "rs2",
-    "epsilon-greedy",
-    "ucb",
-    "infobatch",
-)
 PRUNES = (0.3, 0.5, 0.7, 0.9)
 SEEDS = (0, 1)
 ABLATION_PRUNE = 0.5
-DYNAMIC = ("random", "rs2", "epsilon-greedy", "ucb", "infobatch")
 
 
 @dataclass
@@ -56,7 +44,7 @@ class Suite:
 
 def main_suite(name: str, title: str, base: RunConfig, prunes, seeds) -> Suite:
     # Seed-major order: an interrupted benchmark has whole seeds, not half of every method.
-    configs = sorted(grid(base, METHODS, prunes, seeds), key=lambda c: c.seed)
+    configs = sorted(grid(base, run_methods(), prunes, seeds), key=lambda c: c.seed)
     return Suite(name, title, configs)
 
 
@@ -69,7 +57,7 @@ def ablation_suite(base: RunConfig, seeds: Sequence[int]) -> Suite:
         variants += [
             dataclasses.replace(b, method="ucb", every=10),
             dataclasses.replace(b, method="random", every=10),
-            dataclasses.replace(b, method="ucb", ucb_bonus="var"),
+            dataclasses.replace(b, method="ucb", options={"bonus": "var"}),
             dataclasses.replace(b, method="ucb", rescale=True, anneal_epochs=_anneal(b)),
             dataclasses.replace(b, method="epsilon-greedy", rescale=True, anneal_epochs=_anneal(b)),
             dataclasses.replace(b, method="random", rescale=True, anneal_epochs=_anneal(b)),
@@ -79,7 +67,7 @@ def ablation_suite(base: RunConfig, seeds: Sequence[int]) -> Suite:
 
 
 def _anneal(config: RunConfig) -> int:
-    return max(1, round(0.125 * config.epochs))
+    return POLICIES["infobatch"].default_anneal_epochs(config.epochs, config.warmup_epochs)
 
 
 def variant_name(config: RunConfig) -> str:
@@ -87,9 +75,10 @@ def variant_name(config: RunConfig) -> str:
     defaults = RunConfig()
     extras = [
         f"{f}{getattr(config, f)}"
-        for f in ("every", "ucb_bonus", "rescale", "anneal_epochs")
+        for f in ("every", "rescale", "anneal_epochs")
         if getattr(config, f) != getattr(defaults, f)
     ]
+    extras += [f"{name}{value}" for name, value in sorted(config.options.items())]
     return "-".join([run_name(config), *extras])
 
 
@@ -118,7 +107,7 @@ def run_suite(suite: Suite, results: Path) -> None:
     configs = []
     for config in suite.configs:
         scores = None
-        if config.method in ("el2n", "grand", "forgetting"):
+        if config.method in SCORERS:
             # One scoring run per method and seed serves every prune rate; its cost is still
             # charged to each run that uses it.
             scores = str(out / f"scores-{config.method}-s{config.seed}.pt")
@@ -127,8 +116,14 @@ def run_suite(suite: Suite, results: Path) -> None:
         )
     run_grid(configs, out=None, progress=True)
     for config in configs:
-        if config.method in DYNAMIC and config.prune == 0.5 and config.seed == 0:
+        if _dynamic(config.method) and config.prune == 0.5 and config.seed == 0:
             save_selection(Path(config.out))
+
+
+def _dynamic(method: str) -> bool:
+    """Whether ``method`` re-selects its subset as training goes (its selections are kept)."""
+    policy = POLICIES.get(method)
+    return policy is not None and policy.prunes and policy.reselects
 
 
 def save_selection(run_dir: Path) -> None:

@@ -16,7 +16,7 @@ from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
 import dataprune
-from dataprune.harness.datasets import load_dataset
+from dataprune.harness.data import load_dataset
 
 
 def train_one(method: str, prune: float, epochs: int, data, batch_size: int = 128) -> dict:
@@ -56,7 +56,7 @@ def train_one(method: str, prune: float, epochs: int, data, batch_size: int = 12
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--method", default="epsilon-greedy", choices=dataprune.METHODS)
+    parser.add_argument("--method", default="epsilon-greedy", choices=dataprune.methods())
     parser.add_argument("--all", action="store_true", help="run every method")
     parser.add_argument("--prune", type=float, default=0.5)
     parser.add_argument("--epochs", type=int, default=3)
@@ -66,7 +66,7 @@ def main() -> None:
     data = load_dataset(
         "fashion-mnist", args.data_dir, train_limit=args.train_limit, test_limit=2000
     )
-    for method in dataprune.METHODS if args.all else [args.method]:
+    for method in dataprune.methods() if args.all else [args.method]:
         r = train_one(method, args.prune, args.epochs, data)
         print(
             f"{r['method']:>15}: accuracy {100 * r['accuracy']:.1f}%, "

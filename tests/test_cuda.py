@@ -14,7 +14,7 @@ from test_sharded import KTH_SIZES, METHODS, PRUNE, N, kth_vector
 
 from dataprune import Pruner, SampleStats
 from dataprune.harness import cli
-from dataprune.harness.datasets import load_dataset
+from dataprune.harness.data import load_dataset
 from dataprune.harness.trainer import RunConfig, train
 from dataprune.selection import RandomStream, top_k_mask
 

@@ -20,13 +20,14 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from dataprune.harness import datasets as ds
-from dataprune.harness.datasets import (
+from dataprune.harness.data import (
     DatasetError,
     Download,
     ImageData,
     download_dataset,
+    formats,
     load_dataset,
+    locate,
     resolve_data_dir,
 )
 from dataprune.harness.models import MODELS, build_model
@@ -54,7 +55,7 @@ def _one_thread():
 @pytest.fixture(autouse=True)
 def _no_network(monkeypatch: pytest.MonkeyPatch) -> None:
     """Fail loudly if anything tries a real (non-file, non-loopback) download."""
-    real_urlopen = ds.urllib.request.urlopen
+    real_urlopen = locate.urllib.request.urlopen
 
     def guarded(url, *args, **kwargs):
         u = url if isinstance(url, str) else url.full_url
@@ -62,12 +63,12 @@ def _no_network(monkeypatch: pytest.MonkeyPatch) -> None:
             raise AssertionError(f"test tried to download {u}")
         return real_urlopen(url, *args, **kwargs)
 
-    monkeypatch.setattr(ds.urllib.request, "urlopen", guarded)
+    monkeypatch.setattr(locate.urllib.request, "urlopen", guarded)
 
 
 @pytest.fixture(scope="module")
 def fmnist() -> ImageData:
-    _need(FMNIST_DIR, *ds._IDX_FILES.values())
+    _need(FMNIST_DIR, *formats.required_files("fashion-mnist"))
     return load_dataset("fashion-mnist", SHARED_DATA, download=False)
 
 
@@ -148,8 +149,8 @@ def test_resolve_data_dir_order(tmp_path: Path, monkeypatch: pytest.MonkeyPatch)
     monkeypatch.chdir(work)
     assert resolve_data_dir() == (tmp_path / "shared" / "data").resolve()
     monkeypatch.chdir(tmp_path)  # no ../shared/data here: repo-relative or the cache
-    repo_shared = Path(ds.__file__).resolve().parents[3] / ".." / "shared" / "data"
-    expected = repo_shared.resolve() if repo_shared.is_dir() else ds.default_cache_dir()
+    repo_shared = Path(locate.__file__).resolve().parents[4] / ".." / "shared" / "data"
+    expected = repo_shared.resolve() if repo_shared.is_dir() else locate.default_cache_dir()
     assert resolve_data_dir() == expected
 
 
@@ -292,10 +293,10 @@ def test_missing_without_download_says_where(tmp_path: Path) -> None:
 
 def test_download_offline(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     items = tuple(
-        Download("http://127.0.0.1:9/" + d.filename, d.md5, d.filename)
-        for d in ds.DOWNLOADS["fashion-mnist"]
+        Download(("http://127.0.0.1:9/" + d.filename,), d.sha256, d.filename)
+        for d in locate.DOWNLOADS["fashion-mnist"]
     )
-    monkeypatch.setitem(ds.DOWNLOADS, "fashion-mnist", items)
+    monkeypatch.setitem(locate.DOWNLOADS, "fashion-mnist", items)
     with pytest.raises(DatasetError, match="offline") as info:
         load_dataset("fashion-mnist", tmp_path, download=True)
     msg = str(info.value)
@@ -309,7 +310,7 @@ def _tar_gz(path: Path, files: dict[str, bytes]) -> str:
             info = tarfile.TarInfo(name)
             info.size = len(data)
             tar.addfile(info, io.BytesIO(data))
-    return hashlib.md5(path.read_bytes()).hexdigest()
+    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 def test_download_and_extract_from_file_url(
@@ -319,16 +320,18 @@ def test_download_and_extract_from_file_url(
     _write_fake_cifar10(src / "cifar-10-batches-py", n=8)
     files = {f"cifar-10-batches-py/{p.name}": p.read_bytes() for p in src.rglob("*_*")}
     archive = tmp_path / "cifar-10-python.tar.gz"
-    md5 = _tar_gz(archive, files)
-    item = Download(archive.as_uri(), md5, "cifar-10-python.tar.gz")
-    monkeypatch.setitem(ds.DOWNLOADS, "cifar10", (item,))
+    sha256 = _tar_gz(archive, files)
+    item = Download((archive.as_uri(),), sha256, "cifar-10-python.tar.gz")
+    monkeypatch.setitem(locate.DOWNLOADS, "cifar10", (item,))
     root = tmp_path / "data"
     d = load_dataset("cifar10", root, download=True)
     assert (d.num_train, d.num_test) == (40, 8)
     assert not (root / "cifar-10-python.tar.gz").exists()  # archive removed after extraction
 
-    monkeypatch.setitem(ds.DOWNLOADS, "cifar10", (Download(item.url, "0" * 32, item.filename),))
-    with pytest.raises(DatasetError, match="md5"):
+    monkeypatch.setitem(
+        locate.DOWNLOADS, "cifar10", (Download(item.urls, "0" * 64, item.filename),)
+    )
+    with pytest.raises(DatasetError, match="sha256"):
         download_dataset("cifar10", tmp_path / "other")
     assert not any(p.is_file() for p in (tmp_path / "other").rglob("*"))
 
@@ -338,7 +341,7 @@ def test_unsafe_tar_rejected(tmp_path: Path) -> None:
     _tar_gz(archive, {"../escape.txt": b"x"})
     (tmp_path / "root").mkdir()
     with pytest.raises(DatasetError, match="unsafe"):
-        ds._safe_extract(archive, tmp_path / "root")
+        locate._safe_extract(archive, tmp_path / "root")
     assert not (tmp_path / "escape.txt").exists()
 
 

@@ -16,7 +16,7 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 from torch.utils.data import DataLoader, TensorDataset
 
-from dataprune import METHODS, IndexedDataset, Pruner, distributed
+from dataprune import IndexedDataset, Pruner, distributed, methods
 
 pytestmark = pytest.mark.skipif(
     not dist.is_available() or not dist.is_gloo_available(), reason="needs torch.distributed gloo"
@@ -81,7 +81,7 @@ def _worker(rank: int, world_size: int, init_file: str, out_dir: str) -> None:
     torch.set_num_threads(1)
     try:
         results: dict = {"methods": {}, "drop_last": {}}
-        for method in METHODS:
+        for method in methods():
             results["methods"][method] = _train(make(method), drop_last=False)
         for drop_last in (False, True):
             results["drop_last"][drop_last] = _train(make("ucb"), drop_last=drop_last)
@@ -139,7 +139,7 @@ def _single_process_replay(method: str, per_rank: list[dict]) -> tuple[list, tor
     return subsets, pruner.stats.table
 
 
-@pytest.mark.parametrize("method", METHODS)
+@pytest.mark.parametrize("method", methods())
 def test_ranks_choose_identical_subsets_and_stats(ranks, method):
     results = [r["methods"][method] for r in ranks]
     first = results[0]
@@ -153,7 +153,7 @@ def test_ranks_choose_identical_subsets_and_stats(ranks, method):
     assert bool(first["table"][:, 2].gt(0).any())  # every method records statistics
 
 
-@pytest.mark.parametrize("method", METHODS)
+@pytest.mark.parametrize("method", methods())
 def test_stats_equal_one_process_fed_the_concatenated_batches(ranks, method):
     per_rank = [r["methods"][method] for r in ranks]
     subsets, table = _single_process_replay(method, per_rank)

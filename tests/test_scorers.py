@@ -13,22 +13,24 @@ import torch.multiprocessing as mp
 import torch.nn.functional as F
 
 from dataprune import Pruner
-from dataprune.harness import scorers
-from dataprune.harness.datasets import load_dataset
+from dataprune.harness.coreset import export_coreset
+from dataprune.harness.data import load_dataset
+from dataprune.harness.methods import SCORERS
 from dataprune.harness.models import build_model
-from dataprune.harness.scorers import (
-    SCORERS,
-    ForgettingTracker,
+from dataprune.harness.scoring import run as scorers
+from dataprune.harness.scoring.run import (
     ScoreResult,
-    class_balanced_scores,
-    class_balanced_topk,
     compute_scores,
-    el2n_from_logits,
-    export_coreset,
-    grand_scores,
     load_scores,
     run_static,
     save_scores,
+)
+from dataprune.harness.scoring.scorers import (
+    ForgettingTracker,
+    class_balanced_scores,
+    class_balanced_topk,
+    el2n_from_logits,
+    grand_scores,
 )
 from dataprune.harness.trainer import RunConfig, train
 

@@ -15,8 +15,23 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 
 from dataprune import Pruner
-from dataprune.distributed import all_gather_indices, distributed_kth_largest, float_order_keys
-from dataprune.selection import RandomStream, kth_largest, splitmix64, top_k_mask
+from dataprune.distributed import all_gather_indices
+from dataprune.selection import (
+    RandomStream,
+    float_order_keys,
+    kth_largest,
+    order_key_to_float,
+    radix_select,
+    splitmix64,
+    top_k_mask,
+)
+
+
+def distributed_kth_largest(local_scores: torch.Tensor, k: int) -> torch.Tensor:
+    """The k-th largest of all ranks' float32 scores, by the radix select on their keys."""
+    key, _ = radix_select(float_order_keys(local_scores.flatten()), k)
+    return order_key_to_float(key)
+
 
 N, PRUNE, EPOCHS = 203, 0.4, 5
 METHODS = {

@@ -12,20 +12,22 @@ Three lines in a loop::
             ...
 """
 
-from .policies import POLICIES, Policy, Selection, SelectionContext
-from .pruner import METHODS, Pruner
+from .policies import POLICIES, Option, Policy, Selection, SelectionContext, methods, register
+from .pruner import Pruner
 from .sampler import IndexedDataset, PrunedSampler
 from .stats import SampleStats
 
 __all__ = [
-    "METHODS",
     "POLICIES",
     "IndexedDataset",
+    "Option",
     "Policy",
     "PrunedSampler",
     "Pruner",
     "SampleStats",
     "Selection",
     "SelectionContext",
+    "methods",
+    "register",
 ]
 __version__ = "0.1.0"

@@ -33,17 +33,21 @@ def check_float(
     high_open: bool = False,
     low_open: bool = False,
 ) -> float:
+    """``value`` as a float if it is a finite number in the range (NaN and inf never are)."""
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise TypeError(f"{name} must be a number, got {value!r} ({type(value).__name__})")
-    value = float(value)
-    lo = "(" if low_open else "["
-    hi = ")" if high_open else "]"
+    try:
+        value = float(value)
+    except OverflowError:
+        raise ValueError(f"{name}={value} is too large for a float") from None
+    lo = "(" if low_open or low is None else "["
+    hi = ")" if high_open or high is None else "]"
     allowed = f"{lo}{low if low is not None else '-inf'}, {high if high is not None else 'inf'}{hi}"
     bad = (
-        math.isnan(value)
+        not math.isfinite(value)
         or (low is not None and (value < low or (low_open and value == low)))
         or (high is not None and (value > high or (high_open and value == high)))
     )
     if bad:
-        raise ValueError(f"{name}={value} is outside the allowed range {allowed}")
+        raise ValueError(f"{name}={value} is not allowed: it must be a finite number in {allowed}")
     return value

@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import logging
 import math
 import time
+from collections.abc import Mapping
 from typing import Any
 
 import torch
 from torch import Tensor
 
-from ._validation import check_choice, check_float, check_int
+from ._validation import check_float, check_int
 from .distributed import (
     all_gather_indices,
     all_gather_varlen,
@@ -18,13 +20,13 @@ from .distributed import (
     host_group,
     world,
 )
-from .policies import POLICIES, SelectionContext, StaticScore
+from .policies import SelectionContext, get_policy
 from .sampler import PrunedSampler
 from .stats import MAX_SAMPLES, SampleStats
 
-METHODS: tuple[str, ...] = tuple(POLICIES)
+logger = logging.getLogger("dataprune")
 
-_STATE_FORMAT = 1
+_STATE_FORMAT = 2
 _CONFIG_KEYS = (
     "num_samples",
     "method",
@@ -49,20 +51,20 @@ class Pruner:
 
     Args:
         num_samples: size N of the training set.
-        method: one of ``dataprune.METHODS``.
+        method: one of ``dataprune.methods()``.
         prune: fraction of the dataset left out of each pruned epoch, ``0 <= prune < 1``. The
-            per-epoch budget is ``k = round((1 - prune) * N)``.
+            per-epoch budget is ``k = max(1, round((1 - prune) * N))``.
         epochs: the number of epochs the run will train.
         seed: seeds every random choice; selection at epoch e depends only on the seed, e and
             the statistics, so identical ranks and resumed runs choose identically.
         every: re-select every ``every`` pruned epochs (reuse the subset in between).
         warmup_epochs: full-data epochs at the start.
-        anneal_epochs: full-data epochs at the end. Default 0, or ``round(0.125 * epochs)`` for
-            ``infobatch``.
-        rescale: weight each kept sample's loss by ``1 / P(kept)``. Default False, True for
-            ``infobatch``.
+        anneal_epochs: full-data epochs at the end. Default: the method's
+            (``Policy.default_anneal_epochs``; for ``infobatch`` the last 12.5%, at least one).
+        rescale: weight each kept sample's loss by ``1 / P(kept)``. Default: the method's
+            (on for ``infobatch``, off otherwise).
         alpha: EMA step size of the loss statistics (``mean += alpha * (loss - mean)``).
-            Default 0.8, or 1.0 (latest loss) for ``infobatch``.
+            Default: the method's (1.0, the latest loss, for ``infobatch``; 0.8 otherwise).
         device: where the statistics live; they move to the losses' device on ``record``.
         shard_stats: under torch.distributed with W ranks, rank r keeps only the statistics of
             its contiguous shard ``[r N // W, (r + 1) N // W)`` (memory O(N / W) per rank).
@@ -73,11 +75,11 @@ class Pruner:
             ``init_process_group``); without torch.distributed it changes nothing.
         compile: fold losses into the statistics through ``torch.compile``: fewer, fused
             kernels per ``record`` (``benchmarks/overhead.py`` measures both paths), after a
-            compile on first use (5 to 20 s on a CPU; again for batches of 1 or over 32766 samples,
-            and for another alpha or device). Statistics match the eager path to
+            compile on first use (5 to 20 s on a CPU; again for batches of 1 or over 32766
+            samples, and for another alpha or device). Statistics match the eager path to
             float rounding, not bit for bit; either path is deterministic.
-        **options: method options, e.g. ``epsilon`` for ``epsilon-greedy``, ``c`` and ``bonus``
-            for ``ucb``, ``scores`` for ``static-score``.
+        **options: the method's own options (``Policy.options``), e.g. ``epsilon`` for
+            ``epsilon-greedy``, ``c`` and ``bonus`` for ``ucb``, ``scores`` for ``static-score``.
     """
 
     def __init__(
@@ -99,26 +101,25 @@ class Pruner:
         **options: Any,
     ):
         self.num_samples = check_int("num_samples", num_samples, low=1, high=MAX_SAMPLES)
-        self.method = check_choice("method", method, METHODS)
+        policy_class = get_policy(method)
+        self.method = method
         self.prune = check_float("prune", prune, low=0.0, high=1.0, high_open=True)
         self.epochs = check_int("epochs", epochs, low=1)
-        self.seed = check_int("seed", seed)
+        self.seed = check_int("seed", seed, low=-(2**63), high=2**63 - 1)
         self.every = check_int("every", every, low=1)
         self.warmup_epochs = check_int("warmup_epochs", warmup_epochs, low=0, high=epochs)
-        is_infobatch = method == "infobatch"
         if anneal_epochs is None:
-            anneal_epochs = round(0.125 * epochs) if is_infobatch else 0
+            anneal_epochs = policy_class.default_anneal_epochs(epochs, warmup_epochs)
         self.anneal_epochs = check_int(
             "anneal_epochs", anneal_epochs, low=0, high=epochs - self.warmup_epochs
         )
-        self.rescale = is_infobatch if rescale is None else bool(rescale)
-        alpha = (1.0 if is_infobatch else 0.8) if alpha is None else alpha
+        self.rescale = policy_class.default_rescale if rescale is None else bool(rescale)
+        alpha = policy_class.default_alpha if alpha is None else alpha
         self.alpha = check_float("alpha", alpha, low=0.0, high=1.0, low_open=True)
         self.k = budget(num_samples, self.prune)
 
-        self.policy = POLICIES[method](**options)
-        if isinstance(self.policy, StaticScore):
-            self.policy.check_length(num_samples)
+        self.policy = policy_class(**options)
+        self.policy.check_num_samples(num_samples)
         rank, world_size = world()
         if world_size > 1:
             host_group()  # a collective: made here, on every rank, not inside the first record
@@ -140,20 +141,23 @@ class Pruner:
         self._subset: Tensor | None = None  # the pruned subset (None: all samples)
         self._round: int | None = None
         self.epoch: int | None = None
-        self._validated_epoch: int | None = None
+        self._validated_epoch: int | None = -1  # the epoch whose indices were range-checked
+        self.epochs_started = 0
         self.samples_used = 0
         self.pruned_epochs = 0  # epochs started on a subset; selected_count counts within them
         self.selection_seconds = 0.0
         self.record_seconds = 0.0
         self.record_calls = 0
         self._nonfinite = torch.zeros((), dtype=torch.int64, device=device)
+        self._nonfinite_reported = 0  # the count when NaN/inf losses were last logged
+        self._reported_epoch: int | None = -1  # the epoch they were last logged in
         self.churn: list[dict[str, int]] = []  # samples entering/leaving at each re-selection
 
     # ----------------------------------------------------------------- schedule
     def is_pruned_epoch(self, epoch: int) -> bool:
         """Whether ``epoch`` trains on a subset (not warm-up, anneal, ``full`` or ``prune=0``)."""
         return (
-            self.method != "full"
+            self.policy.prunes
             and self.k < self.num_samples
             and self.warmup_epochs <= epoch < self.epochs - self.anneal_epochs
         )
@@ -175,11 +179,24 @@ class Pruner:
 
     # ---------------------------------------------------------------- selection
     def set_epoch(self, epoch: int) -> None:
-        """Decide the subset for ``epoch``. Calling it again for the same epoch changes nothing."""
+        """Decide the subset for ``epoch``.
+
+        Epochs run forward: calling it again for the current epoch changes nothing, a later
+        epoch may skip some (the skipped ones count as not trained in :meth:`summary`), and an
+        earlier one is refused, since the statistics already hold the later epochs' losses.
+        """
         check_int("epoch", epoch, low=0, high=self.epochs - 1)
         if epoch == self.epoch:
             return
+        if self.epoch is not None and epoch < self.epoch:
+            raise ValueError(
+                f"set_epoch({epoch}) after epoch {self.epoch}: epochs run forward, and the "
+                f"statistics already hold the losses of epoch {self.epoch}. To train epoch "
+                f"{epoch} again, build a new Pruner or load a state_dict saved before it"
+            )
+        self._report_nonfinite()
         self.epoch = epoch
+        self.epochs_started += 1
         start = time.perf_counter()
         if not self.is_pruned_epoch(epoch):
             self._use_subset(None, None)
@@ -274,7 +291,11 @@ class Pruner:
         """Store per-sample losses; return their (weighted) mean, ready for ``.backward()``.
 
         ``losses`` must hold one loss per sample (``reduction='none'``). NaN and inf losses are
-        left out of the statistics and of the mean. Under torch.distributed every rank gathers
+        left out of the statistics and of the mean, and logged (logger ``"dataprune"``) at most
+        once an epoch; ``summary()["nonfinite_losses_skipped"]`` counts them. They still reach
+        the gradients: the gradient of an inf loss such as ``-log(0)`` is NaN whatever this
+        returns, so a run that produces them is diverging. Under torch.distributed every rank
+        gathers
         all ranks' indices (int64) and losses (float32), so statistics stay identical. A sample
         repeated within one call is updated once, with the mean of its finite losses.
         """
@@ -289,7 +310,11 @@ class Pruner:
 
         kept = (losses.detach().abs() < math.inf).sum()
         self._nonfinite += losses.numel() - kept
-        safe = losses.nan_to_num(0.0, 0.0, 0.0)  # its gradient is zero where the loss is not finite
+        if losses.device.type == "cpu" and int(kept) < losses.numel():
+            self._report_nonfinite()  # on the CPU at once; elsewhere at the next set_epoch
+        # Left out of the mean. This cannot stop a NaN gradient from the graph behind an inf
+        # loss (the chain rule multiplies this zero by an infinite derivative).
+        safe = losses.nan_to_num(0.0, 0.0, 0.0)
         if self._weights is not None:
             safe = safe * self._weights.index_select(0, indices).to(safe.dtype)
         result = safe.sum() / kept.clamp_min(1)
@@ -327,6 +352,25 @@ class Pruner:
                 )
         return indices
 
+    def _report_nonfinite(self) -> None:
+        """Log NaN and inf losses at most once an epoch (reads one count on the host)."""
+        if self._reported_epoch == self.epoch:
+            return
+        count = int(self._nonfinite)
+        if count == self._nonfinite_reported:
+            return
+        where = "before the first epoch" if self.epoch is None else f"in epoch {self.epoch}"
+        logger.warning(
+            "dataprune: NaN or inf losses %s: %d since the last report, %d in the run so far; "
+            "they are left out of the statistics and of the loss. The run may be diverging "
+            "(a lower learning rate?)",
+            where,
+            count - self._nonfinite_reported,
+            count,
+        )
+        self._nonfinite_reported = count
+        self._reported_epoch = self.epoch
+
     def _to(self, device: torch.device) -> None:
         self.stats.to(device)
         self.selected_count = self.selected_count.to(device)
@@ -340,13 +384,15 @@ class Pruner:
     def summary(self) -> dict[str, Any]:
         """Samples used so far, realised fraction pruned, and time spent in the machinery.
 
+        ``fraction_pruned`` is ``1 - samples_used / (N * epochs_started)``, over the epochs
+        started with ``set_epoch`` (epochs skipped over are not counted as trained).
         ``record_seconds`` is host time: on CUDA, record() only queues kernels.
         """
-        epochs_done = 0 if self.epoch is None else self.epoch + 1
-        full = self.num_samples * epochs_done
+        self._report_nonfinite()
+        full = self.num_samples * self.epochs_started
         return {
             "method": self.method,
-            "epochs_started": epochs_done,
+            "epochs_started": self.epochs_started,
             "samples_used": self.samples_used,
             "fraction_pruned": 1 - self.samples_used / full if full else 0.0,
             "selection_seconds": self.selection_seconds,
@@ -371,6 +417,7 @@ class Pruner:
         return {
             "format": _STATE_FORMAT,
             **{key: getattr(self, key) for key in _CONFIG_KEYS},
+            "options": self.policy.state(),
             "shard": None if self.shard is None else list(self.shard),
             "stats": self.stats.table.cpu(),
             "selected_count": self.selected_count.cpu(),
@@ -378,6 +425,7 @@ class Pruner:
             "subset": None if self._subset is None else self._subset.cpu(),
             "round": self._round,
             "epoch": self.epoch,
+            "epochs_started": self.epochs_started,
             "samples_used": self.samples_used,
             "pruned_epochs": self.pruned_epochs,
             "selection_seconds": self.selection_seconds,
@@ -401,50 +449,132 @@ class Pruner:
             state["selected_count"] = all_gather_varlen(self.selected_count).cpu()
         return state
 
-    def load_state_dict(self, state: dict[str, Any]) -> None:
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
         """Restore a state saved by ``state_dict`` from a pruner of the same configuration.
 
-        A sharded pruner loads either its own shard's state or a whole one (from
-        :meth:`gathered_state_dict` or an unsharded pruner), keeping its rows of the latter.
+        Refuses, with the reason, a state saved with other settings or method options, or one
+        that does not fit this pruner (wrong sizes, indices out of range). A sharded pruner
+        loads either its own shard's state or a whole one (from :meth:`gathered_state_dict` or
+        an unsharded pruner), keeping its rows of the latter. Rows whose statistics are not
+        finite (which no version of dataprune that saturates them writes) load as unseen.
         """
-        if state.get("format") != _STATE_FORMAT:
-            raise ValueError(
-                f"unsupported pruner state format {state.get('format')!r}; this version of "
-                f"dataprune reads format {_STATE_FORMAT}"
-            )
-        for key in _CONFIG_KEYS:
-            if state.get(key) != getattr(self, key):
-                raise ValueError(
-                    f"state dict was saved with {key}={state.get(key)!r}, but this pruner has "
-                    f"{key}={getattr(self, key)!r}; build the Pruner with the same settings"
-                )
-        saved_shard = state.get("shard")
-        rows = slice(None)
-        if saved_shard is None and self.shard is not None:
-            rows = slice(*self.shard)
-        elif saved_shard is not None and tuple(saved_shard) != self.shard:
-            raise ValueError(
-                f"state dict holds the statistics of samples {list(saved_shard)} (one rank's "
-                f"shard), but this pruner holds {list(self.shard or (0, self.num_samples))}; "
-                "load it on the same rank with the same world size, or save a "
-                "gathered_state_dict()"
-            )
+        rows = _check_state(self, state)
         device = self.stats.device
         # Copies, so that this pruner never shares storage with the state or its source.
-        self.stats.table = state["stats"][rows].to(device, copy=True)
-        self.selected_count = state["selected_count"][rows].to(device, copy=True)
+        table = state["stats"][rows].to(device, torch.float32, copy=True)
+        table[~torch.isfinite(table).all(1)] = 0.0
+        self.stats.table = table
+        self.selected_count = state["selected_count"][rows].to(device, torch.int32, copy=True)
         weights, subset = state["weights"], state["subset"]
-        self._weights = None if weights is None else weights.to(device, copy=True)
-        self._subset = None if subset is None else subset.to(device, copy=True)
+        self._weights = None if weights is None else weights.to(device, torch.float32, copy=True)
+        self._subset = None if subset is None else subset.to(device, torch.int64, copy=True)
         self._round = state["round"]
         self.epoch = state["epoch"]
+        self.epochs_started = state["epochs_started"]
         self.samples_used = state["samples_used"]
         self.pruned_epochs = state["pruned_epochs"]
         self.selection_seconds = state["selection_seconds"]
         self.record_seconds = state["record_seconds"]
         self.record_calls = state["record_calls"]
         self._nonfinite = torch.tensor(state["nonfinite"], device=device)
+        self._nonfinite_reported = state["nonfinite"]
         self.churn = list(state["churn"])
+
+
+_STATE_KEYS = (
+    "format",
+    *_CONFIG_KEYS,
+    "options",
+    "shard",
+    "stats",
+    "selected_count",
+    "weights",
+    "subset",
+    "round",
+    "epoch",
+    "epochs_started",
+    "samples_used",
+    "pruned_epochs",
+    "selection_seconds",
+    "record_seconds",
+    "record_calls",
+    "nonfinite",
+    "churn",
+)
+
+
+def _check_state(pruner: Pruner, state: Any) -> slice:
+    """Refuse a state ``pruner`` cannot load; return the rows of its statistics to take."""
+    if not isinstance(state, Mapping):
+        raise TypeError(
+            f"state must be the dict that Pruner.state_dict() returns, got {_describe(state)}"
+        )
+    if state.get("format") != _STATE_FORMAT:
+        raise ValueError(
+            f"unsupported pruner state format {state.get('format')!r}; this version of "
+            f"dataprune reads format {_STATE_FORMAT} (states saved by Pruner.state_dict())"
+        )
+    missing = [key for key in _STATE_KEYS if key not in state]
+    if missing:
+        raise ValueError(
+            f"the pruner state lacks {', '.join(repr(k) for k in missing)}; pass a state "
+            "saved by Pruner.state_dict()"
+        )
+    saved = {key: state[key] for key in _CONFIG_KEYS} | {"options": state["options"]}
+    current = {key: getattr(pruner, key) for key in _CONFIG_KEYS}
+    current["options"] = pruner.policy.state()
+    for key, value in current.items():
+        if saved[key] != value:
+            raise ValueError(
+                f"state dict was saved with {key}={saved[key]!r}, but this pruner has "
+                f"{key}={value!r}; build the Pruner with the same settings"
+            )
+    n = pruner.num_samples
+    saved_shard = state["shard"]
+    rows = slice(None)
+    if saved_shard is None and pruner.shard is not None:
+        rows = slice(*pruner.shard)
+    elif saved_shard is not None and tuple(saved_shard) != pruner.shard:
+        raise ValueError(
+            f"state dict holds the statistics of samples {list(saved_shard)} (one rank's "
+            f"shard), but this pruner holds {list(pruner.shard or (0, n))}; "
+            "load it on the same rank with the same world size, or save a "
+            "gathered_state_dict()"
+        )
+    saved_rows = n if saved_shard is None else saved_shard[1] - saved_shard[0]
+    _check_tensor(state, "stats", (saved_rows, 3), floating=True)
+    _check_tensor(state, "selected_count", (saved_rows,), floating=False)
+    if state["weights"] is not None:
+        _check_tensor(state, "weights", (n,), floating=True)
+    subset = state["subset"]
+    if subset is not None:
+        _check_tensor(state, "subset", (pruner.k,), floating=False)
+        if subset.numel() and (int(subset.min()) < 0 or int(subset.max()) >= n):
+            raise ValueError(
+                f"the pruner state's subset holds indices in [{int(subset.min())}, "
+                f"{int(subset.max())}], outside [0, num_samples={n})"
+            )
+        if subset.numel() > 1 and not bool((subset[1:] > subset[:-1]).all()):
+            raise ValueError("the pruner state's subset is not sorted without repeats")
+    epoch = state["epoch"]
+    if epoch is not None:
+        check_int("state['epoch']", epoch, low=0, high=pruner.epochs - 1)
+    return rows
+
+
+def _check_tensor(state: Mapping[str, Any], key: str, shape: tuple, floating: bool) -> None:
+    value = state[key]
+    kind = "floating-point" if floating else "integer"
+    if (
+        not isinstance(value, Tensor)
+        or value.is_floating_point() != floating
+        or value.dtype == torch.bool
+        or tuple(value.shape) != shape
+    ):
+        raise ValueError(
+            f"the pruner state's {key!r} must be a {kind} tensor of shape {shape} for this "
+            f"pruner, got {_describe(value)}"
+        )
 
 
 def _describe(value: Any) -> str:

@@ -10,7 +10,7 @@ import torch
 from torch.utils.data import Dataset, Sampler
 
 from .distributed import world
-from .selection import make_generator
+from .selection import Stream, make_generator
 
 if TYPE_CHECKING:
     from .pruner import Pruner
@@ -74,7 +74,7 @@ class PrunedSampler(Sampler[int]):
             )
         subset = self.pruner.indices().cpu()
         if self.shuffle:
-            gen = make_generator(self.pruner.seed, 0x5348, epoch)
+            gen = make_generator(self.pruner.seed, Stream.SHUFFLE, epoch)
             subset = subset[torch.randperm(subset.numel(), generator=gen)]
         return shard(subset, self.rank, self.num_replicas, self.drop_last)
 

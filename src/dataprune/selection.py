@@ -1,4 +1,5 @@
-"""Top-k selection in O(N), with the right primitive for each device and random tie-breaking.
+"""Selection math: top-k in O(N) with the right primitive for each device, an exact radix select
+over sharded scores, and counter-based random numbers for tie-breaking and sampling.
 
 Measured (see ``benchmarks/overhead.py``): on the CPU ``numpy.partition`` finds the k-th value
 several times faster than ``torch.kthvalue`` or ``torch.topk`` and an order of magnitude faster
@@ -14,25 +15,40 @@ own indices), and nothing needs saving to resume.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
+from enum import IntEnum
 
 import numpy as np
 import torch
 from torch import Tensor
 
-from .distributed import (
-    all_gather_sizes,
-    float_order_keys,
-    order_key_to_float,
-    radix_select,
-    world,
-)
+from .distributed import all_gather_sizes, all_reduce_sum, world
 
 _MASK64 = (1 << 64) - 1
 _GOLDEN = 0x9E3779B97F4A7C15  # splitmix64 increment
 _MIX1 = 0xBF58476D1CE4E5B9
 _MIX2 = 0x94D049BB133111EB
 _HASH_CHUNK = 1 << 18
+
+
+class Stream(IntEnum):
+    """Every random stream's id, in one table so that no two uses share random numbers.
+
+    A policy draws from ``RandomStream.of(seed, round, stream)``; add a new id here for a new use.
+    """
+
+    RANDOM = 1  # random, static-random: the kept subset
+    TIES = 2  # ties at a top-k threshold
+    EXPLORE = 3  # epsilon-greedy: the explored samples
+    EXPLORE_TIES = 4
+    INFOBATCH_LOW_DROP = 5  # infobatch: drops from the below-mean group
+    INFOBATCH_LOW_TIES = 6
+    INFOBATCH_HIGH_DROP = 7  # infobatch: drops from the rest
+    INFOBATCH_HIGH_TIES = 8
+    RS2_ORDER = 0x5252  # rs2: the permutation of each cycle, RandomStream.of(seed, id, cycle)
+    SHUFFLE = 0x5348  # the sampler's shuffle order, make_generator(seed, id, epoch)
+    RANDOM_MASK_TIES = 0x7469  # random_mask: ties between equal hashed uniforms
 
 
 def _signed64(value: int) -> int:
@@ -113,6 +129,61 @@ class RandomStream:
         return out
 
 
+# ------------------------------------------------------------------ exact k-th largest over ranks
+_SIGN32 = 1 << 31
+_RADIX_BITS = 16  # two passes over a 32-bit key
+
+
+def float_order_keys(scores: Tensor) -> Tensor:
+    """Signed int32 keys ordered exactly like the float32 ``scores`` (``-0.0`` counts as ``0.0``).
+
+    Positive floats keep their bit pattern; negative ones get their magnitude bits flipped, so
+    comparing keys as signed ints compares the floats. Scores must not be NaN.
+    """
+    bits = (scores.to(torch.float32) + 0.0).view(torch.int32)  # + 0.0 turns -0.0 into +0.0
+    return torch.where(bits >= 0, bits, bits ^ 0x7FFFFFFF)
+
+
+def order_key_to_float(key: int) -> Tensor:
+    """The float32 (0-dim, CPU) whose :func:`float_order_keys` key is ``key``."""
+    bits = key if key >= 0 else key ^ 0x7FFFFFFF
+    return torch.tensor([bits], dtype=torch.int32).view(torch.float32)[0]
+
+
+def radix_select(keys: Tensor, k: int) -> tuple[int, int]:
+    """The k-th largest of all ranks' int32 ``keys`` and how many keys are strictly larger.
+
+    Exact radix select: two passes over 16-bit digits, most significant first. Each pass counts
+    the digits of the keys that share the prefix chosen so far (one histogram all_reduce) and
+    keeps only the keys in the bucket that holds the k-th largest, so the work is O(local size)
+    and the traffic a few small all_reduces, never a global sort or gather. Outside
+    torch.distributed it is an ordinary (single-process) selection.
+    """
+    total = sum(all_gather_sizes(keys.numel()))
+    if not 1 <= k <= total:
+        raise ValueError(f"k={k} must be in [1, {total}] (the number of keys over all ranks)")
+    bins = 1 << _RADIX_BITS
+    low_mask = bins - 1
+    candidates = keys.to(torch.int32)
+    prefix = greater = 0
+    remaining = k
+    for shift in range(32 - _RADIX_BITS, -1, -_RADIX_BITS):
+        digits = (candidates >> shift) & low_mask
+        if shift == 32 - _RADIX_BITS:  # unsigned order of the top digit: flip the sign bit
+            digits ^= bins >> 1
+        local = torch.bincount(digits, minlength=bins)
+        hist = all_reduce_sum(local.clone()).cpu()
+        at_least = hist.flip(0).cumsum(0).flip(0)  # at_least[d] = number of digits >= d
+        digit = int((at_least >= remaining).sum()) - 1
+        above = int(at_least[digit] - hist[digit])
+        remaining -= above
+        greater += above
+        prefix = (prefix << _RADIX_BITS) | digit
+        if shift and int(local[digit]) != candidates.numel():  # (all tied: nothing to drop)
+            candidates = candidates[digits == digit]
+    return prefix - _SIGN32, greater
+
+
 #: The k-th-value primitive per device type, from ``benchmarks/overhead.py``: numpy's partition
 #: on the CPU; ``topk`` elsewhere (CUDA's ``kthvalue`` takes 723 ms at 100M against 2.3 ms).
 KTH_PRIMITIVE = {"cpu": "partition"}
@@ -149,9 +220,12 @@ def top_k_mask(
     torch.distributed in contiguous, rank-ordered shards; ``k`` counts over all of them, the
     threshold comes from :func:`~dataprune.distributed.radix_select` and the mask returned is
     this rank's part of exactly the mask one process would compute over all scores.
-    Scores must not be NaN.
+    Any float is a valid score, so the mask always holds exactly ``k``: ``+inf`` ranks first,
+    and NaN counts as ``-inf`` (a score nobody can read is never preferred to a real one).
     """
     n = scores.numel()
+    if scores.is_floating_point():
+        scores = scores.nan_to_num(-math.inf, math.inf, -math.inf)
     offset, total = shard if shard is not None else (0, n)
     if k >= total:
         return torch.ones(n, dtype=torch.bool, device=scores.device)
@@ -207,7 +281,7 @@ def random_mask(
     """
     offset = 0 if shard is None else shard[0]
     keys = stream.uniform(torch.arange(offset, offset + n, device=device))
-    return top_k_mask(keys, k, RandomStream.of(stream.key, 0x7469), shard)
+    return top_k_mask(keys, k, RandomStream.of(stream.key, Stream.RANDOM_MASK_TIES), shard)
 
 
 def make_generator(*seeds: int) -> torch.Generator:

@@ -19,6 +19,7 @@ MEAN, VAR, SEEN = 0, 1, 2
 MAX_SAMPLES = 2**31 - 1  # indices share an int64 sort key with 32 bits of loss
 
 _LOW32 = 0xFFFFFFFF
+_FLOAT32_MAX = torch.finfo(torch.float32).max
 
 
 def merge_duplicates(indices: Tensor, losses: Tensor) -> tuple[Tensor, Tensor, Tensor]:
@@ -68,15 +69,18 @@ def fold_batch(
         idx = idx - offset
         keep &= (idx >= 0) & (idx < num_rows)
     idx = torch.where(keep, idx, num_rows)
-    mean, var, seen = rows.index_select(0, idx).unbind(1)
+    mean, var, seen = rows.index_select(0, idx).double().unbind(1)
     # A first loss (seen == 0) sets mean = loss, var = 0.
     again = seen > 0
-    diff = loss - mean
+    # In float64, where no finite float32 overflows (d**2 < 1e78): the mean, a convex
+    # combination, stays finite; the variance saturates at float32's largest value.
+    diff = loss.double() - mean
     # alpha enters as arithmetic, not as an operator's ``alpha=`` argument: compiled code
     # cached for one alpha would otherwise be reused for another (pytorch/pytorch#194976).
-    new_mean = torch.where(again, mean + alpha * diff, loss)
+    new_mean = torch.where(again, mean + alpha * diff, loss.double())
     new_var = torch.where(again, (var + alpha * diff * diff) * (1 - alpha), 0)
-    rows.index_copy_(0, idx, torch.stack([new_mean, new_var, seen + 1], 1))
+    new_var = new_var.clamp_max(_FLOAT32_MAX)
+    rows.index_copy_(0, idx, torch.stack([new_mean, new_var, seen + 1], 1).float())
 
 
 @functools.cache
@@ -92,8 +96,10 @@ class SampleStats:
     With step size ``alpha`` and a new loss ``x``:
     ``d = x - mean``; ``mean += alpha * d``; ``var = (1 - alpha) * (var + alpha * d**2)``.
     A sample's first loss sets ``mean = x`` and ``var = 0``. Non-finite losses never reach the
-    table; the table is float32, so a loss jump beyond about 1e19 makes that sample's variance
-    inf (its UCB bonus too). Memory: 12 bytes per sample.
+    table, and every entry stays finite: the update runs in float64 and the float32 table keeps
+    the result, with a variance past float32's range (a loss jump beyond about 1.8e19)
+    saturated at its largest value, 3.4e38. Such a sample then has the largest UCB bonus, so
+    it is kept, like an unseen one, until its losses settle. Memory: 12 bytes per sample.
 
     A shard (``total`` given) holds only the rows of samples ``[offset, offset + num_samples)``
     of ``total``: ``update`` still takes global indices and the whole (gathered) batch, merges

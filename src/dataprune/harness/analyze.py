@@ -11,15 +11,16 @@ from pathlib import Path
 
 import torch
 
+from .checkpoint import CHECKPOINT, read_checkpoint
 from .report import pyplot
-from .trainer import CHECKPOINT, RunError
+from .trainer import RunError
 
 
 def load_pruner_state(run_dir: Path) -> dict:
-    path = run_dir / CHECKPOINT
-    if not path.is_file():
+    """The pruner state in a run folder's checkpoint (one-line errors if it is unusable)."""
+    if not (run_dir / CHECKPOINT).is_file():
         raise RunError(f"{run_dir} holds no {CHECKPOINT}: pass the --out directory of a train run")
-    return torch.load(path, map_location="cpu", weights_only=True)["pruner"]
+    return read_checkpoint(run_dir / CHECKPOINT, keys=("pruner",))["pruner"]
 
 
 def selection_summary(state: dict) -> dict[str, float]:

@@ -1,20 +1,26 @@
 """``dataprune`` command line: train, compare, export-coreset, analyze.
 
-Bad input ends in one line on stderr and exit status 2, never a traceback.
+Every run flag comes from a :class:`RunConfig` field (its name, default and help), and every
+method option from the method's ``Policy.options``, so the command line never drifts from the
+library. Bad input ends in one line on stderr and exit status 2, never a traceback; SIGINT and
+SIGTERM stop a run resumably.
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import logging
+import math
 import os
+import signal
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
+from .methods import SCORERS, method_options, run_methods
 from .trainer import (
-    RUN_METHODS,
-    SCHEDULES,
     RunConfig,
     RunError,
     is_main_process,
@@ -22,10 +28,15 @@ from .trainer import (
 )
 
 DEFAULT_COMPARE_METHODS = "full,random,rs2,epsilon-greedy,ucb,infobatch"
+_OPTION_PREFIX = "option:"
 
 
 class CLIError(RuntimeError):
     """A usage problem reported as one line."""
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, as a scheduler sends before preemption: handled like Ctrl-C."""
 
 
 def _floats(name: str, text: str) -> list[float]:
@@ -53,73 +64,64 @@ def _names(name: str, text: str, allowed: Sequence[str]) -> list[str]:
     return values
 
 
-def _add_run_flags(p: argparse.ArgumentParser) -> None:
-    from .datasets import DATASETS
-    from .models import MODELS
+def _add_run_flags(
+    p: argparse.ArgumentParser, command: str, defaults: dict[str, Any] | None = None
+) -> None:
+    """One flag per :class:`RunConfig` field (those of ``command``), then the method options.
 
-    d = RunConfig()
-    g = p.add_argument_group("data and model")
-    g.add_argument("--dataset", default=d.dataset, help=f"one of {', '.join(DATASETS)}")
-    g.add_argument(
-        "--data-dir",
-        default=None,
-        help="where datasets live (default: $DATAPRUNE_DATA_DIR, then ../shared/data, then "
-        "~/.cache/dataprune, where missing files are downloaded)",
-    )
-    g.add_argument("--model", default=d.model, help=f"one of {', '.join(MODELS)}")
-    g.add_argument("--train-limit", type=int, default=None, help="use the first N train samples")
-    g.add_argument("--test-limit", type=int, default=None, help="use the first N test samples")
-    g = p.add_argument_group("pruning")
-    g.add_argument("--every", type=int, default=d.every, help="re-select every N epochs")
-    g.add_argument("--warmup-epochs", type=int, default=0, help="full-data epochs first")
-    g.add_argument(
-        "--anneal-epochs",
-        type=int,
-        default=None,
-        help="full-data epochs at the end (default 0; infobatch: last 12.5%%)",
-    )
-    g.add_argument(
-        "--rescale",
-        action=argparse.BooleanOptionalAction,
-        default=None,
-        help="weight losses by 1/P(kept) (default off; on for infobatch)",
-    )
-    g.add_argument("--alpha", type=float, default=None, help="EMA step size of loss statistics")
-    g.add_argument("--epsilon", type=float, default=d.epsilon, help="epsilon-greedy exploration")
-    g.add_argument("--ucb-c", type=float, default=d.ucb_c, help="ucb: weight c of the bonus")
-    g.add_argument("--ucb-bonus", choices=("std", "var"), default=d.ucb_bonus, help="ucb bonus")
-    g.add_argument(
-        "--shard-stats",
-        action="store_true",
-        help="under torchrun: each rank keeps only its 1/W shard of the per-sample statistics "
-        "(same selections, less memory per rank)",
-    )
-    g = p.add_argument_group("static scorers (el2n, grand, forgetting)")
-    g.add_argument("--score-epochs", type=int, default=d.score_epochs, help="E_s: epochs trained")
-    g.add_argument("--score-runs", type=int, default=d.score_runs, help="K: runs averaged")
-    g.add_argument("--class-balanced", action="store_true", help="keep per-class proportions")
-    g.add_argument(
-        "--scores",
-        dest="scores_file",
-        default=None,
-        help="score file: loaded if it exists (its cost still shown), else written",
-    )
-    g = p.add_argument_group("optimisation")
-    g.add_argument("--epochs", type=int, default=d.epochs, help="epochs of the run")
-    g.add_argument("--batch-size", type=int, default=d.batch_size, help="batch size")
-    g.add_argument("--lr", type=float, default=d.lr, help="peak learning rate")
-    g.add_argument("--momentum", type=float, default=d.momentum, help="SGD momentum (Nesterov)")
-    g.add_argument("--weight-decay", type=float, default=d.weight_decay, help="weight decay")
-    g.add_argument("--label-smoothing", type=float, default=0.0, help="label smoothing")
-    g.add_argument("--schedule", choices=SCHEDULES, default=d.schedule, help="LR schedule")
-    g.add_argument(
-        "--device", default="auto", help="auto (cuda when available), cpu, cuda or cuda:N"
-    )
-    g.add_argument(
-        "--compile", action="store_true", help="torch.compile the model and the statistics update"
-    )
-    g.add_argument("--out", default=None, help="output directory")
-    g.add_argument("--no-progress", dest="progress", action="store_false", help="no bars")
+    ``defaults`` replaces some fields' defaults for this command.
+    """
+    groups: dict[str, Any] = {}
+    for f in dataclasses.fields(RunConfig):
+        meta = f.metadata
+        if f.name == "options" or meta.get("command", command) != command:
+            continue
+        if meta["group"] not in groups:
+            groups[meta["group"]] = p.add_argument_group(meta["group"])
+        group = groups[meta["group"]]
+        name = "--" + meta.get("flag", f.name.replace("_", "-"))
+        default = (defaults or {}).get(f.name, f.default)
+        if meta["type"] is bool and default is None:
+            group.add_argument(
+                name, dest=f.name, action=argparse.BooleanOptionalAction, help=meta["help"]
+            )
+        elif meta["type"] is bool:
+            action = "store_false" if default else "store_true"
+            group.add_argument(name, dest=f.name, action=action, help=meta["help"])
+        else:
+            choices = meta["choices"]() if "choices" in meta else None
+            notes = [f"one of {', '.join(choices)}"] if choices else []
+            if default is not None:
+                notes.append(f"default: {default}")
+            group.add_argument(
+                name,
+                dest=f.name,
+                type=meta["type"],
+                default=default,
+                metavar=f.name.upper(),
+                help=meta["help"] + (f" ({'; '.join(notes)})" if notes else ""),
+            )
+    _add_option_flags(groups.setdefault("pruning", p.add_argument_group("pruning")))
+
+
+def _add_option_flags(group: argparse._ArgumentGroup) -> None:
+    """A flag per method option, once per name, listing the methods that take it."""
+    takers: dict[str, list[tuple[str, Any]]] = {}
+    for method in run_methods():
+        for name, option in method_options(method).items():
+            takers.setdefault(name, []).append((method, option))
+    for name, uses in takers.items():
+        option = uses[0][1]
+        defaults = ", ".join(f"{m}: {o.default}" for m, o in uses)
+        group.add_argument(
+            "--" + (option.flag or name.replace("_", "-")),
+            dest=_OPTION_PREFIX + name,
+            type=type(option.default),
+            choices=option.choices,
+            default=None,
+            metavar=name.upper(),
+            help=f"{option.help} (default {defaults})",
+        )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -130,25 +132,14 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
     p = sub.add_parser("train", help="train one method", description="Train one run.")
-    p.add_argument("--method", default="full", help=f"one of {', '.join(RUN_METHODS)}")
-    p.add_argument("--prune", type=float, default=0.0, help="fraction left out, in [0, 1)")
     p.add_argument(
         "--epochs-matching",
         type=float,
         default=None,
         metavar="PRUNE",
-        help="baseline: full data for round((1 - PRUNE) * epochs) epochs",
+        help="baseline: full data for the sample budget of a run pruned at PRUNE",
     )
-    p.add_argument("--seed", type=int, default=0, help="random seed")
-    p.add_argument("--resume", action="store_true", help="continue from --out's checkpoint")
-    p.add_argument(
-        "--stop-after",
-        type=int,
-        default=None,
-        metavar="N",
-        help="stop after epoch N of the schedule (checkpointed; continue with --resume)",
-    )
-    _add_run_flags(p)
+    _add_run_flags(p, "train")
 
     p = sub.add_parser(
         "compare",
@@ -159,14 +150,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--methods", default=DEFAULT_COMPARE_METHODS, help="comma-separated methods")
     p.add_argument("--prune", default="0.5", help="comma-separated prune rates in [0, 1)")
     p.add_argument("--seeds", default="0", help="comma-separated seeds")
-    p.add_argument("--target", type=float, default=None, help="accuracy target (0..1)")
-    _add_run_flags(p)
-    p.set_defaults(epochs=15, out="runs/compare")
+    p.add_argument("--target", type=float, default=None, help="accuracy target, in (0, 1]")
+    _add_run_flags(p, "compare", defaults={"epochs": 15, "out": "runs/compare"})
 
     p = sub.add_parser("export-coreset", help="write a static subset from scores or a run")
     p.add_argument("source", help="a score file (--scores) or a finished run directory")
     p.add_argument("--prune", type=float, required=True, help="fraction left out, in [0, 1)")
-    p.add_argument("--out", required=True, help="output file (.pt; a .csv is written beside)")
+    p.add_argument(
+        "--out",
+        required=True,
+        help="output file (.pt, with a .csv beside it), or a folder to write coreset.pt into",
+    )
 
     p = sub.add_parser("analyze", help="plots of how often samples were selected in a run")
     p.add_argument("run_dir", help="a finished run directory (with checkpoint.pt)")
@@ -174,7 +168,16 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _config(args: argparse.Namespace, **overrides) -> RunConfig:
+def _options(args: argparse.Namespace) -> dict[str, Any]:
+    """The method options given on the command line, by option name."""
+    return {
+        key[len(_OPTION_PREFIX) :]: value
+        for key, value in vars(args).items()
+        if key.startswith(_OPTION_PREFIX) and value is not None
+    }
+
+
+def _config(args: argparse.Namespace, **overrides: Any) -> RunConfig:
     fields = {f.name for f in dataclasses.fields(RunConfig)}
     values = {k: v for k, v in vars(args).items() if k in fields}
     values.update(overrides)
@@ -197,9 +200,9 @@ def _check_writable(out: str | None) -> None:
 def cmd_train(args: argparse.Namespace) -> None:
     from .runner import run
 
-    overrides = {}
+    overrides: dict[str, Any] = {"options": _options(args)}
     if args.epochs_matching is not None:
-        overrides = {"method": "full-matched", "prune": args.epochs_matching}
+        overrides.update(method="full-matched", prune=args.epochs_matching)
     config = _config(args, **overrides).validate()
     _check_writable(config.out)
     result = run(config)
@@ -217,16 +220,35 @@ def cmd_compare(args: argparse.Namespace) -> None:
     from .report import write_reports
     from .runner import grid, run_grid
 
-    methods = _names("methods", args.methods, RUN_METHODS)
+    methods = _names("methods", args.methods, run_methods())
     prunes = _floats("prune", args.prune)
     try:
         seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
     except ValueError:
         raise CLIError(f"--seeds {args.seeds!r}: expected comma-separated integers") from None
-    base = _config(args, method="full", prune=0.0).validate()
+    if args.target is not None and not 0 < args.target <= 1:
+        raise CLIError(f"--target {args.target:g} is outside (0, 1]: it is a test accuracy")
+    options = _options(args)
+    for name in options:
+        if not any(name in method_options(m) for m in methods):
+            users = [m for m in run_methods() if name in method_options(m)]
+            raise CLIError(
+                f"the option {name!r} applies to {', '.join(users)}, none of which is in --methods"
+            )
+    if args.scores_file is not None and not set(methods) & set(SCORERS):
+        raise CLIError(f"--scores applies to {', '.join(SCORERS)}; none is in --methods")
+    base = _config(args, method="full", prune=0.0, scores_file=None).validate()
     _check_writable(base.out)
     out = Path(base.out)
-    results = run_grid(grid(base, methods, prunes, seeds), out, progress=base.progress)
+    configs = grid(base, methods, prunes, seeds, options)
+    if args.scores_file is not None:
+        configs = [
+            dataclasses.replace(c, scores_file=args.scores_file) if c.method in SCORERS else c
+            for c in configs
+        ]
+    for config in configs:
+        config.validate()
+    results = run_grid(configs, out, progress=base.progress)
     if is_main_process():
         table = write_reports(results, out, target=args.target)
         print(table)
@@ -234,9 +256,9 @@ def cmd_compare(args: argparse.Namespace) -> None:
 
 
 def cmd_export(args: argparse.Namespace) -> None:
-    from .scorers import export_coreset
+    from .coreset import export_coreset
 
-    if not 0 <= args.prune < 1:
+    if not 0 <= args.prune < 1 or math.isnan(args.prune):
         raise CLIError(f"--prune {args.prune:g} is outside [0, 1)")
     summary = export_coreset(args.source, args.prune, args.out)
     print(", ".join(f"{k}: {v}" for k, v in summary.items()))
@@ -258,6 +280,36 @@ COMMANDS = {
 }
 
 
+def _as_flags(message: str) -> str:
+    """A message that begins with a field or option name (``seed=...``), in flag form."""
+    name, sep, rest = message.partition("=")
+    flags = {
+        f.name: f.metadata.get("flag", f.name.replace("_", "-"))
+        for f in dataclasses.fields(RunConfig)
+    }
+    for method in run_methods():
+        for option_name, option in method_options(method).items():
+            flags[option_name] = option.flag or option_name.replace("_", "-")
+    if sep and name in flags:
+        return f"--{flags[name]} {rest}"
+    return message
+
+
+def _show_log_lines() -> None:
+    """The library's log lines (NaN losses, --verify) on stderr, as ``dataprune: ...``."""
+    log = logging.getLogger("dataprune")
+    if not log.handlers:
+        handler = logging.StreamHandler()
+        handler.setFormatter(logging.Formatter("dataprune: %(message)s"))
+        log.addHandler(handler)
+        log.setLevel(logging.INFO)
+        log.propagate = False
+
+
+def _terminate(signum: int, frame: object) -> None:
+    raise Terminated
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``dataprune`` command; returns the exit status."""
     argv = list(sys.argv[1:] if argv is None else argv)
@@ -265,23 +317,43 @@ def main(argv: Sequence[str] | None = None) -> int:
         argv = ["compare", *argv]
     parser = build_parser()
     args = parser.parse_args(argv)
-    from .datasets import DatasetError
+    from .checkpoint import CheckpointError
+    from .data import DatasetError
+    from .files import FolderInUse
 
+    _show_log_lines()
+    previous_handler = signal.signal(signal.SIGTERM, _terminate)
     finished = False
     try:
         COMMANDS[args.command](args)
         finished = True
-    except (CLIError, RunError, DatasetError, ValueError, TypeError, OSError) as exc:
+    except (
+        CLIError,
+        RunError,
+        DatasetError,
+        CheckpointError,
+        FolderInUse,
+        ValueError,
+        TypeError,
+        OSError,
+    ) as exc:
         if os.environ.get("DATAPRUNE_DEBUG"):
             raise
-        print(f"dataprune: error: {exc} (set DATAPRUNE_DEBUG=1 for a traceback)", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
         print(
-            "dataprune: interrupted; rerun with the same flags (train: --resume)", file=sys.stderr
+            f"dataprune: error: {_as_flags(str(exc))} (set DATAPRUNE_DEBUG=1 for a traceback)",
+            file=sys.stderr,
         )
-        return 130
+        return 2
+    except KeyboardInterrupt as exc:
+        what = "terminated" if isinstance(exc, Terminated) else "interrupted"
+        hint = "rerun the same command" + (" with --resume" if args.command == "train" else "")
+        print(
+            f"dataprune: {what}; every finished epoch is checkpointed: {hint} to continue",
+            file=sys.stderr,
+        )
+        return 143 if isinstance(exc, Terminated) else 130
     finally:
+        signal.signal(signal.SIGTERM, previous_handler)
         shutdown_distributed(barrier=finished)
     return 0
 

@@ -1,30 +1,54 @@
-"""Atomic file writes: a unique temporary file beside the target, then a rename, so a crash
-never leaves a half-written checkpoint, score file or result behind."""
+"""Output files that survive crashes and are shared safely.
+
+Writes are atomic: a unique temporary file beside the target, flushed to disk (fsync), then a
+rename, so a crash never leaves a half-written checkpoint, score file or result behind. Files
+get the permissions the umask allows, as ``open`` would give them, so other users can read
+results on shared storage. An output folder is locked while a run writes to it.
+"""
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import torch
+
+LOCK = ".dataprune.lock"
+_TEMPORARY_SUFFIX = ".tmp"
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def atomic_write(path: Path, write: Callable[[str], None]) -> None:
     """Call ``write(temporary_path)``, then move the temporary file over ``path``."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=_TEMPORARY_SUFFIX, dir=path.parent)
     os.close(fd)
     try:
         write(tmp)
+        with open(tmp, "rb+") as f:
+            os.fsync(f.fileno())
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+    directory = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(directory)  # the rename itself reaches the disk
+    finally:
+        os.close(directory)
 
 
 def save_torch(obj: Any, path: Path) -> None:
@@ -38,3 +62,35 @@ def write_text(text: str, path: Path) -> None:
 
 def write_json(path: Path, payload: object) -> None:
     write_text(json.dumps(payload, indent=2), path)
+
+
+class FolderInUse(RuntimeError):
+    """Another process holds the output folder's lock."""
+
+
+@contextmanager
+def locked_folder(folder: Path) -> Iterator[None]:
+    """Hold ``folder``'s lock while the block runs; refuse if another process holds it.
+
+    The lock is an ``fcntl.flock`` on ``folder/.dataprune.lock``, released by the kernel if the
+    process dies, so a crash never leaves a stale lock. Holding it, temporary files that an
+    earlier, killed writer left behind are removed.
+    """
+    folder.mkdir(parents=True, exist_ok=True)
+    with open(folder / LOCK, "a+") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.seek(0)
+            holder = handle.read().strip() or "another process"
+            raise FolderInUse(
+                f"--out {folder} is in use by another dataprune run ({holder}); wait for it to "
+                "finish or choose another --out"
+            ) from None
+        handle.seek(0)
+        handle.truncate()
+        handle.write(f"pid {os.getpid()}")
+        handle.flush()
+        for stale in folder.glob(f".*{_TEMPORARY_SUFFIX}"):
+            stale.unlink(missing_ok=True)
+        yield

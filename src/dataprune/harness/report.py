@@ -11,7 +11,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .files import write_json
-from .trainer import RUN_METHODS, RunResult
+from .methods import run_methods
+from .trainer import RunResult
 
 
 @dataclass
@@ -59,12 +60,13 @@ class Row:
 
 
 def group(results: Sequence[RunResult]) -> list[Row]:
-    """Rows per (method, prune), in the order of ``RUN_METHODS`` and then by prune rate."""
+    """Rows per (method, prune), in the order of ``run_methods()`` and then by prune rate."""
     rows: dict[tuple[str, float], Row] = {}
     for result in results:
         key = (result.config.method, result.config.prune)
         rows.setdefault(key, Row(key[0], key[1], [])).runs.append(result)
-    return sorted(rows.values(), key=lambda r: (RUN_METHODS.index(r.method), r.prune))
+    order = run_methods()
+    return sorted(rows.values(), key=lambda r: (order.index(r.method), r.prune))
 
 
 def default_target(rows: Sequence[Row], points: float = 1.0) -> float | None:

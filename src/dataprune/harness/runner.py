@@ -2,44 +2,80 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
+import logging
 import re
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
-import torch
-
-from .datasets import ImageData
-from .files import write_json
-from .trainer import (
-    CHECKPOINT,
-    SCORER_METHODS,
-    RunConfig,
-    RunResult,
-    is_main_process,
-    setup_device,
-    train,
-)
+from .checkpoint import CHECKPOINT, CheckpointError, identity_difference, read_checkpoint
+from .data import ImageData
+from .files import locked_folder, write_json
+from .methods import SCORERS, method_options
+from .trainer import RunConfig, RunError, RunResult, is_main_process, setup_device, train
 
 RESULT = "result.json"
+logger = logging.getLogger("dataprune")
 
 
 def run(config: RunConfig, data: ImageData | None = None) -> RunResult:
-    """Train one configuration: static scorers score first (and are charged), others train."""
-    config.validate()
-    if data is None:
-        data = config.load_data()
-    if config.method in SCORER_METHODS:
-        from .scorers import run_static
+    """Train one configuration: static scorers score first (and are charged), others train.
 
-        result, _ = run_static(config, data)
-    else:
-        result, _ = train(config, data)
-    finished = len(result.epochs) == config.train_epochs  # not stopped by --stop-after
-    if config.out and finished and is_main_process():
-        write_json(Path(config.out) / RESULT, result.to_dict())
+    With ``config.out`` the folder is locked for the run (a second run into it is refused), and
+    a checkpoint already there is never overwritten unless ``config.overwrite``: ``resume``
+    continues it, and without ``resume`` the run refuses to start. ``resume`` with no
+    checkpoint yet starts from the first epoch, so a preempted job can rerun one command.
+    """
+    config.validate()
+    setup_device(config.device)  # starts torch.distributed under torchrun: ranks are known
+    out = Path(config.out) if config.out else None
+    lock = locked_folder(out) if out is not None and is_main_process() else None
+    with lock or contextlib.nullcontext():
+        if out is not None:
+            config = _guard_out(config, out)
+        if data is None:
+            data = config.load_data()
+        if config.method in SCORERS:
+            from .scoring.run import run_static
+
+            result, _ = run_static(config, data)
+        else:
+            result, _ = train(config, data)
+        finished = len(result.epochs) == config.train_epochs  # not stopped by --stop-after
+        if out is not None and finished and is_main_process():
+            write_json(out / RESULT, result.to_dict())
     return result
+
+
+def _guard_out(config: RunConfig, out: Path) -> RunConfig:
+    """``config`` with ``resume`` settled by what ``out`` holds; refuse to overwrite a run."""
+    path = out / CHECKPOINT
+    if config.overwrite or not path.exists():
+        if config.resume and not config.overwrite:
+            logger.info("no checkpoint in %s yet: starting from the first epoch", out)
+        return dataclasses.replace(config, resume=False)
+    if config.resume:
+        return config
+    try:
+        state = read_checkpoint(path, keys=("identity", "result"))
+    except CheckpointError as exc:
+        raise RunError(
+            f"--out {out} holds an unusable checkpoint ({exc}); pass --overwrite to start afresh"
+        ) from exc
+    saved, current = state["identity"], config.identity()
+    if saved == current:
+        done = len(state["result"]["epochs"])
+        raise RunError(
+            f"--out {out} already holds this run's checkpoint ({done} of {config.train_epochs} "
+            "epochs): pass --resume to continue it, or --overwrite to start afresh"
+        )
+    raise RunError(
+        f"--out {out} holds a checkpoint of another configuration "
+        f"({identity_difference(saved, current)}): choose another --out, or pass --overwrite"
+    )
 
 
 def run_name(config: RunConfig) -> str:
@@ -48,13 +84,26 @@ def run_name(config: RunConfig) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]", "_", name)
 
 
-def grid(base: RunConfig, methods: Sequence[str], prunes: Sequence[float], seeds: Sequence[int]):
-    """The configurations of a comparison; ``full`` runs once per seed (prune does not apply)."""
+def grid(
+    base: RunConfig,
+    methods: Sequence[str],
+    prunes: Sequence[float],
+    seeds: Sequence[int],
+    options: dict[str, Any] | None = None,
+) -> list[RunConfig]:
+    """The configurations of a comparison; ``full`` runs once per seed (prune does not apply).
+
+    ``options`` are method options by name; each run gets those its method takes.
+    """
     configs = []
     for method in methods:
+        accepted = method_options(method)
+        mine = {k: v for k, v in (options or {}).items() if k in accepted}
         for prune in [0.0] if method == "full" else prunes:
             for seed in seeds:
-                configs.append(dataclasses.replace(base, method=method, prune=prune, seed=seed))
+                configs.append(
+                    dataclasses.replace(base, method=method, prune=prune, seed=seed, options=mine)
+                )
     return configs
 
 
@@ -77,11 +126,13 @@ def run_grid(configs: Sequence[RunConfig], out: Path | None, progress: bool = Tr
         if out is not None:
             config = dataclasses.replace(config, out=str(out / run_name(config)))
         if config.out:
-            done = _finished(config)
+            done = None if config.overwrite else _finished(config)
             if done is not None:
                 results.append(done)
                 continue
-            config = dataclasses.replace(config, resume=_resumable(config))
+            # run() resumes a checkpoint of this configuration and refuses any other.
+            has_checkpoint = (Path(config.out) / CHECKPOINT).exists()
+            config = dataclasses.replace(config, resume=has_checkpoint)
         key = (config.dataset, config.data_dir, config.train_limit, config.test_limit)
         if key not in data_cache:
             data_cache[key] = config.load_data().to(setup_device(config.device))
@@ -101,17 +152,6 @@ def _finished(config: RunConfig) -> RunResult | None:
     except (ValueError, KeyError, TypeError):
         return None
     return result if result.config.identity() == config.identity() else None
-
-
-def _resumable(config: RunConfig) -> bool:
-    path = Path(config.out) / CHECKPOINT
-    if not path.is_file():
-        return False
-    try:
-        saved = torch.load(path, map_location="cpu", weights_only=True)["identity"]
-    except Exception:  # a truncated or foreign file: start the run afresh
-        return False
-    return saved == config.identity()
 
 
 def warm_up(config: RunConfig, data: ImageData) -> None:
@@ -141,5 +181,7 @@ def warm_up(config: RunConfig, data: ImageData) -> None:
         progress=False,
         stop_after=None,
         scores_file=None,
+        score_epochs=None,
+        options={},
     )
     train(short, small)

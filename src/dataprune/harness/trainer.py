@@ -7,8 +7,10 @@ charged up front), and host syncs happen once an epoch, not once a step.
 
 from __future__ import annotations
 
+import builtins
 import dataclasses
 import gc
+import logging
 import math
 import os
 import time
@@ -25,29 +27,30 @@ from torch import Tensor, nn
 from .. import Pruner
 from .._validation import check_choice, check_float, check_int
 from ..distributed import all_reduce_sum, world
-from .datasets import DATASETS, ImageData, load_dataset
-from .files import save_torch
+from ..policies import get_policy
+from .checkpoint import (
+    CHECKPOINT,
+    CheckpointError,
+    identity_difference,
+    read_checkpoint,
+    write_checkpoint,
+)
+from .data import DATASETS, ImageData, load_dataset, verify_dataset
+from .methods import FULL_MATCHED, SCORERS, core_method, method_options, run_methods
 from .models import MODELS, build_model
 
+logger = logging.getLogger("dataprune")
+
 SCHEDULES = ("onecycle", "cosine", "step")
-SCORER_METHODS = ("el2n", "grand", "forgetting")
-#: methods the harness runs: the core's, the static scorers, and full data with fewer epochs.
-RUN_METHODS = (
-    "full",
-    "full-matched",
-    "static-random",
-    *SCORER_METHODS,
-    "random",
-    "rs2",
-    "epsilon-greedy",
-    "ucb",
-    "infobatch",
-)
-CHECKPOINT = "checkpoint.pt"
+#: Seeds are bounded so that the seeds derived from them (per epoch, per scoring run) fit int64.
+MAX_SEED = 2**31 - 1
+#: A harness run stops after an epoch in which more than this share of the losses was NaN/inf.
+DIVERGED_SHARE = 0.5
 # Fields that may differ between a run and its resumption (shard_stats only changes where the
 # statistics live: the checkpoint holds them whole and the selections are the same).
 _RESUME_FREE = (
     "resume",
+    "overwrite",
     "out",
     "progress",
     "data_dir",
@@ -55,6 +58,7 @@ _RESUME_FREE = (
     "scores_file",
     "shard_stats",
     "stop_after",
+    "verify",
 )
 
 
@@ -62,92 +66,155 @@ class RunError(RuntimeError):
     """A problem the user can fix (bad flag, unusable checkpoint); shown as one line by the CLI."""
 
 
+def flag(default: Any, help: str, group: str, type: type | None = None, **cli: Any) -> Any:
+    """A :class:`RunConfig` field with its command-line flag (``--name-with-dashes``).
+
+    ``type`` is the value's type where the default (None) does not tell it. ``cli`` may hold
+    ``choices`` (a callable, read when the parser is built), ``flag`` (another flag name) or
+    ``command`` (the one subcommand that has the flag).
+    """
+    factory = {"default_factory": dict} if default == {} else {"default": default}
+    kind = type if type is not None else builtins.type(default)
+    return field(**factory, metadata={"help": help, "group": group, "type": kind, **cli})
+
+
 @dataclass
 class RunConfig:
-    """Everything that defines one training run. Field names match the CLI flags."""
+    """Everything that defines one training run. Each field is one command-line flag."""
 
-    dataset: str = "digits"
-    model: str = "cnn"
-    method: str = "full"
-    prune: float = 0.0
-    epochs: int = 10
-    every: int = 1
-    warmup_epochs: int = 0
-    anneal_epochs: int | None = None
-    rescale: bool | None = None
-    alpha: float | None = None
-    epsilon: float = 0.1
-    ucb_c: float = 1.0
-    ucb_bonus: str = "std"
-    shard_stats: bool = False  # under torchrun: each rank keeps its shard of the statistics
-    batch_size: int = 128
-    lr: float = 0.05
-    momentum: float = 0.9
-    weight_decay: float = 5e-4
-    label_smoothing: float = 0.0
-    schedule: str = "onecycle"
-    seed: int = 0
-    device: str = "auto"  # cuda when available, else cpu
-    compile: bool = False
-    train_limit: int | None = None
-    test_limit: int | None = None
-    data_dir: str | None = None
-    # static scorers
-    score_epochs: int = 5
-    score_runs: int = 2
-    class_balanced: bool = False
-    scores_file: str | None = None
-    # output
-    out: str | None = None
-    resume: bool = False
-    stop_after: int | None = None  # train only the first N epochs of the schedule
-    progress: bool = True
+    dataset: str = flag("digits", "the dataset", "data and model", choices=lambda: DATASETS)
+    data_dir: str | None = flag(
+        None,
+        "where datasets live (default: $DATAPRUNE_DATA_DIR, then ../shared/data, then "
+        "~/.cache/dataprune, where missing files are downloaded)",
+        "data and model",
+        type=str,
+    )
+    verify: bool = flag(False, "recheck the dataset's files against their sha256", "data and model")
+    model: str = flag("cnn", "the model", "data and model", choices=lambda: MODELS)
+    train_limit: int | None = flag(
+        None, "use the first N train samples", "data and model", type=int
+    )
+    test_limit: int | None = flag(None, "use the first N test samples", "data and model", type=int)
+    method: str = flag("full", "the method", "pruning", choices=run_methods, command="train")
+    prune: float = flag(0.0, "fraction left out, in [0, 1)", "pruning", command="train")
+    every: int = flag(1, "re-select every N epochs", "pruning")
+    warmup_epochs: int = flag(0, "full-data epochs first", "pruning")
+    anneal_epochs: int | None = flag(
+        None, "full-data epochs at the end (default: the method's)", "pruning", type=int
+    )
+    rescale: bool | None = flag(
+        None, "weight losses by 1/P(kept) (default: the method's)", "pruning", type=bool
+    )
+    alpha: float | None = flag(
+        None, "EMA step size of loss statistics (default: the method's)", "pruning", type=float
+    )
+    options: dict[str, Any] = flag({}, "the method's own options (flags of their own)", "pruning")
+    shard_stats: bool = flag(
+        False,
+        "under torchrun: each rank keeps only its 1/W shard of the per-sample statistics "
+        "(same selections, less memory per rank)",
+        "pruning",
+    )
+    score_epochs: int | None = flag(
+        None, "E_s: epochs the scorers train (default: min(5, epochs))", "static scorers", type=int
+    )
+    score_runs: int = flag(2, "K: scoring runs averaged", "static scorers")
+    class_balanced: bool = flag(False, "keep per-class proportions", "static scorers")
+    scores_file: str | None = flag(
+        None,
+        "score file: loaded if it exists (its cost still charged), else written",
+        "static scorers",
+        type=str,
+        flag="scores",
+    )
+    epochs: int = flag(10, "epochs of the run", "optimisation")
+    batch_size: int = flag(128, "batch size (per rank)", "optimisation")
+    lr: float = flag(0.05, "peak learning rate", "optimisation")
+    momentum: float = flag(0.9, "SGD momentum (Nesterov)", "optimisation")
+    weight_decay: float = flag(5e-4, "weight decay", "optimisation")
+    label_smoothing: float = flag(0.0, "label smoothing", "optimisation")
+    schedule: str = flag("onecycle", "LR schedule", "optimisation", choices=lambda: SCHEDULES)
+    seed: int = flag(0, f"random seed, in [0, {MAX_SEED}]", "optimisation", command="train")
+    device: str = flag("auto", "auto (cuda when available), cpu, cuda or cuda:N", "optimisation")
+    compile: bool = flag(False, "torch.compile the model and the statistics update", "optimisation")
+    out: str | None = flag(None, "output directory", "output", type=str)
+    resume: bool = flag(
+        False,
+        "continue from --out's checkpoint (start afresh if there is none)",
+        "output",
+        command="train",
+    )
+    overwrite: bool = flag(False, "start afresh even if --out holds a run's checkpoint", "output")
+    stop_after: int | None = flag(
+        None,
+        "stop after epoch N of the schedule (checkpointed; continue with --resume)",
+        "output",
+        type=int,
+        command="train",
+    )
+    progress: bool = flag(True, "progress bars", "output", flag="no-progress")
 
     def validate(self) -> RunConfig:
+        """Check every field; errors name the field, the value and what is allowed."""
         check_choice("dataset", self.dataset, DATASETS)
         check_choice("model", self.model, MODELS)
-        check_choice("method", self.method, RUN_METHODS)
+        check_choice("method", self.method, run_methods())
         check_float("prune", self.prune, low=0.0, high=1.0, high_open=True)
         check_int("epochs", self.epochs, low=1)
         check_int("batch_size", self.batch_size, low=1)
-        check_int("score_epochs", self.score_epochs, low=1)
+        check_int("every", self.every, low=1)
+        check_int("warmup_epochs", self.warmup_epochs, low=0, high=self.epochs)
         check_int("score_runs", self.score_runs, low=1)
-        if self.method in SCORER_METHODS and self.score_epochs > self.epochs:
-            raise ValueError(
-                f"score_epochs={self.score_epochs} exceeds epochs={self.epochs}: the scorers "
-                "train the first score_epochs epochs of the run's own schedule"
-            )
+        check_int("seed", self.seed, low=0, high=MAX_SEED)
+        for name in ("train_limit", "test_limit"):
+            if getattr(self, name) is not None:
+                check_int(name, getattr(self, name), low=1)
+        if self.score_epochs is not None:
+            check_int("score_epochs", self.score_epochs, low=1, high=self.epochs)
         if self.stop_after is not None:
-            check_int("stop_after", self.stop_after, low=1)
+            check_int("stop_after", self.stop_after, low=1, high=self.train_epochs)
         check_choice("schedule", self.schedule, SCHEDULES)
         check_float("lr", self.lr, low=0.0, low_open=True)
+        check_float("momentum", self.momentum, low=0.0, high=1.0, high_open=True)
+        check_float("weight_decay", self.weight_decay, low=0.0)
         check_float("label_smoothing", self.label_smoothing, low=0.0, high=1.0, high_open=True)
+        if self.scores_file is not None and self.method not in SCORERS:
+            raise ValueError(
+                f"scores_file={self.scores_file!r} applies to the static scorers "
+                f"({', '.join(SCORERS)}), not to method={self.method!r}"
+            )
+        accepted = method_options(self.method)
+        for name, value in self.options.items():
+            if name not in accepted:
+                takes = ", ".join(sorted(accepted)) or "none"
+                raise ValueError(
+                    f"option {name}={value!r} does not apply to method={self.method!r} "
+                    f"(its options: {takes})"
+                )
+            accepted[name].check(name, value)
+        # The core checks the rest (alpha, anneal_epochs against epochs) when the run starts.
         return self
 
     @property
     def train_epochs(self) -> int:
         """Epochs actually trained: ``full-matched`` trains ``round((1 - prune) * epochs)``."""
-        if self.method == "full-matched":
+        if self.method == FULL_MATCHED:
             return max(1, round((1 - self.prune) * self.epochs))
         return self.epochs
 
+    @property
+    def scoring_epochs(self) -> int:
+        """E_s, the epochs each scoring run trains."""
+        return min(5, self.epochs) if self.score_epochs is None else self.score_epochs
+
     def pruner_kwargs(self) -> dict[str, Any]:
         """Arguments for :class:`dataprune.Pruner` (the core method and its options)."""
-        full_data = self.method in ("full", "full-matched")
-        if full_data:
-            method, prune = "full", 0.0
-        elif self.method in SCORER_METHODS:
-            method, prune = "static-score", self.prune
-        else:
-            method, prune = self.method, self.prune
-        options: dict[str, Any] = {}
-        if method == "epsilon-greedy":
-            options["epsilon"] = self.epsilon
-        if method == "ucb":
-            options.update(c=self.ucb_c, bonus=self.ucb_bonus)
+        method = core_method(self.method)
+        full_data = not get_policy(method).prunes
         return dict(
             method=method,
-            prune=prune,
+            prune=0.0 if full_data else self.prune,
             epochs=self.train_epochs,
             seed=self.seed,
             every=self.every,
@@ -158,14 +225,17 @@ class RunConfig:
             alpha=self.alpha,
             shard_stats=self.shard_stats,
             compile=self.compile,
-            **options,
+            **self.options,
         )
 
     def load_data(self) -> ImageData:
-        """The run's dataset, on the CPU."""
-        return load_dataset(
+        """The run's dataset, on the CPU (its files rechecked first with ``verify``)."""
+        data = load_dataset(
             self.dataset, self.data_dir, train_limit=self.train_limit, test_limit=self.test_limit
         )
+        if self.verify and data.folder is not None:
+            logger.info("%s", verify_dataset(self.dataset, data.folder))
+        return data
 
     def identity(self) -> dict[str, Any]:
         """The fields a checkpoint must agree on to be resumed."""
@@ -183,6 +253,7 @@ class EpochRecord:
     eval_seconds: float
     wall_seconds: float  # cumulative: scoring, selection, training, evaluation, checkpoints
     checkpoint_seconds: float = 0.0  # writing the previous epoch's checkpoint
+    nonfinite_losses: int = 0  # NaN or inf training losses, left out of statistics and loss
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -312,8 +383,13 @@ def _make_schedule(
     if config.schedule == "onecycle":
         # OneCycleLR divides by pct_start * total_steps - 1, which is 0 at 4 steps.
         pct_start = 0.3 if total_steps == 4 else 0.25
+        # cycle_momentum=False: --momentum holds (OneCycleLR would otherwise overwrite it).
         return torch.optim.lr_scheduler.OneCycleLR(
-            optimizer, max_lr=config.lr, total_steps=max(total_steps, 1), pct_start=pct_start
+            optimizer,
+            max_lr=config.lr,
+            total_steps=max(total_steps, 1),
+            pct_start=pct_start,
+            cycle_momentum=False,
         )
     if config.schedule == "cosine":
         return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(total_steps, 1))
@@ -365,7 +441,9 @@ def train(
     ``scores`` feeds the core's ``static-score`` method (the static scorers); their cost
     ``scoring_seconds`` is charged to the run's wall clock from the start. ``on_batch`` sees
     every training batch's indices, logits and labels (the forgetting scorer uses it).
-    Writes a checkpoint each epoch to ``config.out`` and resumes from it if ``config.resume``.
+    Writes a checkpoint each epoch to ``config.out`` and resumes from it if ``config.resume``
+    (:func:`dataprune.harness.runner.run` also locks the folder and guards what it holds).
+    Stops with :class:`RunError` after an epoch in which most losses were NaN or inf.
     """
     config.validate()
     device = setup_device(config.device)
@@ -416,6 +494,7 @@ def train(
         epochs = tqdm(epochs, desc=f"{config.method} p={config.prune:g}", leave=False)
     accuracy = result.final_accuracy if result.epochs else float("nan")
     checkpoint_seconds = 0.0  # writing the previous epoch's checkpoint
+    nonfinite_before = pruner.summary()["nonfinite_losses_skipped"]
     for epoch in epochs:
         synchronize(device)
         t_select = time.perf_counter()
@@ -448,28 +527,52 @@ def train(
             accuracy = evaluate(model, data)  # unwrapped: no DDP collectives in evaluation
         t_end = time.perf_counter()
 
+        result.pruner_summary = pruner.summary()
+        nonfinite_now = result.pruner_summary["nonfinite_losses_skipped"]
+        # Over all ranks (each counts its own losses), so every rank stops together.
+        counts = all_reduce_sum(
+            torch.tensor([nonfinite_now - nonfinite_before, order.numel()], device=device)
+        ).tolist()
+        nonfinite_before = nonfinite_now
+        batches = max(1, math.ceil(order.numel() / config.batch_size))
         previous = result.epochs[-1].wall_seconds if result.epochs else scoring_seconds
         result.epochs.append(
             EpochRecord(
                 epoch=epoch,
                 samples=pruner.epoch_size(epoch),
-                train_loss=float(loss_sum) / max(1, math.ceil(order.numel() / config.batch_size)),
+                train_loss=float(loss_sum) / batches if counts[0] < counts[1] else math.nan,
                 test_accuracy=accuracy,
                 train_seconds=t_eval - t_train,
                 selection_seconds=t_train - t_select,
                 eval_seconds=t_end - t_eval,
                 checkpoint_seconds=checkpoint_seconds,
                 wall_seconds=previous + checkpoint_seconds + (t_end - t_select),
+                nonfinite_losses=counts[0],
             )
         )
-        result.pruner_summary = pruner.summary()
         if out is not None:
             _save_checkpoint(out, config, model, optimizer, schedule, pruner, result)
             # Charged to the next epoch: it comes after this epoch's accuracy was known.
             checkpoint_seconds = time.perf_counter() - t_end
+        if counts[0]:
+            _report_nonfinite(epoch, *counts)
         if stop_after is not None and epoch + 1 >= stop_after:
             break
     return result, model
+
+
+def _report_nonfinite(epoch: int, nonfinite: int, total: int) -> None:
+    share = nonfinite / max(total, 1)
+    message = (
+        f"epoch {epoch}: {nonfinite:,} of {total:,} training losses ({share:.0%}) were NaN or "
+        "inf and were left out"
+    )
+    if share > DIVERGED_SHARE:
+        raise RunError(
+            f"{message}: training diverged, so the run stops here (its checkpoint is kept). "
+            "Lower --lr (or raise --label-smoothing) and start again with --overwrite"
+        )
+    logger.warning("%s; the run may be diverging", message)
 
 
 # ---------------------------------------------------------------------------- checkpoints
@@ -485,7 +588,6 @@ def _save_checkpoint(out, config, model, optimizer, schedule, pruner, result) ->
         return
     if pruner_state is None:
         pruner_state = pruner.state_dict()
-    out.mkdir(parents=True, exist_ok=True)
     state = {
         "identity": config.identity(),
         "model": model.state_dict(),
@@ -495,31 +597,34 @@ def _save_checkpoint(out, config, model, optimizer, schedule, pruner, result) ->
         "cpu_rng": torch.get_rng_state(),
         "result": result.to_dict(),
     }
-    save_torch(state, out / CHECKPOINT)
+    write_checkpoint(out / CHECKPOINT, state)
 
 
 def _load_checkpoint(out, config, model, optimizer, schedule, pruner, result) -> int:
     path = (out / CHECKPOINT) if out is not None else None
-    if path is None or not path.is_file():
-        raise RunError(f"--resume: no checkpoint at {path or '<no --out given>'}")
+    if path is None:
+        raise RunError("--resume needs --out, the folder of the run to continue")
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # a truncated or foreign file
-        raise RunError(f"--resume: cannot read checkpoint {path}: {exc}") from exc
+        state = read_checkpoint(path)
+    except CheckpointError as exc:
+        raise RunError(f"--resume: {exc}") from exc
     saved, current = state["identity"], config.identity()
     if saved != current:
-        diff = ", ".join(
-            f"{k}={saved.get(k)!r} (now {current.get(k)!r})"
-            for k in sorted(set(saved) | set(current))
-            if saved.get(k) != current.get(k)
+        raise RunError(
+            f"{path} is a checkpoint of another configuration: "
+            f"{identity_difference(saved, current)}; choose another --out, or pass "
+            "--overwrite to start afresh"
         )
-        raise RunError(f"--resume: checkpoint {path} is from a different configuration: {diff}")
-    model.load_state_dict(state["model"])
-    optimizer.load_state_dict(state["optimizer"])
-    schedule.load_state_dict(state["schedule"])
-    pruner.load_state_dict(state["pruner"])
-    torch.set_rng_state(state["cpu_rng"])
-    saved_result = RunResult.from_dict(state["result"])
+    try:
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        schedule.load_state_dict(state["schedule"])
+        pruner.load_state_dict(state["pruner"])
+        torch.set_rng_state(state["cpu_rng"])
+        saved_result = RunResult.from_dict(state["result"])
+    except (RuntimeError, ValueError, TypeError, KeyError) as exc:
+        first_line = str(exc).strip().splitlines()[0]
+        raise RunError(f"--resume: {path} does not fit this run ({first_line})") from exc
     result.epochs = saved_result.epochs
     result.scoring_seconds = saved_result.scoring_seconds
     result.pruner_summary = saved_result.pruner_summary

@@ -1,0 +1,1 @@
+"""Static scorers: their math (``scorers``) and the timed scoring run (``run``)."""

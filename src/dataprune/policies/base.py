@@ -1,0 +1,233 @@
+"""What every selection policy shares: its options, what it may read, and what it returns.
+
+A policy turns per-sample statistics into the kept indices (and their loss weights). ``select``
+depends only on its :class:`SelectionContext`, so a run can be resumed or replayed exactly.
+Scores of samples never seen are ``+inf``: a score-based rule tries unseen samples first, so none
+is starved (the InfoBatch epoch-0 trap).
+
+``weights`` are importance weights ``1 / P(kept)`` of the kept samples; the pruner applies them to
+the loss when ``rescale`` is on. Samples kept with certainty (a deterministic top-k pick) get 1.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import torch
+from torch import Tensor
+
+from .._validation import check_choice, check_float, check_int
+from ..distributed import all_reduce_sum
+from ..selection import RandomStream, random_mask, top_k_mask
+from ..stats import SampleStats
+
+
+@dataclass(frozen=True)
+class Option:
+    """One option of a method: its default, what it means, and the values it accepts.
+
+    Numbers are checked against ``[low, high]`` (always finite), strings against ``choices``.
+    ``flag`` is the command line's name for it (default: the option's name), and options with
+    ``cli=False`` (a tensor, say) have none.
+    """
+
+    default: Any
+    help: str
+    low: float | None = None
+    high: float | None = None
+    choices: tuple[str, ...] | None = None
+    flag: str | None = None
+    cli: bool = True
+
+    def check(self, name: str, value: Any) -> Any:
+        """``value`` if it is allowed (ints of a float option become floats), else an error."""
+        if self.choices is not None:
+            return check_choice(name, value, self.choices)
+        if isinstance(self.default, bool):
+            if not isinstance(value, bool):
+                raise TypeError(f"{name} must be True or False, got {value!r}")
+            return value
+        if isinstance(self.default, int):
+            return check_int(name, value, low=self.low, high=self.high)
+        if isinstance(self.default, float):
+            return check_float(name, value, low=self.low, high=self.high)
+        return value
+
+
+@dataclass(frozen=True)
+class Selection:
+    """The kept samples, sorted ascending, and their importance weights (``None``: all 1)."""
+
+    indices: Tensor
+    weights: Tensor | None = None
+
+
+@dataclass(frozen=True)
+class SelectionContext:
+    """Everything a policy may read: statistics, budget, round number and seed.
+
+    Random choices come from counter-based streams hashed from ``(seed, round, stream, global
+    index)`` (stream ids: :class:`dataprune.selection.Stream`), so a selection is a pure function
+    of these fields. With sharded statistics (``Pruner(..., shard_stats=True)`` under
+    torch.distributed) ``stats`` holds only the rows ``[offset, offset + num_local)`` of the
+    ``total`` samples; a policy then works on those rows, uses :meth:`top_k`,
+    :meth:`random_mask` and :meth:`global_sum` for anything global, and returns the kept samples
+    among its rows (global indices); the pruner gathers the ranks' parts. Unsharded, ``offset``
+    is 0 and ``total`` None.
+    """
+
+    stats: SampleStats
+    k: int
+    round: int
+    seed: int
+    offset: int = 0
+    total: int | None = None  # number of samples over all shards; None: unsharded
+
+    @property
+    def sharded(self) -> bool:
+        return self.total is not None
+
+    @property
+    def num_samples(self) -> int:
+        """N, the number of samples over all shards."""
+        return self.num_local if self.total is None else self.total
+
+    @property
+    def num_local(self) -> int:
+        """Rows of statistics this context holds (N unless sharded)."""
+        return self.stats.table.shape[0]
+
+    @property
+    def device(self) -> torch.device:
+        return self.stats.device
+
+    @property
+    def shard(self) -> tuple[int, int] | None:
+        return (self.offset, self.total) if self.sharded else None
+
+    def local_indices(self) -> Tensor:
+        """Global indices of the rows held here."""
+        return torch.arange(self.offset, self.offset + self.num_local, device=self.device)
+
+    def stream(self, stream: int) -> RandomStream:
+        return RandomStream.of(self.seed, self.round, stream)
+
+    def uniform(self, stream: int) -> Tensor:
+        """One hashed float32 in [0, 1) per row held here."""
+        return self.stream(stream).uniform(self.local_indices())
+
+    def top_k(self, scores: Tensor, k: int, ties: int) -> Tensor:
+        """Mask of the rows among the global top k of ``scores`` (ties: hashed stream)."""
+        return top_k_mask(scores, k, self.stream(ties), self.shard)
+
+    def random_mask(self, k: int, stream: int) -> Tensor:
+        """Mask of the rows among k of all N samples drawn uniformly without replacement."""
+        return random_mask(self.num_local, k, self.stream(stream), self.device, self.shard)
+
+    def global_sum(self, value: Tensor) -> Tensor:
+        """``value`` summed over the shards (itself when unsharded)."""
+        return all_reduce_sum(value) if self.sharded else value
+
+    def selection(self, mask: Tensor, weight_map: Tensor | None = None) -> Selection:
+        """The :class:`Selection` of the rows in ``mask``, weighted by ``weight_map`` if given."""
+        rows = mask.nonzero().squeeze(1)
+        weights = None if weight_map is None else weight_map[rows]
+        return Selection(rows + self.offset, weights)
+
+
+def unseen_first(scores: Tensor, stats: SampleStats) -> Tensor:
+    """``scores`` with ``+inf`` for the samples never seen, so that they are tried first."""
+    return torch.where(stats.seen, scores, math.inf)
+
+
+class Policy:
+    """A selection rule: subclass it, fill in the class attributes and ``select``, register it.
+
+    Adding a method takes one file::
+
+        import dataprune
+        from dataprune.policies import Option, Policy, Selection, SelectionContext, register
+        from dataprune.policies import unseen_first
+        from dataprune.selection import Stream
+
+        @register
+        class LowestLoss(Policy):
+            \"\"\"Keep the k samples with the lowest EMA loss (unseen ones first).\"\"\"
+
+            name = "lowest-loss"
+            options = {"margin": Option(0.0, "added to every loss", low=0.0)}
+
+            def select(self, ctx: SelectionContext) -> Selection:
+                scores = -(ctx.stats.mean + self.params["margin"])
+                return ctx.selection(ctx.top_k(unseen_first(scores, ctx.stats), ctx.k, Stream.TIES))
+
+        dataprune.Pruner(50_000, method="lowest-loss", prune=0.5, epochs=10, margin=0.1)
+
+    Once the file is imported the method is in ``dataprune.methods()``, in the harness
+    (``dataprune compare --methods lowest-loss --margin 0.1``) and in the evidence benchmark.
+
+    Class attributes:
+        name: the method's name.
+        options: the method's own options (``Option`` per name); their values are in
+            ``self.params``, checked when the policy is built.
+        reselects: False if one subset serves the whole run (chosen in the first pruned epoch).
+        prunes: False if the method never leaves a sample out (``full``).
+        default_alpha: the EMA step size of the loss statistics the method expects.
+        default_rescale: whether kept losses are weighted by ``1 / P(kept)`` by default.
+        anneal_fraction: the share of final epochs trained on full data by default.
+    """
+
+    name: ClassVar[str]
+    options: ClassVar[dict[str, Option]] = {}
+    reselects: ClassVar[bool] = True
+    prunes: ClassVar[bool] = True
+    default_alpha: ClassVar[float] = 0.8
+    default_rescale: ClassVar[bool] = False
+    anneal_fraction: ClassVar[float] = 0.0
+
+    def __init__(self, **params: Any):
+        unknown = sorted(set(params) - set(self.options))
+        if unknown:
+            valid = ", ".join(sorted(self.options)) or "none"
+            raise TypeError(
+                f"unknown option {unknown[0]!r} for method={self.name!r}; valid options: {valid}"
+            )
+        self.params = {
+            name: option.check(name, params[name]) if name in params else option.default
+            for name, option in self.options.items()
+        }
+
+    @classmethod
+    def default_anneal_epochs(cls, epochs: int, warmup_epochs: int = 0) -> int:
+        """Full-data epochs at the end by default: ``max(1, round(anneal_fraction * epochs))``
+        when the fraction is positive, always leaving at least one pruned epoch."""
+        if cls.anneal_fraction <= 0:
+            return 0
+        wanted = max(1, round(cls.anneal_fraction * epochs))
+        return max(0, min(wanted, epochs - warmup_epochs - 1))
+
+    def check_num_samples(self, num_samples: int) -> None:
+        """Refuse options that do not fit a dataset of ``num_samples`` (nothing by default)."""
+
+    def state(self) -> dict[str, Any]:
+        """The options as plain values, saved in the pruner's state and compared on load.
+
+        Tensors are saved as the sha256 of their bytes: the state stays small, and a state
+        saved with other scores is still refused.
+        """
+        return {
+            name: _digest(value) if isinstance(value, Tensor) else value
+            for name, value in self.params.items()
+        }
+
+    def select(self, ctx: SelectionContext) -> Selection:
+        """The samples to keep for the round ``ctx.round`` (exactly ``ctx.k`` of them)."""
+        raise NotImplementedError(f"{type(self).__name__} must define select()")
+
+
+def _digest(tensor: Tensor) -> str:
+    data = tensor.detach().cpu().contiguous().view(torch.uint8).numpy().tobytes()
+    return f"sha256:{hashlib.sha256(data).hexdigest()}"
