@@ -124,3 +124,13 @@ def test_training_steps_never_sync_with_the_host():
     few_steps, _ = _syncs_of_a_run(batch_size=64)
     assert accuracy > 0.2  # chance is 0.1; 4-pixel crops of 8x8 digits are a hard task
     assert many_steps - few_steps <= 2, (many_steps, few_steps)
+
+
+def test_indices_are_range_checked_before_the_first_set_epoch_too():
+    """The once-an-epoch check on CUDA was skipped before any set_epoch(), so a bad index
+    became a device-side assert instead of an IndexError."""
+    pruner = Pruner(10, "random", 0.5, 2, device="cuda")
+    with pytest.raises(IndexError, match="num_samples=10"):
+        pruner.record(torch.tensor([3, 12], device="cuda"), torch.ones(2, device="cuda"))
+    pruner.record(torch.tensor([3, 4], device="cuda"), torch.ones(2, device="cuda"))
+    torch.cuda.synchronize()

@@ -194,7 +194,7 @@ class Pruner:
                 f"statistics already hold the losses of epoch {self.epoch}. To train epoch "
                 f"{epoch} again, build a new Pruner or load a state_dict saved before it"
             )
-        self._report_nonfinite()
+        self._report_nonfinite(epoch_ended=True)
         self.epoch = epoch
         self.epochs_started += 1
         start = time.perf_counter()
@@ -352,24 +352,26 @@ class Pruner:
                 )
         return indices
 
-    def _report_nonfinite(self) -> None:
+    def _report_nonfinite(self, epoch_ended: bool = False) -> None:
         """Log NaN and inf losses at most once an epoch (reads one count on the host)."""
         if self._reported_epoch == self.epoch:
+            if epoch_ended:  # the rest of an epoch already reported is not reported again
+                self._nonfinite_reported = int(self._nonfinite)
             return
         count = int(self._nonfinite)
-        if count == self._nonfinite_reported:
+        new = count - self._nonfinite_reported
+        self._nonfinite_reported = count
+        if new == 0:
             return
+        self._reported_epoch = self.epoch
         where = "before the first epoch" if self.epoch is None else f"in epoch {self.epoch}"
         logger.warning(
-            "dataprune: NaN or inf losses %s: %d since the last report, %d in the run so far; "
-            "they are left out of the statistics and of the loss. The run may be diverging "
-            "(a lower learning rate?)",
+            "%d NaN or inf losses %s (%d in the run so far) were left out of the statistics "
+            "and of the loss (reported at most once an epoch); the run may be diverging",
+            new,
             where,
-            count - self._nonfinite_reported,
             count,
         )
-        self._nonfinite_reported = count
-        self._reported_epoch = self.epoch
 
     def _to(self, device: torch.device) -> None:
         self.stats.to(device)

@@ -9,13 +9,14 @@ SIGTERM stop a run resumably.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import logging
 import math
 import os
 import signal
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -295,15 +296,22 @@ def _as_flags(message: str) -> str:
     return message
 
 
-def _show_log_lines() -> None:
-    """The library's log lines (NaN losses, --verify) on stderr, as ``dataprune: ...``."""
+@contextlib.contextmanager
+def _log_lines_on_stderr() -> Iterator[None]:
+    """The library's log lines (NaN losses, --verify) on this command's stderr."""
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("dataprune: %(message)s"))
     log = logging.getLogger("dataprune")
-    if not log.handlers:
-        handler = logging.StreamHandler()
-        handler.setFormatter(logging.Formatter("dataprune: %(message)s"))
-        log.addHandler(handler)
-        log.setLevel(logging.INFO)
-        log.propagate = False
+    level, propagate = log.level, log.propagate
+    log.addHandler(handler)
+    log.setLevel(logging.INFO)
+    log.propagate = False
+    try:
+        yield
+    finally:
+        log.removeHandler(handler)
+        log.setLevel(level)
+        log.propagate = propagate
 
 
 def _terminate(signum: int, frame: object) -> None:
@@ -321,11 +329,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     from .data import DatasetError
     from .files import FolderInUse
 
-    _show_log_lines()
     previous_handler = signal.signal(signal.SIGTERM, _terminate)
     finished = False
     try:
-        COMMANDS[args.command](args)
+        with _log_lines_on_stderr():
+            COMMANDS[args.command](args)
         finished = True
     except (
         CLIError,

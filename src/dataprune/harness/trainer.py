@@ -35,7 +35,7 @@ from .checkpoint import (
     read_checkpoint,
     write_checkpoint,
 )
-from .data import DATASETS, ImageData, load_dataset, verify_dataset
+from .data import DATASETS, ImageData, load_dataset
 from .methods import FULL_MATCHED, SCORERS, core_method, method_options, run_methods
 from .models import MODELS, build_model
 
@@ -230,12 +230,13 @@ class RunConfig:
 
     def load_data(self) -> ImageData:
         """The run's dataset, on the CPU (its files rechecked first with ``verify``)."""
-        data = load_dataset(
-            self.dataset, self.data_dir, train_limit=self.train_limit, test_limit=self.test_limit
+        return load_dataset(
+            self.dataset,
+            self.data_dir,
+            train_limit=self.train_limit,
+            test_limit=self.test_limit,
+            verify=self.verify,
         )
-        if self.verify and data.folder is not None:
-            logger.info("%s", verify_dataset(self.dataset, data.folder))
-        return data
 
     def identity(self) -> dict[str, Any]:
         """The fields a checkpoint must agree on to be resumed."""
@@ -550,29 +551,24 @@ def train(
                 nonfinite_losses=counts[0],
             )
         )
+        _stop_if_diverged(epoch, *counts)  # before the checkpoint, which keeps the last good epoch
         if out is not None:
             _save_checkpoint(out, config, model, optimizer, schedule, pruner, result)
             # Charged to the next epoch: it comes after this epoch's accuracy was known.
             checkpoint_seconds = time.perf_counter() - t_end
-        if counts[0]:
-            _report_nonfinite(epoch, *counts)
         if stop_after is not None and epoch + 1 >= stop_after:
             break
     return result, model
 
 
-def _report_nonfinite(epoch: int, nonfinite: int, total: int) -> None:
-    share = nonfinite / max(total, 1)
-    message = (
-        f"epoch {epoch}: {nonfinite:,} of {total:,} training losses ({share:.0%}) were NaN or "
-        "inf and were left out"
-    )
-    if share > DIVERGED_SHARE:
+def _stop_if_diverged(epoch: int, nonfinite: int, total: int) -> None:
+    """Stop after an epoch whose losses were mostly NaN or inf (the pruner logs fewer)."""
+    if nonfinite > DIVERGED_SHARE * total:
         raise RunError(
-            f"{message}: training diverged, so the run stops here (its checkpoint is kept). "
+            f"epoch {epoch}: {nonfinite:,} of {total:,} training losses were NaN or inf: "
+            "training diverged, so the run stops (its checkpoint holds the epoch before). "
             "Lower --lr (or raise --label-smoothing) and start again with --overwrite"
         )
-    logger.warning("%s; the run may be diverging", message)
 
 
 # ---------------------------------------------------------------------------- checkpoints

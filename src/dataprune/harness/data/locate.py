@@ -134,38 +134,32 @@ _MNIST_URLS = (
 )
 
 
-def _idx_downloads(mirrors: tuple[str, ...], sums: dict[str, str]) -> tuple[Download, ...]:
-    return tuple(Download(tuple(m + f for m in mirrors), sha, f) for f, sha in sums.items())
+def _idx_downloads(mirrors: tuple[str, ...], sha256s: tuple[str, ...]) -> tuple[Download, ...]:
+    files = required_files("mnist")  # the same four names for both IDX datasets
+    return tuple(
+        Download(tuple(m + f for m in mirrors), sha, f)
+        for f, sha in zip(files, sha256s, strict=True)
+    )
 
+
+# In the order of the files: train images, train labels, test images, test labels.
+_FMNIST_SHA256 = (
+    "3aede38d61863908ad78613f6a32ed271626dd12800ba2636569512369268a84",
+    "a04f17134ac03560a47e3764e11b92fc97de4d1bfaf8ba1a3aa29af54cc90845",
+    "346e55b948d973a97e58d2351dde16a484bd415d4595297633bb08f03db6a073",
+    "67da17c76eaffca5446c3361aaab5c3cd6d1c2608764d35dfb1850b086bf8dd5",
+)
+_MNIST_SHA256 = (
+    "440fcabf73cc546fa21475e81ea370265605f56be210a4024d2ca8f203523609",
+    "3552534a0a558bbed6aed32b30c495cca23d567ec52cac8be1a0730e8010255c",
+    "8d422c7b0a1c1c79245a5bcf07fe86e33eeafee792b84584aec276f5a2dbc4e6",
+    "f7ae60f92e00ec6debd23a6088c31dbd2371eca3ffa0defaefb259924204aec6",
+)
 
 #: Official sources per dataset, with the sha256 their publishers list (tests replace these).
 DOWNLOADS: dict[str, tuple[Download, ...]] = {
-    "fashion-mnist": _idx_downloads(
-        _FMNIST_URLS,
-        {
-            "train-images-idx3-ubyte.gz": "3aede38d61863908ad78613f6a32ed27"
-            "1626dd12800ba2636569512369268a84",
-            "train-labels-idx1-ubyte.gz": "a04f17134ac03560a47e3764e11b92fc"
-            "97de4d1bfaf8ba1a3aa29af54cc90845",
-            "t10k-images-idx3-ubyte.gz": "346e55b948d973a97e58d2351dde16a4"
-            "84bd415d4595297633bb08f03db6a073",
-            "t10k-labels-idx1-ubyte.gz": "67da17c76eaffca5446c3361aaab5c3c"
-            "d6d1c2608764d35dfb1850b086bf8dd5",
-        },
-    ),
-    "mnist": _idx_downloads(
-        _MNIST_URLS,
-        {
-            "train-images-idx3-ubyte.gz": "440fcabf73cc546fa21475e81ea37026"
-            "5605f56be210a4024d2ca8f203523609",
-            "train-labels-idx1-ubyte.gz": "3552534a0a558bbed6aed32b30c495cc"
-            "a23d567ec52cac8be1a0730e8010255c",
-            "t10k-images-idx3-ubyte.gz": "8d422c7b0a1c1c79245a5bcf07fe86e3"
-            "3eafee792b84584aec276f5a2dbc4e6",
-            "t10k-labels-idx1-ubyte.gz": "f7ae60f92e00ec6debd23a6088c31dbd"
-            "2371eca3ffa0defaefb259924204aec6",
-        },
-    ),
+    "fashion-mnist": _idx_downloads(_FMNIST_URLS, _FMNIST_SHA256),
+    "mnist": _idx_downloads(_MNIST_URLS, _MNIST_SHA256),
     "cifar10": (
         Download(
             ("https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz",),

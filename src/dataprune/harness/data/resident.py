@@ -9,6 +9,7 @@ code in the training loop.
 from __future__ import annotations
 
 import dataclasses
+import logging
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,7 +20,9 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from .formats import DATASETS, READERS, RawData
-from .locate import file_checksums, locate
+from .locate import file_checksums, locate, verify_dataset
+
+logger = logging.getLogger("dataprune")
 
 AUGMENTATIONS = ("none", "flip", "crop-flip")
 CROP_PADDING = 4
@@ -148,6 +151,7 @@ def load_dataset(
     train_limit: int | None = None,
     test_limit: int | None = None,
     device: str | torch.device = "cpu",
+    verify: bool = False,
 ) -> ImageData:
     """Load dataset ``name`` (one of :data:`DATASETS`) as an :class:`ImageData` on ``device``.
 
@@ -156,6 +160,8 @@ def load_dataset(
     ``download`` is true, into the chosen directory or else ``~/.cache/dataprune``; otherwise
     :class:`DatasetError` says where it looked. ``train_limit``/``test_limit`` keep only the
     first n samples of each split (normalisation statistics still come from the full split).
+    ``verify`` rechecks the files' sha256 before reading them
+    (:func:`~dataprune.harness.data.locate.verify_dataset`; the result is logged).
     """
     if name not in DATASETS:
         raise ValueError(f"dataset={name!r} is not known; choose one of: {', '.join(DATASETS)}")
@@ -163,6 +169,8 @@ def load_dataset(
         if limit is not None and limit < 1:
             raise ValueError(f"{label} must be a positive number of samples, got {limit}")
     folder = None if name == "digits" else locate(name, data_dir, download)
+    if verify and folder is not None:
+        logger.info("%s", verify_dataset(name, folder))
     data = _to_image_data(READERS[name](folder), train_limit, test_limit, torch.device(device))
     data.folder = folder
     return data
