@@ -343,13 +343,13 @@ class Pruner:
         indices = indices.long()
         # Value checks need a host sync: always on the CPU, once an epoch on an accelerator.
         if indices.device.type == "cpu" or self._validated_epoch != self.epoch:
-            self._validated_epoch = self.epoch
             low, high = (int(v) for v in torch.aminmax(indices)) if indices.numel() else (0, 0)
             if low < 0 or high >= self.num_samples:
                 raise IndexError(
                     f"indices must lie in [0, num_samples={self.num_samples}); got values in "
                     f"[{low}, {high}]"
                 )
+            self._validated_epoch = self.epoch
         return indices
 
     def _report_nonfinite(self, epoch_ended: bool = False) -> None:
