@@ -146,6 +146,7 @@ class Pruner:
         self.selection_seconds = 0.0
         self.record_seconds = 0.0
         self.record_calls = 0
+        self.samples_recorded = 0  # this process's samples passed to record(), before gathering
         self._nonfinite = torch.zeros((), dtype=torch.int64, device=device)
         self.churn: list[dict[str, int]] = []  # samples entering/leaving at each re-selection
 
@@ -294,6 +295,7 @@ class Pruner:
             safe = safe * self._weights.index_select(0, indices).to(safe.dtype)
         result = safe.sum() / kept.clamp_min(1)
         self.record_calls += 1
+        self.samples_recorded += indices.numel()
         self.record_seconds += time.perf_counter() - start
         return result
 
@@ -340,7 +342,11 @@ class Pruner:
     def summary(self) -> dict[str, Any]:
         """Samples used so far, realised fraction pruned, and time spent in the machinery.
 
-        ``record_seconds`` is host time: on CUDA, record() only queues kernels.
+        ``samples_used`` is what the selection planned (``epoch_size`` of each epoch started);
+        ``samples_recorded`` is what this process passed to ``record()``, the realised budget
+        where a sequential reader gives ranks unequal shares (see
+        ``dataprune.integrations.webdataset``). ``record_seconds`` is host time: on CUDA,
+        record() only queues kernels.
         """
         epochs_done = 0 if self.epoch is None else self.epoch + 1
         full = self.num_samples * epochs_done
@@ -352,6 +358,7 @@ class Pruner:
             "selection_seconds": self.selection_seconds,
             "record_seconds": self.record_seconds,
             "record_calls": self.record_calls,
+            "samples_recorded": self.samples_recorded,
             "nonfinite_losses_skipped": int(self._nonfinite),
         }
 
@@ -383,6 +390,7 @@ class Pruner:
             "selection_seconds": self.selection_seconds,
             "record_seconds": self.record_seconds,
             "record_calls": self.record_calls,
+            "samples_recorded": self.samples_recorded,
             "nonfinite": int(self._nonfinite),
             "churn": list(self.churn),
         }
@@ -443,6 +451,7 @@ class Pruner:
         self.selection_seconds = state["selection_seconds"]
         self.record_seconds = state["record_seconds"]
         self.record_calls = state["record_calls"]
+        self.samples_recorded = state.get("samples_recorded", 0)  # absent from older states
         self._nonfinite = torch.tensor(state["nonfinite"], device=device)
         self.churn = list(state["churn"])
 
