@@ -25,7 +25,7 @@ from dataprune import IndexedDataset, Pruner
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT.parent / "shared" / "data"
-N, BATCH, EPOCHS, PRUNE = 3000, 100, 4, 0.5
+N, BATCH, EPOCHS, PRUNE = 3000, 100, 3, 0.5
 LIBRARIES = {"folder": "PIL", "mds": "streaming", "litdata": "litdata", "webdataset": "webdataset"}
 FORMATS = tuple(LIBRARIES)
 
@@ -220,6 +220,9 @@ def test_resume_from_a_saved_pruner_is_exact(fmt, shards, tmp_path):
 
 # ------------------------------------------------------------------- 2 ranks x 2 workers
 def _rank(rank: int, world_size: int, init_file: str, root: str, formats: list[str], out: str):
+    # A spawned process inherits "spawn" as its default start method; DataLoader workers are
+    # forked, as under torchrun, rather than each importing torch anew.
+    mp.set_start_method("fork", force=True)
     # MosaicML Streaming reads its world from the launcher's environment variables.
     os.environ.update(RANK=str(rank), WORLD_SIZE=str(world_size), LOCAL_RANK=str(rank))
     os.environ.update(LOCAL_WORLD_SIZE=str(world_size), MASTER_ADDR="127.0.0.1")

@@ -192,7 +192,10 @@ def write_webdataset(
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     pattern = str(out / "shard-%06d.tar")
-    with wds.ShardWriter(pattern, maxcount=1 << 40, maxsize=shard_bytes, verbose=0) as writer:
+    # mtime=0: reproducible shards, and plain ustar headers (a float mtime adds a pax header)
+    with wds.ShardWriter(
+        pattern, maxcount=1 << 40, maxsize=shard_bytes, verbose=0, mtime=0
+    ) as writer:
         for index, png, label in samples:
             writer.write({"__key__": f"{index:{INDEX_FORMAT}}", "png": png, "label": str(label)})
     return sorted(out.glob("shard-*.tar"))
