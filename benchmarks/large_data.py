@@ -16,7 +16,7 @@ counts, per epoch, the samples whose bytes were read, the PNG decodes (both coun
 workers, in shared memory), the bytes read (the PNG payloads; for WebDataset the whole tar
 shards, which its reader streams through) and the optimizer steps.
 
-    python benchmarks/large_data.py                    # 20k images, 2 workers, ~3 min on 2 cores
+    python benchmarks/large_data.py                    # 20k images, 2 workers: ~5 min on 2 cores
     python benchmarks/large_data.py --samples 5000 --repeats 1   # a quick look
 """
 
