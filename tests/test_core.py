@@ -51,6 +51,7 @@ def test_prune_zero_selects_every_sample(method):
         assert len(pruner.sampler()) == n
     assert pruner.summary()["samples_used"] == 4 * n
     assert pruner.summary()["fraction_pruned"] == 0.0
+    assert pruner.summary()["samples_recorded"] == 4 * n  # run_epoch records each index once
 
 
 def _train_digits(method: str, epochs: int = 3) -> tuple[torch.Tensor, torch.Tensor, float]:
@@ -523,7 +524,13 @@ def _stats_equal(a: Pruner, b: Pruner) -> None:
     assert torch.equal(a.stats.table, b.stats.table)
     assert torch.equal(a.selected_count, b.selected_count)
     sa, sb = a.summary(), b.summary()
-    for key in ("samples_used", "record_calls", "epochs_started", "fraction_pruned"):
+    for key in (
+        "samples_used",
+        "samples_recorded",
+        "record_calls",
+        "epochs_started",
+        "fraction_pruned",
+    ):
         assert sa[key] == sb[key]
 
 

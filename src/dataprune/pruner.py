@@ -148,6 +148,7 @@ class Pruner:
         self.selection_seconds = 0.0
         self.record_seconds = 0.0
         self.record_calls = 0
+        self.samples_recorded = 0  # this process's samples passed to record(), before gathering
         self._nonfinite = torch.zeros((), dtype=torch.int64, device=device)
         self._nonfinite_reported = 0  # the count when NaN/inf losses were last logged
         self._reported_epoch: int | None = -1  # the epoch they were last logged in
@@ -319,6 +320,7 @@ class Pruner:
             safe = safe * self._weights.index_select(0, indices).to(safe.dtype)
         result = safe.sum() / kept.clamp_min(1)
         self.record_calls += 1
+        self.samples_recorded += indices.numel()
         self.record_seconds += time.perf_counter() - start
         return result
 
@@ -388,7 +390,11 @@ class Pruner:
 
         ``fraction_pruned`` is ``1 - samples_used / (N * epochs_started)``, over the epochs
         started with ``set_epoch`` (epochs skipped over are not counted as trained).
-        ``record_seconds`` is host time: on CUDA, record() only queues kernels.
+        ``samples_used`` is what the selection planned (``epoch_size`` of each epoch started);
+        ``samples_recorded`` is what this process passed to ``record()``, the realised budget
+        where a sequential reader gives ranks unequal shares (see
+        ``dataprune.integrations.webdataset``). ``record_seconds`` is host time: on CUDA,
+        record() only queues kernels.
         """
         self._report_nonfinite()
         full = self.num_samples * self.epochs_started
@@ -400,6 +406,7 @@ class Pruner:
             "selection_seconds": self.selection_seconds,
             "record_seconds": self.record_seconds,
             "record_calls": self.record_calls,
+            "samples_recorded": self.samples_recorded,
             "nonfinite_losses_skipped": int(self._nonfinite),
         }
 
@@ -433,6 +440,7 @@ class Pruner:
             "selection_seconds": self.selection_seconds,
             "record_seconds": self.record_seconds,
             "record_calls": self.record_calls,
+            "samples_recorded": self.samples_recorded,
             "nonfinite": int(self._nonfinite),
             "churn": list(self.churn),
         }
@@ -478,6 +486,7 @@ class Pruner:
         self.selection_seconds = state["selection_seconds"]
         self.record_seconds = state["record_seconds"]
         self.record_calls = state["record_calls"]
+        self.samples_recorded = state["samples_recorded"]
         self._nonfinite = torch.tensor(state["nonfinite"], device=device)
         self._nonfinite_reported = state["nonfinite"]
         self.churn = list(state["churn"])
@@ -500,6 +509,7 @@ _STATE_KEYS = (
     "selection_seconds",
     "record_seconds",
     "record_calls",
+    "samples_recorded",
     "nonfinite",
     "churn",
 )

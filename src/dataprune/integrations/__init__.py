@@ -1,0 +1,15 @@
+"""Optional integrations, each a thin module on the core's public API and one extra library.
+
+Data past memory (each module needs its extra; none needs torchvision):
+
+- :mod:`dataprune.integrations.images`: PNG encode/decode and an on-disk image folder
+  (``pip install 'dataprune[images]'``, Pillow).
+- :mod:`dataprune.integrations.mosaic`: MosaicML Streaming MDS shards (``[mosaic]``).
+- :mod:`dataprune.integrations.litdata`: LitData optimized chunks (``[litdata]``).
+- :mod:`dataprune.integrations.webdataset`: WebDataset tar shards (``[webdataset]``).
+- :mod:`dataprune.integrations.prepare`: writes an image array into any of these formats.
+
+Indexable formats (folder, MDS, LitData) are read through ``pruner.sampler()``: a pruned sample
+is never read nor decoded. WebDataset tars are sequential: a filter on the member names drops
+pruned samples before their bytes are extracted or decoded.
+"""

@@ -1,0 +1,201 @@
+"""WebDataset tar shards: pruned samples are dropped by member name, before they are extracted.
+
+A tar shard is read sequentially, so no sampler can jump to the kept samples. Instead
+:class:`PrunedWebDataset` builds the library's pipeline with a ``select_files`` filter in
+``tarfile_to_samples``: the tar reader skips each member whose sample index is not in this
+epoch's subset, so its bytes are never extracted, grouped into a sample or decoded (the reader
+still streams past them: tar I/O is not saved, decoding is). The index of a sample is read from
+its key, the member name before the first dot (``00000042.png`` is sample 42), as
+:func:`write_webdataset` writes it; pass ``index_of`` for another naming.
+
+Shards are split across ranks (``urls[rank::world_size]``) and then across DataLoader workers
+(``webdataset.split_by_worker``); their order is shuffled from ``(seed, epoch)``, identically
+on every rank. In one process every kept sample is read exactly once per epoch: the budget is
+the pruner's. Under torch.distributed, ``pruner.record`` is a collective, so every rank must
+take the same number of steps, while each holds only the kept samples of its own shards. Each
+DataLoader worker of each rank then yields a fixed quota, ``epoch_size // (world_size *
+num_workers)`` samples: a worker stops once it reaches it, and one that runs short reads its
+shards' kept samples again. The realised budget is :meth:`PrunedWebDataset.epoch_samples`
+(at most ``world_size * num_workers - 1`` below the pruner's, and its samples can differ from
+the chosen subset where shards hold uneven shares of it); ``pruner.summary()
+["samples_recorded"]`` reports what this rank recorded.
+
+Use it with ``persistent_workers=False`` (the default): each epoch's workers must start after
+``pruner.set_epoch``, and they read the subset from their copy of the pruner.
+
+Needs ``pip install 'dataprune[webdataset]'`` (no torchvision).
+
+    from dataprune.integrations.images import decode_sample
+    from dataprune.integrations.webdataset import PrunedWebDataset
+
+    pruner = dataprune.Pruner(N, "epsilon-greedy", prune=0.5, epochs=E)
+    data = PrunedWebDataset(sorted(glob.glob("shards/wds/*.tar")), pruner, decode_sample)
+    loader = DataLoader(data, batch_size=B, num_workers=4)
+    for epoch in range(E):
+        pruner.set_epoch(epoch)
+        for idx, (x, y) in loader:
+            loss = pruner.record(idx, F.cross_entropy(model(x.float()), y, reduction="none"))
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import webdataset as wds
+from torch.utils.data import IterableDataset, get_worker_info
+
+from ..distributed import world
+from ..pruner import Pruner
+from .images import INDEX_FORMAT, SHARD_BYTES, Sample
+
+
+def key_index(name: str) -> int:
+    """The sample index in a member name written by :func:`write_webdataset` (``42`` for
+    ``dir/00000042.png``)."""
+    return int(os.path.basename(name).split(".", 1)[0])
+
+
+class PrunedWebDataset(IterableDataset):
+    """Yields ``(index, transform(sample))`` for this rank's and worker's kept samples.
+
+    Args:
+        urls: the tar shards (paths or any URL WebDataset opens), the same list on every rank.
+        pruner: the run's pruner; ``pruner.set_epoch`` must come before each epoch's iteration.
+        transform: applied to each kept sample dict (``__key__`` plus one entry per member
+            extension, e.g. ``png`` and ``label`` bytes), in the DataLoader workers.
+        index_of: member name -> global sample index in ``[0, pruner.num_samples)``.
+        shuffle_shards: shuffle the shard order each epoch from ``(pruner.seed, epoch)``.
+        shuffle_buffer: if > 0, shuffle kept samples through a buffer of this many samples,
+            seeded from ``(pruner.seed, epoch, rank, worker)``.
+        rank, world_size: default to ``dataprune.distributed.world()`` when the dataset is made.
+    """
+
+    def __init__(
+        self,
+        urls: Sequence[str],
+        pruner: Pruner,
+        transform: Callable[[dict[str, Any]], Any] | None = None,
+        index_of: Callable[[str], int] = key_index,
+        shuffle_shards: bool = True,
+        shuffle_buffer: int = 0,
+        rank: int | None = None,
+        world_size: int | None = None,
+    ):
+        if not urls:
+            raise ValueError("urls is empty: pass the list of tar shards")
+        if shuffle_buffer < 0:
+            raise ValueError(f"shuffle_buffer must be >= 0 samples, got {shuffle_buffer}")
+        default_rank, default_world = world()
+        self.urls = list(urls)
+        self.pruner = pruner
+        self.transform = transform
+        self.index_of = index_of
+        self.shuffle_shards = shuffle_shards
+        self.shuffle_buffer = shuffle_buffer
+        self.rank = default_rank if rank is None else rank
+        self.world_size = default_world if world_size is None else world_size
+        if not 0 <= self.rank < self.world_size:
+            raise ValueError(f"rank={self.rank} must be in [0, world_size={self.world_size})")
+
+    def shards(self) -> list[str]:
+        """This rank's shards for the current epoch, in reading order (before the worker split)."""
+        epoch = self._epoch()
+        urls = self.urls
+        if self.shuffle_shards:
+            order = np.random.default_rng([self.pruner.seed, epoch, 0x5744]).permutation(len(urls))
+            urls = [urls[i] for i in order]
+        return urls[self.rank :: self.world_size]
+
+    def epoch_samples(self, num_workers: int) -> int:
+        """Samples read in the current epoch over all ranks (the realised budget) with a
+        DataLoader of ``num_workers`` workers; the pruner's ``epoch_size`` in one process."""
+        size = self.pruner.epoch_size(self._epoch())
+        if self.world_size == 1:
+            return size
+        return self._quota(num_workers) * self.world_size * max(num_workers, 1)
+
+    def _quota(self, num_workers: int) -> int:
+        """Samples each DataLoader worker of each rank yields under torch.distributed."""
+        readers = self.world_size * max(num_workers, 1)
+        if len(self.urls) < readers:
+            raise ValueError(
+                f"{len(self.urls)} shards cannot feed world_size={self.world_size} ranks x "
+                f"num_workers={num_workers} DataLoader workers: write at least {readers} shards"
+            )
+        return self.pruner.epoch_size(self._epoch()) // readers
+
+    def _epoch(self) -> int:
+        if self.pruner.epoch is None:
+            raise RuntimeError(
+                "no subset yet: call pruner.set_epoch(epoch) at the start of each epoch, before "
+                "iterating the DataLoader"
+            )
+        return self.pruner.epoch
+
+    def __iter__(self) -> Iterator[tuple[int, Any]]:
+        epoch = self._epoch()
+        kept = np.zeros(self.pruner.num_samples, dtype=bool)
+        kept[self.pruner.indices().cpu().numpy()] = True
+        index_of = self.index_of
+
+        def keep_member(name: str) -> bool:
+            return bool(kept[index_of(name)])
+
+        stages: list[Any] = [
+            wds.SimpleShardList(self.shards()),
+            wds.split_by_worker,
+            wds.tarfile_to_samples(select_files=keep_member),
+        ]
+        if self.shuffle_buffer:
+            _, _, worker, _ = wds.utils.pytorch_worker_info()
+            seed = hash((self.pruner.seed, epoch, self.rank, worker))
+            stages.append(wds.shuffle(self.shuffle_buffer, initial=self.shuffle_buffer, seed=seed))
+        pipeline = wds.DataPipeline(*stages)
+        samples: Iterable[dict[str, Any]] = pipeline
+        if self.world_size > 1:
+            info = get_worker_info()
+            samples = self._fill(pipeline, self._quota(0 if info is None else info.num_workers))
+        for sample in samples:
+            index = index_of(sample["__key__"])
+            yield index, sample if self.transform is None else self.transform(sample)
+
+    @staticmethod
+    def _fill(pipeline: Iterable[dict[str, Any]], quota: int) -> Iterator[dict[str, Any]]:
+        """Exactly ``quota`` samples: the first ones, then passes again while short."""
+        count = 0
+        while count < quota:
+            before = count
+            for sample in itertools.islice(pipeline, quota - count):
+                count += 1
+                yield sample
+            if count == before:
+                raise RuntimeError(
+                    "a DataLoader worker's shards hold none of this epoch's kept samples, so it "
+                    "cannot yield its share: write more, smaller shards"
+                )
+
+
+def write_webdataset(
+    out_dir: str | os.PathLike[str], samples: Iterable[Sample], shard_bytes: int = SHARD_BYTES
+) -> list[Path]:
+    """Write ``(index, png, label)`` samples as tar shards with ``webdataset.ShardWriter``.
+
+    Each sample is two members, ``<index>.png`` and ``<index>.label`` (decimal text), with the
+    zero-padded index as key, in shards of at most ``shard_bytes``. Returns the shard paths in
+    order.
+    """
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    pattern = str(out / "shard-%06d.tar")
+    # mtime=0: reproducible shards, and plain ustar headers (a float mtime adds a pax header)
+    with wds.ShardWriter(
+        pattern, maxcount=1 << 40, maxsize=shard_bytes, verbose=0, mtime=0
+    ) as writer:
+        for index, png, label in samples:
+            writer.write({"__key__": f"{index:{INDEX_FORMAT}}", "png": png, "label": str(label)})
+    return sorted(out.glob("shard-*.tar"))
