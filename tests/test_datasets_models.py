@@ -301,7 +301,7 @@ def test_download_offline(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> No
         load_dataset("fashion-mnist", tmp_path, download=True)
     msg = str(info.value)
     assert "http://127.0.0.1:9/train-images-idx3-ubyte.gz" in msg and "--data-dir" in msg
-    assert not any(p.is_file() for p in tmp_path.rglob("*"))  # no partial files left
+    assert not any(tmp_path.rglob("*"))  # no partial files, and no empty folder, left
 
 
 def _tar_gz(path: Path, files: dict[str, bytes]) -> str:

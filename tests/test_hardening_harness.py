@@ -202,7 +202,7 @@ def test_verify_rechecks_files_on_disk(tmp_path, capsys):
     assert "4 file(s)" in verify_dataset("fashion-mnist", FASHION.resolve())
     copy = tmp_path / "fashion-mnist"
     copy.mkdir()
-    for f in FASHION.iterdir():
+    for f in FASHION.glob("*.gz"):
         (copy / f.name).write_bytes(f.read_bytes())
     (copy / "t10k-labels-idx1-ubyte.gz").write_bytes(b"\x1f\x8b damaged")
     with pytest.raises(DatasetError, match="t10k-labels.*differs from the expected"):

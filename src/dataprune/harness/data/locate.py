@@ -272,9 +272,15 @@ def download_dataset(name: str, root: str | os.PathLike[str]) -> Path:
         return root
     if name in ("fashion-mnist", "mnist"):
         folder = root / name
-        for item in DOWNLOADS[name]:
-            if not (folder / item.filename).is_file():
-                _fetch(item, folder / item.filename)
+        existed = folder.exists()
+        try:
+            for item in DOWNLOADS[name]:
+                if not (folder / item.filename).is_file():
+                    _fetch(item, folder / item.filename)
+        except DatasetError:
+            if not existed and folder.is_dir() and not any(folder.iterdir()):
+                folder.rmdir()  # a failed download leaves no empty folder behind
+            raise
         return folder
     (item,) = DOWNLOADS[name]
     root.mkdir(parents=True, exist_ok=True)
