@@ -3,20 +3,34 @@
 from __future__ import annotations
 
 import math
+import numbers
 from collections.abc import Iterable
 from typing import Any
+
+import torch
+
+#: The largest float32: every float option ends up in float32 tensor arithmetic.
+FLOAT32_MAX = float(torch.finfo(torch.float32).max)
 
 
 def check_choice(name: str, value: Any, choices: Iterable[str]) -> str:
     choices = tuple(choices)
-    if value not in choices:
+    if not isinstance(value, str) or value not in choices:
         raise ValueError(f"{name}={value!r} is not known; choose one of: {', '.join(choices)}")
     return value
 
 
+def check_bool(name: str, value: Any) -> bool:
+    if not isinstance(value, bool):
+        raise TypeError(f"{name} must be True or False, got {value!r} ({type(value).__name__})")
+    return value
+
+
 def check_int(name: str, value: Any, *, low: int | None = None, high: int | None = None) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
+    """``value`` as an int (numpy integers too) if it lies in ``[low, high]``."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
         raise TypeError(f"{name} must be an int, got {value!r} ({type(value).__name__})")
+    value = int(value)
     if low is not None and value < low:
         raise ValueError(f"{name}={value} must be >= {low}")
     if high is not None and value > high:
@@ -33,8 +47,9 @@ def check_float(
     high_open: bool = False,
     low_open: bool = False,
 ) -> float:
-    """``value`` as a float if it is a finite number in the range (NaN and inf never are)."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
+    """``value`` as a float if it is a finite number in the range (NaN and inf never are, nor
+    anything past float32's range, where the arithmetic happens)."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
         raise TypeError(f"{name} must be a number, got {value!r} ({type(value).__name__})")
     try:
         value = float(value)
@@ -50,4 +65,6 @@ def check_float(
     )
     if bad:
         raise ValueError(f"{name}={value} is not allowed: it must be a finite number in {allowed}")
+    if abs(value) > FLOAT32_MAX:
+        raise ValueError(f"{name}={value} is beyond float32's range (at most {FLOAT32_MAX:.3g})")
     return value

@@ -11,7 +11,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from ._validation import check_float, check_int
+from ._validation import check_bool, check_float, check_int
 from .distributed import (
     all_gather_indices,
     all_gather_varlen,
@@ -20,11 +20,14 @@ from .distributed import (
     host_group,
     world,
 )
-from .policies import SelectionContext, get_policy
+from .policies import Selection, SelectionContext, get_policy
 from .sampler import PrunedSampler
-from .stats import MAX_SAMPLES, SampleStats
+from .stats import MAX_SAMPLES, SEEN, VAR, SampleStats
 
 logger = logging.getLogger("dataprune")
+
+#: An upper bound on ``epochs`` (and ``every``), far past any real run.
+MAX_EPOCHS = 1_000_000
 
 _STATE_FORMAT = 2
 _CONFIG_KEYS = (
@@ -104,19 +107,33 @@ class Pruner:
         policy_class = get_policy(method)
         self.method = method
         self.prune = check_float("prune", prune, low=0.0, high=1.0, high_open=True)
-        self.epochs = check_int("epochs", epochs, low=1)
+        self.epochs = check_int("epochs", epochs, low=1, high=MAX_EPOCHS)
         self.seed = check_int("seed", seed, low=-(2**63), high=2**63 - 1)
-        self.every = check_int("every", every, low=1)
-        self.warmup_epochs = check_int("warmup_epochs", warmup_epochs, low=0, high=epochs)
+        self.every = check_int("every", every, low=1, high=MAX_EPOCHS)
+        self.warmup_epochs = check_int("warmup_epochs", warmup_epochs, low=0, high=self.epochs)
         if anneal_epochs is None:
-            anneal_epochs = policy_class.default_anneal_epochs(epochs, warmup_epochs)
+            anneal_epochs = policy_class.default_anneal_epochs(self.epochs, self.warmup_epochs)
         self.anneal_epochs = check_int(
-            "anneal_epochs", anneal_epochs, low=0, high=epochs - self.warmup_epochs
+            "anneal_epochs", anneal_epochs, low=0, high=self.epochs - self.warmup_epochs
         )
-        self.rescale = policy_class.default_rescale if rescale is None else bool(rescale)
+        self.rescale = policy_class.default_rescale if rescale is None else rescale
+        check_bool("rescale", self.rescale)
+        check_bool("shard_stats", shard_stats)
+        check_bool("compile", compile)
         alpha = policy_class.default_alpha if alpha is None else alpha
         self.alpha = check_float("alpha", alpha, low=0.0, high=1.0, low_open=True)
         self.k = budget(num_samples, self.prune)
+        device = _check_device(device)
+        if (
+            policy_class.prunes
+            and self.k < num_samples
+            and self.warmup_epochs + self.anneal_epochs >= self.epochs
+        ):
+            raise ValueError(
+                f"warmup_epochs={self.warmup_epochs} + anneal_epochs={self.anneal_epochs} leave "
+                f"none of the {self.epochs} epochs pruned: method={method!r} would train on "
+                "full data throughout; lower them, or use method='full'"
+            )
 
         self.policy = policy_class(**options)
         self.policy.check_num_samples(num_samples)
@@ -198,7 +215,7 @@ class Pruner:
         self._report_nonfinite(epoch_ended=True)
         self.epoch = epoch
         self.epochs_started += 1
-        start = time.perf_counter()
+        started = time.perf_counter()
         if not self.is_pruned_epoch(epoch):
             self._use_subset(None, None)
         else:
@@ -213,21 +230,27 @@ class Pruner:
                     total=None if self.shard is None else self.num_samples,
                 )
                 selection = self.policy.select(ctx)
+                start, end = self.shard or (0, self.num_samples)
+                _check_selection(selection, self.method, start, end)
                 indices, weights = selection.indices, selection.weights
                 stayed = None
                 if self.shard is not None:
                     stayed = self._stayed_in_shard(indices)
-                    start, end = self.shard
                     indices = all_gather_indices(indices, start, end - start)
                     if weights is not None:
                         weights = all_gather_varlen(weights) if self.rescale else None
+                if indices.numel() != self.k:
+                    raise RuntimeError(
+                        f"method={self.method!r} selected {indices.numel()} samples, not the "
+                        f"budget k={self.k}: its Policy.select() must return exactly ctx.k"
+                    )
                 self._round = rnd
                 self._use_subset(indices, weights, stayed)
         if self.is_pruned_epoch(epoch):
             self._count_selected()
             self.pruned_epochs += 1
         self.samples_used += self.epoch_size(epoch)
-        self.selection_seconds += time.perf_counter() - start
+        self.selection_seconds += time.perf_counter() - started
 
     def _count_selected(self) -> None:
         if self.shard is None:
@@ -309,13 +332,15 @@ class Pruner:
         all_indices, all_losses = gather_batch(indices, losses)
         self.stats.update(all_indices, all_losses)
 
-        kept = (losses.detach().abs() < math.inf).sum()
+        # Finite as the statistics see them: in float32 (a float64 1e300 is not).
+        finite = losses.detach().float().abs() < math.inf
+        kept = finite.sum()
         self._nonfinite += losses.numel() - kept
         if losses.device.type == "cpu" and int(kept) < losses.numel():
             self._report_nonfinite()  # on the CPU at once; elsewhere at the next set_epoch
         # Left out of the mean. This cannot stop a NaN gradient from the graph behind an inf
         # loss (the chain rule multiplies this zero by an infinite derivative).
-        safe = losses.nan_to_num(0.0, 0.0, 0.0)
+        safe = torch.where(finite, losses, 0.0)
         if self._weights is not None:
             safe = safe * self._weights.index_select(0, indices).to(safe.dtype)
         result = safe.sum() / kept.clamp_min(1)
@@ -327,6 +352,8 @@ class Pruner:
     def _check_batch(self, indices: Tensor, losses: Tensor) -> Tensor:
         if not isinstance(losses, Tensor) or not losses.is_floating_point():
             raise TypeError(f"losses must be a floating-point tensor, got {_describe(losses)}")
+        if losses.is_meta or (isinstance(indices, Tensor) and indices.is_meta):
+            raise TypeError("record() needs real tensors, not tensors on the 'meta' device")
         if losses.dim() == 0:
             raise ValueError(
                 "losses is a scalar, but record() needs one loss per sample: compute the loss "
@@ -465,14 +492,16 @@ class Pruner:
         Refuses, with the reason, a state saved with other settings or method options, or one
         that does not fit this pruner (wrong sizes, indices out of range). A sharded pruner
         loads either its own shard's state or a whole one (from :meth:`gathered_state_dict` or
-        an unsharded pruner), keeping its rows of the latter. Rows whose statistics are not
-        finite (which no version of dataprune that saturates them writes) load as unseen.
+        an unsharded pruner), keeping its rows of the latter. Rows that are not valid statistics
+        (not finite, a negative variance or count: no version of dataprune writes them) load as
+        unseen samples.
         """
         rows = _check_state(self, state)
         device = self.stats.device
         # Copies, so that this pruner never shares storage with the state or its source.
         table = state["stats"][rows].to(device, torch.float32, copy=True)
-        table[~torch.isfinite(table).all(1)] = 0.0
+        valid = torch.isfinite(table).all(1) & (table[:, VAR] >= 0) & (table[:, SEEN] >= 0)
+        table[~valid] = 0.0
         self.stats.table = table
         self.selected_count = state["selected_count"][rows].to(device, torch.int32, copy=True)
         weights, subset = state["weights"], state["subset"]
@@ -492,6 +521,14 @@ class Pruner:
         self.churn = list(state["churn"])
 
 
+_COUNTERS = (
+    "epochs_started",
+    "samples_used",
+    "pruned_epochs",
+    "record_calls",
+    "samples_recorded",
+    "nonfinite",
+)
 _STATE_KEYS = (
     "format",
     *_CONFIG_KEYS,
@@ -515,8 +552,11 @@ _STATE_KEYS = (
 )
 
 
-def _check_state(pruner: Pruner, state: Any) -> slice:
-    """Refuse a state ``pruner`` cannot load; return the rows of its statistics to take."""
+def check_state_fields(state: Any) -> None:
+    """Refuse a pruner state whose fields are missing or of the wrong kind (any pruner's).
+
+    Used by ``load_state_dict`` and by tools that read a saved state without a Pruner.
+    """
     if not isinstance(state, Mapping):
         raise TypeError(
             f"state must be the dict that Pruner.state_dict() returns, got {_describe(state)}"
@@ -532,6 +572,55 @@ def _check_state(pruner: Pruner, state: Any) -> slice:
             f"the pruner state lacks {', '.join(repr(k) for k in missing)}; pass a state "
             "saved by Pruner.state_dict()"
         )
+    for key in (*_COUNTERS, "num_samples", "epochs", "every", "warmup_epochs", "anneal_epochs"):
+        value = state[key]
+        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            raise ValueError(f"the pruner state's {key!r} must be an int >= 0, got {value!r}")
+    for key in ("selection_seconds", "record_seconds"):
+        value = state[key]
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not value >= 0:
+            raise ValueError(f"the pruner state's {key!r} must be a number >= 0, got {value!r}")
+    for key in ("epoch", "round"):
+        value = state[key]
+        if value is not None and (
+            isinstance(value, bool) or not isinstance(value, int) or value < 0
+        ):
+            raise ValueError(
+                f"the pruner state's {key!r} must be None or an int >= 0, got {value!r}"
+            )
+    if not isinstance(state["method"], str) or not isinstance(state["prune"], float):
+        raise ValueError("the pruner state's 'method' must be a str and 'prune' a float")
+    churn = state["churn"]
+    if not isinstance(churn, list) or not all(
+        isinstance(c, dict) and all(isinstance(c.get(k), int) for k in ("epoch", "entered", "left"))
+        for c in churn
+    ):
+        raise ValueError("the pruner state's 'churn' must be a list of {epoch, entered, left}")
+    stats, counts = state["stats"], state["selected_count"]
+    if not isinstance(stats, Tensor) or stats.dim() != 2 or stats.shape[1] != 3:
+        raise ValueError(
+            f"the pruner state's 'stats' must be an (N, 3) tensor, got {_describe(stats)}"
+        )
+    if (
+        not isinstance(counts, Tensor)
+        or counts.is_floating_point()
+        or counts.dtype == torch.bool
+        or counts.shape != stats.shape[:1]
+    ):
+        raise ValueError(
+            f"the pruner state's 'selected_count' must be an integer tensor of {stats.shape[0]} "
+            f"counts, got {_describe(counts)}"
+        )
+    if counts.numel() and (int(counts.min()) < 0 or int(counts.max()) > state["pruned_epochs"]):
+        raise ValueError(
+            f"the pruner state's 'selected_count' must lie in [0, pruned_epochs="
+            f"{state['pruned_epochs']}]"
+        )
+
+
+def _check_state(pruner: Pruner, state: Any) -> slice:
+    """Refuse a state ``pruner`` cannot load; return the rows of its statistics to take."""
+    check_state_fields(state)
     saved = {key: state[key] for key in _CONFIG_KEYS} | {"options": state["options"]}
     current = {key: getattr(pruner, key) for key in _CONFIG_KEYS}
     current["options"] = pruner.policy.state()
@@ -543,6 +632,8 @@ def _check_state(pruner: Pruner, state: Any) -> slice:
             )
     n = pruner.num_samples
     saved_shard = state["shard"]
+    if saved_shard is not None and list(saved_shard) == [0, n]:
+        saved_shard = None  # one shard of one: the whole state
     rows = slice(None)
     if saved_shard is None and pruner.shard is not None:
         rows = slice(*pruner.shard)
@@ -555,10 +646,20 @@ def _check_state(pruner: Pruner, state: Any) -> slice:
         )
     saved_rows = n if saved_shard is None else saved_shard[1] - saved_shard[0]
     _check_tensor(state, "stats", (saved_rows, 3), floating=True)
-    _check_tensor(state, "selected_count", (saved_rows,), floating=False)
     if state["weights"] is not None:
         _check_tensor(state, "weights", (n,), floating=True)
-    subset = state["subset"]
+        weights = state["weights"]
+        if not bool((torch.isfinite(weights) & (weights > 0)).all()):
+            raise ValueError("the pruner state's 'weights' must be finite and positive")
+    epoch, subset = state["epoch"], state["subset"]
+    if epoch is not None:
+        check_int("state['epoch']", epoch, low=0, high=pruner.epochs - 1)
+    pruned = epoch is not None and pruner.is_pruned_epoch(epoch)
+    if (subset is not None) != pruned:
+        raise ValueError(
+            f"the pruner state's subset is {'missing' if pruned else 'present'} at epoch "
+            f"{epoch}, which is {'a pruned' if pruned else 'not a pruned'} epoch"
+        )
     if subset is not None:
         _check_tensor(state, "subset", (pruner.k,), floating=False)
         if subset.numel() and (int(subset.min()) < 0 or int(subset.max()) >= n):
@@ -568,9 +669,6 @@ def _check_state(pruner: Pruner, state: Any) -> slice:
             )
         if subset.numel() > 1 and not bool((subset[1:] > subset[:-1]).all()):
             raise ValueError("the pruner state's subset is not sorted without repeats")
-    epoch = state["epoch"]
-    if epoch is not None:
-        check_int("state['epoch']", epoch, low=0, high=pruner.epochs - 1)
     return rows
 
 
@@ -587,6 +685,43 @@ def _check_tensor(state: Mapping[str, Any], key: str, shape: tuple, floating: bo
             f"the pruner state's {key!r} must be a {kind} tensor of shape {shape} for this "
             f"pruner, got {_describe(value)}"
         )
+
+
+def _check_device(device: Any) -> torch.device:
+    try:
+        parsed = torch.device(device)
+    except (RuntimeError, TypeError, ValueError):
+        raise ValueError(
+            f"device={device!r} is not a device; use 'cpu', 'cuda' or 'cuda:N'"
+        ) from None
+    if parsed.type == "meta":
+        raise ValueError("device='meta' holds no data: the statistics need a real device")
+    if parsed.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device={device!r} was asked for, but CUDA is not available here")
+    return parsed
+
+
+def _check_selection(selection: Any, method: str, start: int, end: int) -> None:
+    """Refuse what a policy's ``select`` returned unless it is a sorted set of its rows."""
+    problem = None
+    if not isinstance(selection, Selection):
+        problem = f"returned {_describe(selection)}, not a Selection"
+    else:
+        indices, weights = selection.indices, selection.weights
+        if not isinstance(indices, Tensor) or indices.dim() != 1 or indices.is_floating_point():
+            problem = f"returned indices {_describe(indices)}, not a 1-D integer tensor"
+        elif indices.numel() > 1 and not bool((indices[1:] > indices[:-1]).all()):
+            problem = "returned indices that are not sorted without repeats"
+        elif indices.numel() and (int(indices[0]) < start or int(indices[-1]) >= end):
+            problem = f"returned indices outside its samples [{start}, {end})"
+        elif weights is not None and (
+            not isinstance(weights, Tensor)
+            or weights.shape != indices.shape
+            or not bool((torch.isfinite(weights) & (weights > 0)).all())
+        ):
+            problem = "returned weights that are not one finite positive number per index"
+    if problem:
+        raise RuntimeError(f"method={method!r}: Policy.select() {problem}")
 
 
 def _describe(value: Any) -> str:

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 import torch
 from torch.utils.data import Dataset, Sampler
 
+from ._validation import check_bool, check_int
 from .distributed import world
 from .selection import Stream, make_generator
 
@@ -53,12 +54,14 @@ class PrunedSampler(Sampler[int]):
         rank: int | None = None,
     ):
         self.pruner = pruner
-        self.shuffle = shuffle
-        self.drop_last = drop_last
+        self.shuffle = check_bool("shuffle", shuffle)
+        self.drop_last = check_bool("drop_last", drop_last)
         default_rank, default_world = world()
-        self.num_replicas = default_world if num_replicas is None else num_replicas
-        self.rank = default_rank if rank is None else rank
-        if not 0 <= self.rank < self.num_replicas:
+        self.num_replicas = check_int(
+            "num_replicas", default_world if num_replicas is None else num_replicas, low=1
+        )
+        self.rank = check_int("rank", default_rank if rank is None else rank, low=0)
+        if self.rank >= self.num_replicas:
             raise ValueError(f"rank={self.rank} must be in [0, num_replicas={self.num_replicas})")
 
     def set_epoch(self, epoch: int) -> None:

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import torch
 
-from .checkpoint import CHECKPOINT, read_checkpoint
+from .checkpoint import CHECKPOINT, note_unfinished, read_checkpoint
 from .report import pyplot
 from .trainer import RunError
 
@@ -20,7 +20,9 @@ def load_pruner_state(run_dir: Path) -> dict:
     """The pruner state in a run folder's checkpoint (one-line errors if it is unusable)."""
     if not (run_dir / CHECKPOINT).is_file():
         raise RunError(f"{run_dir} holds no {CHECKPOINT}: pass the --out directory of a train run")
-    return read_checkpoint(run_dir / CHECKPOINT, keys=("pruner",))["pruner"]
+    pruner = read_checkpoint(run_dir / CHECKPOINT, keys=("pruner",))["pruner"]
+    note_unfinished(pruner)
+    return pruner
 
 
 def selection_summary(state: dict) -> dict[str, float]:

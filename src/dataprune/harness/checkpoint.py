@@ -8,19 +8,19 @@ empty, truncated or foreign file gives the same clear message everywhere.
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Any
 
-import torch
-
-from .files import save_torch
+from ..pruner import check_state_fields
+from .files import UnreadableFile, read_torch, save_torch
 
 CHECKPOINT = "checkpoint.pt"
+logger = logging.getLogger("dataprune")
 _KEYS = ("identity", "model", "optimizer", "schedule", "pruner", "cpu_rng", "result")
-_PRUNER_KEYS = ("method", "prune", "selected_count", "pruned_epochs", "stats", "churn")
 
 
-class CheckpointError(RuntimeError):
+class CheckpointError(UnreadableFile):
     """A checkpoint that cannot be used; the message says why, in one line."""
 
 
@@ -30,30 +30,36 @@ def write_checkpoint(path: Path, state: dict[str, Any]) -> None:
 
 
 def read_checkpoint(path: Path, keys: tuple[str, ...] = _KEYS) -> dict[str, Any]:
-    """The checkpoint at ``path``, holding at least ``keys`` (a pruner state if "pruner")."""
-    if not path.is_file():
-        raise CheckpointError(f"no checkpoint at {path}")
-    if path.stat().st_size == 0:
-        raise CheckpointError(f"{path} is empty (an interrupted write?); delete it")
+    """The checkpoint at ``path``, holding at least ``keys``, each of the right kind (a whole
+    pruner state under "pruner", dicts under "identity" and "result")."""
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # truncated, foreign or not a torch file: many error types
-        first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-        raise CheckpointError(
-            f"cannot read checkpoint {path} ({type(exc).__name__}: {first_line}); it is "
-            "truncated or not a dataprune checkpoint"
-        ) from exc
+        state = read_torch(path, "checkpoint")
+    except UnreadableFile as exc:
+        raise CheckpointError(str(exc)) from exc
     missing = [k for k in keys if not isinstance(state, dict) or k not in state]
-    if not missing and "pruner" in keys:
-        pruner = state["pruner"]
-        missing = [
-            f"pruner.{k}" for k in _PRUNER_KEYS if not isinstance(pruner, dict) or k not in pruner
-        ]
     if missing:
         raise CheckpointError(
             f"{path} is not a dataprune training checkpoint (it lacks {', '.join(missing)})"
         )
+    for key in ("identity", "result"):
+        if key in keys and not isinstance(state[key], dict):
+            raise CheckpointError(f"{path} is damaged: its {key!r} is not a dict")
+    if "pruner" in keys:
+        try:
+            check_state_fields(state["pruner"])
+        except (TypeError, ValueError) as exc:
+            raise CheckpointError(f"{path} holds a damaged pruner state: {exc}") from exc
     return state
+
+
+def note_unfinished(pruner: dict[str, Any]) -> None:
+    """Log that a run's pruner state is from a run stopped early (what it shows is partial)."""
+    epoch, epochs = pruner["epoch"], pruner["epochs"]
+    if epoch is None or epoch + 1 < epochs:
+        done = 0 if epoch is None else epoch + 1
+        logger.info(
+            "the run stopped after %d of its %d epochs: this covers those only", done, epochs
+        )
 
 
 def identity_difference(saved: dict[str, Any], current: dict[str, Any]) -> str:

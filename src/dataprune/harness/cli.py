@@ -12,7 +12,6 @@ import argparse
 import contextlib
 import dataclasses
 import logging
-import math
 import os
 import signal
 import sys
@@ -20,15 +19,21 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-from .methods import SCORERS, method_options, run_methods
+from .files import check_writable
+from .methods import FULL_MATCHED, method_options, run_methods
 from .trainer import (
+    FIELD_DEFAULTS,
+    MAX_SEED,
     RunConfig,
     RunError,
     is_main_process,
     shutdown_distributed,
+    unused_fields,
 )
 
 DEFAULT_COMPARE_METHODS = "full,random,rs2,epsilon-greedy,ucb,infobatch"
+COMPARE_PRUNE = "0.5"
+COMPAREFIELD_DEFAULTS = {"epochs": 15, "out": "runs/compare"}  # compare's own defaults
 _OPTION_PREFIX = "option:"
 
 
@@ -52,6 +57,8 @@ def _floats(name: str, text: str) -> list[float]:
     for v in values:
         if not 0 <= v < 1:
             raise CLIError(f"--{name} value {v:g} is outside [0, 1): it is the fraction left out")
+    if len(set(values)) < len(values):
+        raise CLIError(f"--{name} {text!r} repeats a value: each is one set of runs")
     return values
 
 
@@ -62,6 +69,8 @@ def _names(name: str, text: str, allowed: Sequence[str]) -> list[str]:
             raise CLIError(f"--{name}: {v!r} is not known; choose from: {', '.join(allowed)}")
     if not values:
         raise CLIError(f"--{name} is empty")
+    if len(set(values)) < len(values):
+        raise CLIError(f"--{name} {text!r} repeats a name: each is one set of runs")
     return values
 
 
@@ -149,10 +158,14 @@ def build_parser() -> argparse.ArgumentParser:
         "results.csv and PNG plots into --out.",
     )
     p.add_argument("--methods", default=DEFAULT_COMPARE_METHODS, help="comma-separated methods")
-    p.add_argument("--prune", default="0.5", help="comma-separated prune rates in [0, 1)")
+    p.add_argument(
+        "--prune",
+        default=None,
+        help=f"comma-separated prune rates in [0, 1) (default {COMPARE_PRUNE})",
+    )
     p.add_argument("--seeds", default="0", help="comma-separated seeds")
     p.add_argument("--target", type=float, default=None, help="accuracy target, in (0, 1]")
-    _add_run_flags(p, "compare", defaults={"epochs": 15, "out": "runs/compare"})
+    _add_run_flags(p, "compare", defaults=COMPAREFIELD_DEFAULTS)
 
     p = sub.add_parser("export-coreset", help="write a static subset from scores or a run")
     p.add_argument("source", help="a score file (--scores) or a finished run directory")
@@ -185,17 +198,9 @@ def _config(args: argparse.Namespace, **overrides: Any) -> RunConfig:
     return RunConfig(**values)
 
 
-def _check_writable(out: str | None) -> None:
-    if out is None:
-        return
-    path = Path(out)
-    try:
-        path.mkdir(parents=True, exist_ok=True)
-        probe = path / ".write-test"
-        probe.write_text("")
-        probe.unlink()
-    except OSError as exc:
-        raise CLIError(f"--out {out}: cannot write there ({exc.strerror or exc})") from exc
+def _check_writable(out: str | None, flag: str = "--out") -> None:
+    if out is not None:
+        check_writable(out, flag)
 
 
 def cmd_train(args: argparse.Namespace) -> None:
@@ -203,7 +208,15 @@ def cmd_train(args: argparse.Namespace) -> None:
 
     overrides: dict[str, Any] = {"options": _options(args)}
     if args.epochs_matching is not None:
-        overrides.update(method="full-matched", prune=args.epochs_matching)
+        matching = args.epochs_matching
+        if not 0 <= matching < 1:
+            raise CLIError(f"--epochs-matching {matching:g} is outside [0, 1): it is a prune rate")
+        if args.method != FIELD_DEFAULTS["method"] or args.prune != FIELD_DEFAULTS["prune"]:
+            raise CLIError(
+                "--epochs-matching PRUNE is itself the method (full data for a run pruned at "
+                "PRUNE): leave out --method and --prune"
+            )
+        overrides.update(method=FULL_MATCHED, prune=matching)
     config = _config(args, **overrides).validate()
     _check_writable(config.out)
     result = run(config)
@@ -217,16 +230,31 @@ def cmd_train(args: argparse.Namespace) -> None:
         )
 
 
+def _seeds(text: str) -> list[int]:
+    try:
+        seeds = [int(s) for s in text.split(",") if s.strip()]
+    except ValueError:
+        raise CLIError(f"--seeds {text!r}: expected comma-separated integers") from None
+    if not seeds:
+        raise CLIError("--seeds is empty")
+    if len(set(seeds)) < len(seeds):
+        raise CLIError(f"--seeds {text!r} repeats a seed: each seed is one run")
+    for seed in seeds:
+        if not 0 <= seed <= MAX_SEED:
+            raise CLIError(f"--seeds value {seed} is outside [0, {MAX_SEED}]")
+    return seeds
+
+
 def cmd_compare(args: argparse.Namespace) -> None:
     from .report import write_reports
     from .runner import grid, run_grid
 
     methods = _names("methods", args.methods, run_methods())
-    prunes = _floats("prune", args.prune)
-    try:
-        seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
-    except ValueError:
-        raise CLIError(f"--seeds {args.seeds!r}: expected comma-separated integers") from None
+    seeds = _seeds(args.seeds)
+    pruning = [m for m in methods if "prune" not in unused_fields(m)]
+    if args.prune is not None and not pruning:
+        raise CLIError("--prune applies to pruning methods, and --methods holds none")
+    prunes = _floats("prune", args.prune or COMPARE_PRUNE)
     if args.target is not None and not 0 < args.target <= 1:
         raise CLIError(f"--target {args.target:g} is outside (0, 1]: it is a test accuracy")
     options = _options(args)
@@ -236,19 +264,17 @@ def cmd_compare(args: argparse.Namespace) -> None:
             raise CLIError(
                 f"the option {name!r} applies to {', '.join(users)}, none of which is in --methods"
             )
-    if args.scores_file is not None and not set(methods) & set(SCORERS):
-        raise CLIError(f"--scores applies to {', '.join(SCORERS)}; none is in --methods")
-    base = _config(args, method="full", prune=0.0, scores_file=None).validate()
-    _check_writable(base.out)
-    out = Path(base.out)
-    configs = grid(base, methods, prunes, seeds, options)
-    if args.scores_file is not None:
-        configs = [
-            dataclasses.replace(c, scores_file=args.scores_file) if c.method in SCORERS else c
-            for c in configs
-        ]
+    base = _config(args, method="full", prune=0.0, options=options)
+    defaults = {**FIELD_DEFAULTS, **COMPAREFIELD_DEFAULTS}
+    for name in set().union(*(unused_fields(m) for m in run_methods())):
+        if getattr(base, name) != defaults[name] and all(name in unused_fields(m) for m in methods):
+            flag = "--" + name.replace("_", "-")
+            raise CLIError(f"{flag} applies to none of --methods {','.join(methods)}")
+    configs = grid(base, methods, prunes, seeds)
     for config in configs:
         config.validate()
+    _check_writable(base.out)
+    out = Path(base.out)
     results = run_grid(configs, out, progress=base.progress)
     if is_main_process():
         table = write_reports(results, out, target=args.target)
@@ -259,8 +285,10 @@ def cmd_compare(args: argparse.Namespace) -> None:
 def cmd_export(args: argparse.Namespace) -> None:
     from .coreset import export_coreset
 
-    if not 0 <= args.prune < 1 or math.isnan(args.prune):
+    if not 0 <= args.prune < 1:
         raise CLIError(f"--prune {args.prune:g} is outside [0, 1)")
+    if not args.out:
+        raise CLIError("--out is empty: give a file or folder to write the coreset into")
     summary = export_coreset(args.source, args.prune, args.out)
     print(", ".join(f"{k}: {v}" for k, v in summary.items()))
 
@@ -268,6 +296,8 @@ def cmd_export(args: argparse.Namespace) -> None:
 def cmd_analyze(args: argparse.Namespace) -> None:
     from .analyze import analyze_run
 
+    if args.out is not None:
+        _check_writable(args.out)
     written = analyze_run(Path(args.run_dir), Path(args.out) if args.out else None)
     for path in written:
         print(path)
@@ -352,6 +382,16 @@ def main(argv: Sequence[str] | None = None) -> int:
             file=sys.stderr,
         )
         return 2
+    except Exception as exc:  # a bug, not a usage problem: still one line, and a way to report
+        if os.environ.get("DATAPRUNE_DEBUG"):
+            raise
+        first_line = (str(exc).strip().splitlines() or ["no details"])[0]
+        print(
+            f"dataprune: internal error: {type(exc).__name__}: {first_line} (please report it, "
+            "with the traceback DATAPRUNE_DEBUG=1 shows)",
+            file=sys.stderr,
+        )
+        return 1
     except KeyboardInterrupt as exc:
         what = "terminated" if isinstance(exc, Terminated) else "interrupted"
         hint = "rerun the same command" + (" with --resume" if args.command == "train" else "")

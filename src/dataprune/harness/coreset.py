@@ -10,7 +10,7 @@ import torch
 from torch import Tensor
 
 from ..pruner import budget
-from .checkpoint import CHECKPOINT, read_checkpoint
+from .checkpoint import CHECKPOINT, note_unfinished, read_checkpoint
 from .files import save_torch, write_text
 from .scoring.run import load_scores
 
@@ -42,7 +42,8 @@ def export_coreset(source: str, prune: float, out_path: str) -> dict[str, Any]:
     ``selected_count_i / pruned_epochs`` of the run's pruner, ties broken by the EMA mean loss
     (higher first), then the lower index. Writes ``<out>.pt`` (``indices`` int64, ``scores``
     float32, both best first, plus ``source``, ``kind``, ``prune``, ``num_samples``) and
-    ``<out>.csv`` (header ``index,score``, best first); ``out_path`` may end in .pt or .csv.
+    ``<out>.csv`` (header ``index,score``, best first); ``out_path`` may end in .pt or .csv,
+    or be a folder to write ``coreset.pt`` and ``coreset.csv`` into.
     Returns a summary dict (kind, source, num_samples, k, prune, paths, score range).
     """
     if isinstance(prune, bool) or not isinstance(prune, (int, float)) or not 0.0 <= prune < 1.0:
@@ -57,6 +58,7 @@ def export_coreset(source: str, prune: float, out_path: str) -> dict[str, Any]:
                 "or a score file"
             )
         pruner = read_checkpoint(checkpoint, keys=("pruner",))["pruner"]
+        note_unfinished(pruner)
         epochs = pruner["pruned_epochs"]
         if epochs < 1:
             raise ValueError(f"{checkpoint} has no pruned epoch yet; nothing to export")
@@ -76,6 +78,13 @@ def export_coreset(source: str, prune: float, out_path: str) -> dict[str, Any]:
     chosen = _ranking(scores, tiebreak)[:k]
     chosen_scores = scores[chosen].float()
     pt_path, csv_path = _coreset_paths(out_path)
+    for target in (pt_path, csv_path):
+        if target.name == CHECKPOINT or target.resolve() == src.resolve():
+            raise ValueError(f"--out {out_path} would overwrite {target}, the export's own input")
+    try:
+        pt_path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ValueError(f"--out {out_path}: cannot write there ({exc.strerror or exc})") from exc
     save_torch(
         {
             "indices": chosen.clone(),

@@ -64,6 +64,44 @@ def write_json(path: Path, payload: object) -> None:
     write_text(json.dumps(payload, indent=2), path)
 
 
+def check_writable(folder: str | os.PathLike[str], flag: str) -> None:
+    """Make ``folder`` if needed and check that files can be written into it (one clear line
+    naming ``flag`` if not), before any work is spent on what would be written."""
+    path = Path(folder)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(prefix=".write-test.", dir=path)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as exc:
+        raise ValueError(f"{flag} {folder}: cannot write there ({exc.strerror or exc})") from exc
+
+
+class UnreadableFile(ValueError):
+    """A file that is missing, empty, truncated or not what it should be; one line says why."""
+
+
+def read_torch(path: Path, what: str) -> Any:
+    """``torch.load`` of ``path`` (``weights_only=True``, on the CPU), or one clear error.
+
+    ``what`` names the file in messages ("checkpoint", "score file").
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise UnreadableFile(f"no {what} at {path}")
+    if path.stat().st_size == 0:
+        raise UnreadableFile(f"{what} {path} is empty (an interrupted write?); delete it")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # truncated, foreign or not a torch file: many error types
+        text = str(exc).strip()
+        first_line = text.splitlines()[0] if text else "no details"
+        raise UnreadableFile(
+            f"cannot read {what} {path} ({type(exc).__name__}: {first_line}); it is truncated "
+            f"or not a dataprune {what}"
+        ) from exc
+
+
 class FolderInUse(RuntimeError):
     """Another process holds the output folder's lock."""
 

@@ -9,13 +9,20 @@ import logging
 import re
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
 from .checkpoint import CHECKPOINT, CheckpointError, identity_difference, read_checkpoint
 from .data import ImageData
 from .files import locked_folder, write_json
-from .methods import SCORERS, method_options
-from .trainer import RunConfig, RunError, RunResult, is_main_process, setup_device, train
+from .methods import SCORERS
+from .trainer import (
+    RunConfig,
+    RunError,
+    RunResult,
+    is_main_process,
+    setup_device,
+    train,
+    unused_fields,
+)
 
 RESULT = "result.json"
 logger = logging.getLogger("dataprune")
@@ -89,21 +96,15 @@ def grid(
     methods: Sequence[str],
     prunes: Sequence[float],
     seeds: Sequence[int],
-    options: dict[str, Any] | None = None,
 ) -> list[RunConfig]:
-    """The configurations of a comparison; ``full`` runs once per seed (prune does not apply).
-
-    ``options`` are method options by name; each run gets those its method takes.
-    """
+    """The configurations of a comparison: each method at each prune rate and seed, with the
+    fields and options it does not use at their defaults (``RunConfig.for_method``); a method
+    without a prune rate (``full``) runs once per seed."""
     configs = []
     for method in methods:
-        accepted = method_options(method)
-        mine = {k: v for k, v in (options or {}).items() if k in accepted}
-        for prune in [0.0] if method == "full" else prunes:
+        for prune in [0.0] if "prune" in unused_fields(method) else prunes:
             for seed in seeds:
-                configs.append(
-                    dataclasses.replace(base, method=method, prune=prune, seed=seed, options=mine)
-                )
+                configs.append(base.for_method(method, prune, seed))
     return configs
 
 

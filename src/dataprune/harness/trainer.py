@@ -28,6 +28,7 @@ from .. import Pruner
 from .._validation import check_choice, check_float, check_int
 from ..distributed import all_reduce_sum, world
 from ..policies import get_policy
+from ..pruner import MAX_EPOCHS
 from .checkpoint import (
     CHECKPOINT,
     CheckpointError,
@@ -46,6 +47,8 @@ SCHEDULES = ("onecycle", "cosine", "step")
 MAX_SEED = 2**31 - 1
 #: A harness run stops after an epoch in which more than this share of the losses was NaN/inf.
 DIVERGED_SHARE = 0.5
+#: The harness warns once when an epoch's mean training loss exceeds this many times the first's.
+LOSS_GROWTH = 1000
 # Fields that may differ between a run and its resumption (shard_stats only changes where the
 # statistics live: the checkpoint holds them whole and the selections are the same).
 _RESUME_FREE = (
@@ -156,14 +159,24 @@ class RunConfig:
     progress: bool = flag(True, "progress bars", "output", flag="no-progress")
 
     def validate(self) -> RunConfig:
-        """Check every field; errors name the field, the value and what is allowed."""
+        """Check every field; errors name the field, the value and what is allowed.
+
+        A field the method does not use (see :func:`unused_fields`) must keep its default,
+        so that no flag is ignored without a word.
+        """
         check_choice("dataset", self.dataset, DATASETS)
         check_choice("model", self.model, MODELS)
         check_choice("method", self.method, run_methods())
+        for name, reason in unused_fields(self.method).items():
+            value, default = getattr(self, name), FIELD_DEFAULTS[name]
+            if value != default:
+                raise ValueError(
+                    f"{name}={value!r} does not apply to method={self.method!r}: {reason}"
+                )
         check_float("prune", self.prune, low=0.0, high=1.0, high_open=True)
-        check_int("epochs", self.epochs, low=1)
-        check_int("batch_size", self.batch_size, low=1)
-        check_int("every", self.every, low=1)
+        check_int("epochs", self.epochs, low=1, high=MAX_EPOCHS)
+        check_int("batch_size", self.batch_size, low=1, high=2**31 - 1)
+        check_int("every", self.every, low=1, high=MAX_EPOCHS)
         check_int("warmup_epochs", self.warmup_epochs, low=0, high=self.epochs)
         check_int("score_runs", self.score_runs, low=1)
         check_int("seed", self.seed, low=0, high=MAX_SEED)
@@ -174,16 +187,24 @@ class RunConfig:
             check_int("score_epochs", self.score_epochs, low=1, high=self.epochs)
         if self.stop_after is not None:
             check_int("stop_after", self.stop_after, low=1, high=self.train_epochs)
+            if self.out is None:
+                raise ValueError(
+                    f"stop_after={self.stop_after} needs out: without an output folder nothing "
+                    "is saved to resume from"
+                )
+        if self.resume and self.overwrite:
+            raise ValueError(
+                "resume and overwrite cannot both be set: resume continues the checkpoint in "
+                "the output folder, overwrite starts afresh over it"
+            )
+        for name in ("out", "scores_file", "data_dir"):
+            if getattr(self, name) == "":
+                raise ValueError(f"{name}='' is empty: give a path, or leave it out")
         check_choice("schedule", self.schedule, SCHEDULES)
         check_float("lr", self.lr, low=0.0, low_open=True)
         check_float("momentum", self.momentum, low=0.0, high=1.0, high_open=True)
         check_float("weight_decay", self.weight_decay, low=0.0)
         check_float("label_smoothing", self.label_smoothing, low=0.0, high=1.0, high_open=True)
-        if self.scores_file is not None and self.method not in SCORERS:
-            raise ValueError(
-                f"scores_file={self.scores_file!r} applies to the static scorers "
-                f"({', '.join(SCORERS)}), not to method={self.method!r}"
-            )
         accepted = method_options(self.method)
         for name, value in self.options.items():
             if name not in accepted:
@@ -195,6 +216,20 @@ class RunConfig:
             accepted[name].check(name, value)
         # The core checks the rest (alpha, anneal_epochs against epochs) when the run starts.
         return self
+
+    def for_method(self, method: str, prune: float, seed: int) -> RunConfig:
+        """This configuration for one run of a comparison: ``method`` at ``prune`` and ``seed``,
+        with the fields and options the method does not use left at their defaults."""
+        accepted = method_options(method)
+        unused = unused_fields(method)
+        return dataclasses.replace(
+            self,
+            method=method,
+            prune=0.0 if "prune" in unused else prune,
+            seed=seed,
+            options={k: v for k, v in self.options.items() if k in accepted},
+            **{name: FIELD_DEFAULTS[name] for name in unused if name != "prune"},
+        )
 
     @property
     def train_epochs(self) -> int:
@@ -241,6 +276,33 @@ class RunConfig:
     def identity(self) -> dict[str, Any]:
         """The fields a checkpoint must agree on to be resumed."""
         return {k: v for k, v in dataclasses.asdict(self).items() if k not in _RESUME_FREE}
+
+
+#: Every RunConfig field's default.
+FIELD_DEFAULTS = {
+    f.name: (f.default_factory() if f.default is dataclasses.MISSING else f.default)
+    for f in dataclasses.fields(RunConfig)
+}
+_PRUNING = ("warmup_epochs", "anneal_epochs", "rescale", "alpha")
+_SCORING = ("score_epochs", "score_runs", "class_balanced", "scores_file")
+
+
+def unused_fields(method: str) -> dict[str, str]:
+    """The :class:`RunConfig` fields ``method`` does not use, each with the reason."""
+    unused: dict[str, str] = {}
+    policy = get_policy(core_method(method))
+    if not policy.prunes:
+        full = "it trains on every sample"
+        unused |= {name: full for name in _PRUNING}
+        if method != FULL_MATCHED:  # whose prune rate sets its sample budget
+            unused["prune"] = full
+    if not (policy.prunes and policy.reselects):
+        unused["every"] = "it never selects again"
+    if method not in SCORERS:
+        unused |= {name: "it is not a static scorer" for name in _SCORING}
+    elif method == "forgetting":
+        unused["score_runs"] = "forgetting counts one scoring run's events"
+    return unused
 
 
 @dataclass
@@ -472,7 +534,7 @@ def train(
         lr=config.lr,
         momentum=config.momentum,
         weight_decay=config.weight_decay,
-        nesterov=True,
+        nesterov=config.momentum > 0,  # Nesterov needs a momentum
     )
     schedule = _make_schedule(optimizer, config, pruner.total_steps(config.batch_size))
     result = RunResult(
@@ -552,6 +614,7 @@ def train(
             )
         )
         _stop_if_diverged(epoch, *counts)  # before the checkpoint, which keeps the last good epoch
+        _warn_if_loss_explodes(result.epochs)
         if out is not None:
             _save_checkpoint(out, config, model, optimizer, schedule, pruner, result)
             # Charged to the next epoch: it comes after this epoch's accuracy was known.
@@ -559,6 +622,24 @@ def train(
         if stop_after is not None and epoch + 1 >= stop_after:
             break
     return result, model
+
+
+def _warn_if_loss_explodes(epochs: list[EpochRecord]) -> None:
+    """Warn, once, when the training loss grows past LOSS_GROWTH times the first epoch's."""
+    first, last = epochs[0].train_loss, epochs[-1].train_loss
+    crossed = last > LOSS_GROWTH * first and not any(
+        e.train_loss > LOSS_GROWTH * first for e in epochs[:-1]
+    )
+    if first > 0 and math.isfinite(first) and crossed:
+        logger.warning(
+            "epoch %d: the mean training loss is %.3g, over %d times epoch %d's %.3g: the run "
+            "may be diverging (a lower --lr?)",
+            epochs[-1].epoch,
+            last,
+            LOSS_GROWTH,
+            epochs[0].epoch,
+            first,
+        )
 
 
 def _stop_if_diverged(epoch: int, nonfinite: int, total: int) -> None:
@@ -603,7 +684,7 @@ def _load_checkpoint(out, config, model, optimizer, schedule, pruner, result) ->
     try:
         state = read_checkpoint(path)
     except CheckpointError as exc:
-        raise RunError(f"--resume: {exc}") from exc
+        raise RunError(f"cannot resume: {exc}") from exc
     saved, current = state["identity"], config.identity()
     if saved != current:
         raise RunError(
@@ -618,9 +699,11 @@ def _load_checkpoint(out, config, model, optimizer, schedule, pruner, result) ->
         pruner.load_state_dict(state["pruner"])
         torch.set_rng_state(state["cpu_rng"])
         saved_result = RunResult.from_dict(state["result"])
-    except (RuntimeError, ValueError, TypeError, KeyError) as exc:
-        first_line = str(exc).strip().splitlines()[0]
-        raise RunError(f"--resume: {path} does not fit this run ({first_line})") from exc
+    except (RuntimeError, ValueError, TypeError, KeyError, AttributeError) as exc:
+        first_line = (str(exc).strip().splitlines() or ["no details"])[0]
+        raise RunError(
+            f"cannot resume: {path} does not fit this run ({type(exc).__name__}: {first_line})"
+        ) from exc
     result.epochs = saved_result.epochs
     result.scoring_seconds = saved_result.scoring_seconds
     result.pruner_summary = saved_result.pruner_summary

@@ -19,7 +19,7 @@ from typing import Any, ClassVar
 import torch
 from torch import Tensor
 
-from .._validation import check_choice, check_float, check_int
+from .._validation import check_bool, check_choice, check_float, check_int
 from ..distributed import all_reduce_sum
 from ..selection import RandomStream, random_mask, top_k_mask
 from ..stats import SampleStats
@@ -42,14 +42,20 @@ class Option:
     flag: str | None = None
     cli: bool = True
 
+    def __post_init__(self) -> None:
+        if self.default is None and self.cli:
+            raise TypeError("an Option with default None has no command-line type: pass cli=False")
+        if self.low is not None and self.high is not None and self.low > self.high:
+            raise ValueError(f"Option low={self.low} is above high={self.high}")
+        if self.default is not None:
+            self.check("default", self.default)  # the default obeys the option's own rules
+
     def check(self, name: str, value: Any) -> Any:
         """``value`` if it is allowed (ints of a float option become floats), else an error."""
         if self.choices is not None:
             return check_choice(name, value, self.choices)
         if isinstance(self.default, bool):
-            if not isinstance(value, bool):
-                raise TypeError(f"{name} must be True or False, got {value!r}")
-            return value
+            return check_bool(name, value)
         if isinstance(self.default, int):
             return check_int(name, value, low=self.low, high=self.high)
         if isinstance(self.default, float):

@@ -24,7 +24,18 @@ class StaticScore(Policy):
         scores = self.params["scores"]
         if scores is None:
             raise TypeError("method='static-score' needs scores=<tensor of one score per sample>")
-        scores = torch.as_tensor(scores, dtype=torch.float32).detach().flatten()
+        try:
+            scores = torch.as_tensor(scores).detach()
+        except (TypeError, ValueError, RuntimeError):
+            raise TypeError(
+                f"scores must be a 1-D tensor (or list) of numbers, got {type(scores).__name__}"
+            ) from None
+        if scores.dim() != 1 or scores.is_complex() or scores.dtype == torch.bool:
+            raise TypeError(
+                f"scores must be a 1-D tensor of real numbers, one per sample; got a "
+                f"{scores.dtype} tensor of shape {tuple(scores.shape)}"
+            )
+        scores = scores.float()
         if not bool(torch.isfinite(scores).all()):
             bad = int((~torch.isfinite(scores)).sum())
             raise ValueError(f"scores holds {bad} NaN or inf values; every score must be finite")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import torch
 from torch import Tensor
 
 from ..selection import Stream
@@ -29,7 +30,9 @@ class UCB(Policy):
     def scores(self, stats: SampleStats) -> Tensor:
         var = stats.var.clamp_min(0)
         bonus = var.sqrt() if self.params["bonus"] == "std" else var
-        return unseen_first(stats.mean + self.params["c"] * bonus, stats)
+        # Where the bonus is 0 it adds nothing, even if c * 0 would be inf * 0 in float32.
+        weighted = torch.where(bonus > 0, self.params["c"] * bonus, 0.0)
+        return unseen_first(stats.mean + weighted, stats)
 
     def select(self, ctx: SelectionContext) -> Selection:
         return ctx.selection(ctx.top_k(self.scores(ctx.stats), ctx.k, Stream.TIES))

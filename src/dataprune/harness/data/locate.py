@@ -89,6 +89,16 @@ def find_dataset(name: str, roots: Sequence[Path]) -> Path | None:
 
 def locate(name: str, data_dir: str | os.PathLike[str] | None, download: bool) -> Path:
     """The folder holding dataset ``name``'s files, downloading them if allowed and missing."""
+    try:
+        return _locate(name, data_dir, download)
+    except OSError as exc:  # a --data-dir that is a file, unwritable, on a bad mount...
+        where = f"--data-dir {data_dir}" if explicit_dir(data_dir) else "the data folder"
+        raise DatasetError(
+            f"{name}: cannot use {where} ({exc.strerror or exc}: {exc.filename or ''})"
+        ) from exc
+
+
+def _locate(name: str, data_dir: str | os.PathLike[str] | None, download: bool) -> Path:
     root = resolve_data_dir(data_dir)
     roots = [root]
     if not explicit_dir(data_dir) and root != default_cache_dir():

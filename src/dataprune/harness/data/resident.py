@@ -169,9 +169,21 @@ def load_dataset(
         if limit is not None and limit < 1:
             raise ValueError(f"{label} must be a positive number of samples, got {limit}")
     folder = None if name == "digits" else locate(name, data_dir, download)
-    if verify and folder is not None:
-        logger.info("%s", verify_dataset(name, folder))
-    data = _to_image_data(READERS[name](folder), train_limit, test_limit, torch.device(device))
+    if verify:
+        note = f"{name} is embedded: no files to verify"
+        logger.info("%s", note if folder is None else verify_dataset(name, folder))
+    raw = READERS[name](folder)
+    for label, limit, available in (
+        ("train_limit", train_limit, len(raw.train_y)),
+        ("test_limit", test_limit, len(raw.test_y)),
+    ):
+        if limit is not None and limit > available:
+            split = label.split("_")[0]
+            raise ValueError(
+                f"{label}={limit} exceeds the {available} {split} samples of {name}; "
+                "leave it out to use them all"
+            )
+    data = _to_image_data(raw, train_limit, test_limit, torch.device(device))
     data.folder = folder
     return data
 

@@ -26,7 +26,7 @@ from torch import Tensor, nn
 from ...distributed import all_gather_varlen, world
 from ...pruner import budget
 from ..data import ImageData
-from ..files import save_torch
+from ..files import check_writable, read_torch, save_torch
 from ..methods import SCORERS
 from ..trainer import RunConfig, RunResult, is_main_process, setup_device, synchronize, train
 from .scorers import (
@@ -204,12 +204,7 @@ def load_scores(path: str | os.PathLike[str], num_samples: int | None) -> ScoreR
     ``num_samples`` is None) does not hold exactly ``num_samples`` scores.
     """
     path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"score file {path} does not exist")
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # truncated or foreign file
-        raise ValueError(f"cannot read score file {path}: {exc}") from exc
+    state = read_torch(path, "score file")
     if not isinstance(state, dict) or not {"scores", "seconds", "name"} <= set(state):
         raise ValueError(f"score file {path} is not a dataprune score file (save_scores)")
     scores = _check_scores(state["scores"], f"score file {path}", num_samples).float()
@@ -243,6 +238,11 @@ def run_static(config: RunConfig, data: ImageData | None = None) -> tuple[RunRes
         data = config.load_data()
     n = data.num_train
     run_copy = Path(config.out) / RUN_SCORES if config.out else None
+    target = Path(config.scores_file) if config.scores_file else None
+    if target is not None and not target.is_file():  # to be written: check before scoring
+        if target.exists():
+            raise ValueError(f"--scores {target} is not a file: give a file name to write")
+        check_writable(target.parent, "--scores")
     if config.scores_file and Path(config.scores_file).is_file():
         scored = load_scores(config.scores_file, n)
         source = str(config.scores_file)
