@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import logging
 import math
+import re
 
 import pytest
 import torch
@@ -214,3 +215,113 @@ def test_a_policy_defined_in_one_file_runs_through_the_pruner(toy_method):
 def test_the_policy_docstring_shows_how_to_add_a_method():
     doc = Policy.__doc__
     assert "@register" in doc and "class LowestLoss(Policy)" in doc and "options = " in doc
+
+
+# ------------------------------------------------------------ the second battery's inputs
+@pytest.mark.parametrize(
+    "kwargs, error, fragment",
+    [
+        ({"device": "gpu9"}, ValueError, "device='gpu9' is not a device"),
+        ({"device": 3.5}, ValueError, "device=3.5 is not a device"),
+        ({"rescale": "yes"}, TypeError, "rescale must be True or False, got 'yes'"),
+        ({"c": 1e39}, ValueError, "c=1e+39 is beyond float32's range"),
+        ({"epsilon": 0.1}, TypeError, "unknown option 'epsilon' for method='ucb'"),
+        ({"warmup_epochs": 3}, ValueError, "leave none of the 3 epochs pruned"),
+        ({"epochs": 10**7}, ValueError, "epochs=10000000 must be <= 1000000"),
+    ],
+)
+def test_pruner_arguments_are_refused_naming_the_value(kwargs, error, fragment):
+    """Each once failed later (a device-side error, a stuck total_steps) or not at all."""
+    arguments = {"num_samples": 10, "method": "ucb", "prune": 0.5, "epochs": 3, **kwargs}
+    with pytest.raises(error, match=re.escape(fragment)):
+        Pruner(**arguments)
+
+
+@pytest.mark.parametrize(
+    "scores, fragment",
+    [
+        ([1.0, 2.0], "scores has 2 entries but num_samples=10"),
+        (torch.full((10,), math.nan), "scores holds 10 NaN or inf values"),
+        ("abc", "scores must be a 1-D tensor (or list) of numbers, got str"),
+    ],
+)
+def test_static_scores_that_do_not_fit_are_refused(scores, fragment):
+    with pytest.raises((ValueError, TypeError), match=re.escape(fragment)):
+        Pruner(10, "static-score", 0.5, 3, scores=scores)
+
+
+@pytest.mark.parametrize(
+    "call, fragment",
+    [
+        (lambda p: p.sampler(shuffle="x"), "shuffle must be True or False, got 'x'"),
+        (lambda p: p.sampler(drop_last=2), "drop_last must be True or False, got 2"),
+        (lambda p: p.total_steps(0), "batch_size=0 must be >= 1"),
+    ],
+)
+def test_sampler_and_step_arguments_are_checked(call, fragment):
+    with pytest.raises((ValueError, TypeError), match=re.escape(fragment)):
+        call(Pruner(10, "ucb", 0.5, 3))
+
+
+def test_a_float64_loss_past_float32_range_is_skipped_not_stored_as_inf():
+    """1e300 is finite in float64 but overflows the float32 statistics."""
+    pruner = Pruner(10, "ucb", 0.5, 3)
+    pruner.set_epoch(0)
+    loss = pruner.record(torch.arange(10), torch.full((10,), 1e300, dtype=torch.float64))
+    assert float(loss) == 0.0
+    assert pruner.summary()["nonfinite_losses_skipped"] == 10
+    assert bool(torch.isfinite(pruner.stats.table).all())
+
+
+@pytest.mark.parametrize(
+    "selection, fragment",
+    [
+        (torch.arange(3), "returned a torch.int64 tensor of shape (3,), not a Selection"),
+        (dp.Selection(torch.tensor([0, 0, 1])), "not sorted without repeats"),
+        (dp.Selection(torch.tensor([0, 20])), "outside its samples [0, 10)"),
+        (dp.Selection(torch.tensor([0, 1]), torch.tensor([1.0, -1.0])), "finite positive"),
+    ],
+)
+def test_what_a_policy_selects_is_checked_before_it_is_used(selection, fragment):
+    class Broken(Policy):
+        name = "broken-selection"
+
+        def select(self, ctx):
+            return selection
+
+    register(Broken)
+    try:
+        with pytest.raises(RuntimeError, match=re.escape(fragment)):
+            Pruner(10, "broken-selection", 0.5, 3).set_epoch(0)
+    finally:
+        del POLICIES["broken-selection"]
+
+
+@pytest.mark.parametrize(
+    "field, value, fragment",
+    [
+        ("epoch", -5, "'epoch' must be None or an int >= 0, got -5"),
+        ("samples_recorded", -1, "'samples_recorded' must be an int >= 0, got -1"),
+    ],
+)
+def test_state_values_out_of_range_are_refused(field, value, fragment):
+    pruner = Pruner(10, "ucb", 0.5, 3)
+    pruner.set_epoch(0)
+    state = {**pruner.state_dict(), field: value}
+    with pytest.raises(ValueError, match=re.escape(fragment)):
+        Pruner(10, "ucb", 0.5, 3).load_state_dict(state)
+
+
+def test_the_registry_refuses_what_is_not_a_named_policy():
+    class Taken(Policy):
+        name = "full"
+
+    class Unnamed(Policy):
+        name = "Bad Name"
+
+    with pytest.raises(TypeError, match="takes a subclass of dataprune.Policy"):
+        register(int)
+    with pytest.raises(ValueError, match="'full' is taken"):
+        register(Taken)
+    with pytest.raises(TypeError, match="lower-case words joined by hyphens"):
+        register(Unnamed)

@@ -256,14 +256,30 @@ def test_momentum_is_what_the_flag_says_under_every_schedule():
         (["train", "--momentum", "1.5"], "--momentum 1.5"),
         (["compare", "--target", "5"], "--target 5"),
         (["compare", "--target", "nan"], "--target nan"),
-        (["train", "--method", "ucb", "--scores", "s.pt"], "applies to the static scorers"),
-        (["compare", "--methods", "full,ucb", "--scores", "s.pt"], "--scores applies to"),
+        (["train", "--method", "ucb", "--scores", "s.pt"], "it is not a static scorer"),
+        (["compare", "--methods", "full,ucb", "--scores", "s.pt"], "--scores applies to none"),
         (["train", "--stop-after", "5", "--epochs", "2"], "--stop-after 5 must be <= 2"),
         (["train", "--seed", "9" * 30], "--seed 9999"),
         (["train", "--method", "random", "--ucb-c", "2"], "does not apply to method='random'"),
         (["compare", "--methods", "full,random", "--ucb-c", "2"], "applies to ucb"),
         (["train", "--ucb-c", "inf", "--method", "ucb"], "--ucb-c inf is not allowed"),
         (["train", "--weight-decay", "-1"], "--weight-decay -1.0"),
+        (["compare", "--seeds", ",,"], "--seeds is empty"),
+        (["compare", "--seeds", "0,0"], "repeats a seed"),
+        (["compare", "--methods", "full,full"], "repeats a name"),
+        (["compare", "--methods", ""], "--methods is empty"),
+        (["compare", "--methods", "full", "--prune", "0.5"], "--prune applies to pruning"),
+        (["train", "--train-limit", "99999"], "--train-limit 99999 exceeds the 1437 train"),
+        (["train", "--out", ""], "--out '' is empty"),
+        (["train", "--data-dir", ""], "--data-dir '' is empty"),
+        (["train", "--batch-size", "100000000000"], "--batch-size 100000000000 must be <="),
+        (["train", "--epochs", "10000000"], "--epochs 10000000 must be <= 1000000"),
+        (["train", "--ucb-c", "1e39", "--method", "ucb"], "beyond float32's range"),
+        (
+            ["train", "--method", "ucb", "--prune", "0.5", "--warmup-epochs", "10"],
+            "leave none of the 10",
+        ),
+        (["train", "--stop-after", "1"], "needs out"),
     ],
 )
 def test_misleading_options_are_refused_in_one_line(capsys, argv, fragment):
@@ -312,3 +328,10 @@ def test_a_policy_defined_in_one_file_runs_through_compare(capsys, tmp_path, toy
     assert "toy-lowest-loss" in capsys.readouterr().out
     saved = (tmp_path / "toy-lowest-loss-p0.5-s0" / "result.json").read_text()
     assert '"margin": 0.1' in saved
+
+
+def test_a_file_that_is_not_a_score_file_is_one_line(capsys, tmp_path):
+    junk = tmp_path / "scores.pt"
+    junk.write_text("root:x:0:0:root:/root:/bin/bash\n")
+    argv = ["train", *QUICK, "--method", "el2n", "--prune", "0.5", "--scores", str(junk)]
+    assert "not a dataprune score file" in error_of(capsys, *argv)

@@ -53,7 +53,9 @@ def small_config(**changes) -> RunConfig:
         progress=False,
     )
     base.update(changes)
-    return RunConfig(**base)
+    config = RunConfig(**base)
+    # the scorer settings above, left at their defaults where the method does not use them
+    return config.for_method(config.method, config.prune, config.seed)
 
 
 def static_subset(scores: torch.Tensor, prune: float) -> torch.Tensor:

@@ -268,8 +268,8 @@ def cmd_compare(args: argparse.Namespace) -> None:
     defaults = {**FIELD_DEFAULTS, **COMPAREFIELD_DEFAULTS}
     for name in set().union(*(unused_fields(m) for m in run_methods())):
         if getattr(base, name) != defaults[name] and all(name in unused_fields(m) for m in methods):
-            flag = "--" + name.replace("_", "-")
-            raise CLIError(f"{flag} applies to none of --methods {','.join(methods)}")
+            flag = _flag_names()[name]
+            raise CLIError(f"--{flag} applies to none of --methods {','.join(methods)}")
     configs = grid(base, methods, prunes, seeds)
     for config in configs:
         config.validate()
@@ -311,9 +311,8 @@ COMMANDS = {
 }
 
 
-def _as_flags(message: str) -> str:
-    """A message that begins with a field or option name (``seed=...``), in flag form."""
-    name, sep, rest = message.partition("=")
+def _flag_names() -> dict[str, str]:
+    """Each RunConfig field's and method option's command-line flag, without the dashes."""
     flags = {
         f.name: f.metadata.get("flag", f.name.replace("_", "-"))
         for f in dataclasses.fields(RunConfig)
@@ -321,6 +320,13 @@ def _as_flags(message: str) -> str:
     for method in run_methods():
         for option_name, option in method_options(method).items():
             flags[option_name] = option.flag or option_name.replace("_", "-")
+    return flags
+
+
+def _as_flags(message: str) -> str:
+    """A message that begins with a field or option name (``seed=...``), in flag form."""
+    name, sep, rest = message.partition("=")
+    flags = _flag_names()
     if sep and name in flags:
         return f"--{flags[name]} {rest}"
     return message

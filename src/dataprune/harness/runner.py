@@ -37,6 +37,11 @@ def run(config: RunConfig, data: ImageData | None = None) -> RunResult:
     checkpoint yet starts from the first epoch, so a preempted job can rerun one command.
     """
     config.validate()
+    if config.stop_after is not None and config.out is None:
+        raise ValueError(
+            f"stop_after={config.stop_after} needs out: without an output folder nothing is "
+            "saved to resume from"
+        )
     setup_device(config.device)  # starts torch.distributed under torchrun: ranks are known
     out = Path(config.out) if config.out else None
     lock = locked_folder(out) if out is not None and is_main_process() else None

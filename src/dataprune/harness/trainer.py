@@ -187,11 +187,6 @@ class RunConfig:
             check_int("score_epochs", self.score_epochs, low=1, high=self.epochs)
         if self.stop_after is not None:
             check_int("stop_after", self.stop_after, low=1, high=self.train_epochs)
-            if self.out is None:
-                raise ValueError(
-                    f"stop_after={self.stop_after} needs out: without an output folder nothing "
-                    "is saved to resume from"
-                )
         if self.resume and self.overwrite:
             raise ValueError(
                 "resume and overwrite cannot both be set: resume continues the checkpoint in "

@@ -97,17 +97,11 @@ def _scoring_config(config: RunConfig, seed: int) -> RunConfig:
     """The full-data run a scorer trains: the run's model, optimiser and schedule, stopped
     after its first ``E_s`` epochs (scores come from early training, as in Paul et al.)."""
     return dataclasses.replace(
-        config,
-        method="full",
-        prune=0.0,
+        config.for_method("full", 0.0, seed),
         stop_after=config.scoring_epochs,
-        seed=seed,
-        options={},
         out=None,
         resume=False,
         progress=False,
-        scores_file=None,
-        class_balanced=False,
     )
 
 
