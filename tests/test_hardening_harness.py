@@ -296,17 +296,22 @@ def test_export_coreset_into_a_folder_writes_inside_it(capsys, tmp_path):
     assert not (tmp_path / "coresets.pt").exists()
 
 
+def _import_reproduce():
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    try:
+        import reproduce
+    finally:
+        sys.path.pop(0)
+    return reproduce
+
+
 def test_infobatch_anneal_default_is_one_definition():
     from dataprune import POLICIES, Pruner
 
     infobatch = POLICIES["infobatch"]
     assert [infobatch.default_anneal_epochs(e) for e in (1, 2, 4, 8, 12, 40)] == [0, 1, 1, 1, 2, 5]
     assert Pruner(100, "infobatch", 0.5, 4).anneal_epochs == 1  # was round(0.5) = 0
-    sys.path.insert(0, str(ROOT / "benchmarks"))
-    try:
-        import reproduce
-    finally:
-        sys.path.pop(0)
+    reproduce = _import_reproduce()
     config = RunConfig(method="infobatch", epochs=4)
     assert reproduce._anneal(config) == infobatch.default_anneal_epochs(4)
 
@@ -328,6 +333,15 @@ def test_a_policy_defined_in_one_file_runs_through_compare(capsys, tmp_path, toy
     assert "toy-lowest-loss" in capsys.readouterr().out
     saved = (tmp_path / "toy-lowest-loss-p0.5-s0" / "result.json").read_text()
     assert '"margin": 0.1' in saved
+
+
+def test_a_policy_defined_in_one_file_runs_through_the_reproduce_script(tmp_path, toy_method):
+    reproduce = _import_reproduce()
+    (smoke,) = reproduce.suites(smoke=True, data_dir=None, device="cpu")
+    toy = [c for c in smoke.configs if c.method == "toy-lowest-loss"]
+    assert [c.prune for c in toy] == [0.5]
+    reproduce.run_suite(reproduce.Suite("smoke", smoke.title, toy), tmp_path)
+    assert (tmp_path / "smoke" / "toy-lowest-loss-p0.5-s0" / "result.json").is_file()
 
 
 def test_a_file_that_is_not_a_score_file_is_one_line(capsys, tmp_path):
