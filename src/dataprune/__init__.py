@@ -12,14 +12,17 @@ Three lines in a loop::
             ...
 """
 
+from .losses import sequence_losses, token_losses
 from .policies import POLICIES, Option, Policy, Selection, SelectionContext, methods, register
 from .pruner import Pruner
-from .sampler import IndexedDataset, PrunedSampler
+from .sampler import IndexedCollator, IndexedDataset, IndexedDictDataset, PrunedSampler
 from .stats import SampleStats
 
 __all__ = [
     "POLICIES",
+    "IndexedCollator",
     "IndexedDataset",
+    "IndexedDictDataset",
     "Option",
     "Policy",
     "PrunedSampler",
@@ -29,5 +32,7 @@ __all__ = [
     "SelectionContext",
     "methods",
     "register",
+    "sequence_losses",
+    "token_losses",
 ]
 __version__ = "0.1.0"

@@ -311,10 +311,13 @@ class Pruner:
         return PrunedSampler(self, shuffle=shuffle, drop_last=drop_last)
 
     # ------------------------------------------------------------------- record
-    def record(self, indices: Tensor, losses: Tensor) -> Tensor:
+    def record(self, indices: Tensor, losses: Tensor, valid: Tensor | None = None) -> Tensor:
         """Store per-sample losses; return their (weighted) mean, ready for ``.backward()``.
 
-        ``losses`` must hold one loss per sample (``reduction='none'``). NaN and inf losses are
+        ``losses`` must hold one loss per sample (``reduction='none'``). ``valid``, a bool
+        tensor of the same shape, marks samples that have no loss (a sequence whose tokens are
+        all padding, see :func:`dataprune.sequence_losses`): they leave the statistics and the
+        mean untouched and are not counted as non-finite. NaN and inf losses are
         left out of the statistics and of the mean, and logged (logger ``"dataprune"``) at most
         once an epoch; ``summary()["nonfinite_losses_skipped"]`` counts them. They still reach
         the gradients: the gradient of an inf loss such as ``-log(0)`` is NaN whatever this
@@ -329,14 +332,22 @@ class Pruner:
             self._to(losses.device)
         if indices.device != losses.device:
             indices = indices.to(losses.device, non_blocking=True)
-        all_indices, all_losses = gather_batch(indices, losses)
-        self.stats.update(all_indices, all_losses)
-
         # Finite as the statistics see them: in float32 (a float64 1e300 is not).
         finite = losses.detach().float().abs() < math.inf
+        observed = losses.detach()
+        if valid is not None:
+            valid = self._check_valid(valid, losses).to(losses.device, non_blocking=True)
+            observed = torch.where(valid, observed, math.nan)  # the statistics skip NaN
+            nonfinite = (valid & ~finite).sum()
+            finite = finite & valid
+        all_indices, all_losses = gather_batch(indices, observed)
+        self.stats.update(all_indices, all_losses)
+
         kept = finite.sum()
-        self._nonfinite += losses.numel() - kept
-        if losses.device.type == "cpu" and int(kept) < losses.numel():
+        if valid is None:
+            nonfinite = losses.numel() - kept
+        self._nonfinite += nonfinite
+        if losses.device.type == "cpu" and int(nonfinite) > 0:
             self._report_nonfinite()  # on the CPU at once; elsewhere at the next set_epoch
         # Left out of the mean. This cannot stop a NaN gradient from the graph behind an inf
         # loss (the chain rule multiplies this zero by an infinite derivative).
@@ -380,6 +391,17 @@ class Pruner:
                 )
             self._validated_epoch = self.epoch
         return indices
+
+    @staticmethod
+    def _check_valid(valid: Any, losses: Tensor) -> Tensor:
+        if not isinstance(valid, Tensor) or valid.dtype != torch.bool:
+            raise TypeError(f"valid must be a bool tensor (or None), got {_describe(valid)}")
+        if valid.shape != losses.shape:
+            raise ValueError(
+                f"valid must have the shape of losses, {tuple(losses.shape)}; got "
+                f"{tuple(valid.shape)}"
+            )
+        return valid
 
     def _report_nonfinite(self, epoch_ended: bool = False) -> None:
         """Log NaN and inf losses at most once an epoch (reads one count on the host)."""

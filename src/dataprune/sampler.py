@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
-from typing import TYPE_CHECKING
+from collections.abc import Callable, Iterator, Mapping
+from typing import TYPE_CHECKING, Any
 
 import torch
-from torch.utils.data import Dataset, Sampler
+from torch.utils.data import Dataset, Sampler, default_collate
 
 from ._validation import check_bool, check_int
 from .distributed import world
@@ -106,3 +106,51 @@ class IndexedDataset(Dataset):
 
     def __getitem__(self, index: int):
         return index, self.dataset[index]
+
+
+class IndexedDictDataset(Dataset):
+    """Wraps a map-style dataset whose items are dicts, adding each item's index under ``key``.
+
+    For Hugging Face-style datasets and collators (``batch["index"]`` then reaches the loss).
+    """
+
+    def __init__(self, dataset: Dataset, key: str = "index"):
+        self.dataset = dataset
+        self.key = key
+
+    def __len__(self) -> int:
+        return len(self.dataset)  # type: ignore[arg-type]
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        item = self.dataset[index]
+        if not isinstance(item, Mapping):
+            raise TypeError(
+                f"IndexedDictDataset needs items that are dicts; item {index} is a "
+                f"{type(item).__name__}: use IndexedDataset for other items"
+            )
+        if self.key in item:
+            raise ValueError(
+                f"item {index} already has a key {self.key!r}: pass another key= to "
+                "IndexedDictDataset"
+            )
+        return {**item, self.key: index}
+
+
+class IndexedCollator:
+    """A collate function that batches the ``key`` indices apart from the rest of each item.
+
+    Wraps any collate function (default: PyTorch's ``default_collate``; or a Hugging Face data
+    collator, which would pad, drop or reject an unknown key): the wrapped one sees the items
+    without ``key``, and the batch gets ``key`` back as an int64 tensor.
+    """
+
+    def __init__(self, collate_fn: Callable[[list], Any] | None = None, key: str = "index"):
+        self.collate_fn = default_collate if collate_fn is None else collate_fn
+        self.key = key
+
+    def __call__(self, items: list[Mapping[str, Any]]) -> Any:
+        indices = torch.tensor([item[self.key] for item in items], dtype=torch.int64)
+        rest = [{k: v for k, v in item.items() if k != self.key} for item in items]
+        batch = self.collate_fn(rest)
+        batch[self.key] = indices
+        return batch
