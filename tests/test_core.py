@@ -403,7 +403,10 @@ def test_infobatch_weights_are_unbiased_and_budget_exact():
     per_sample = torch.zeros(n, dtype=torch.float64)
     for seed in range(seeds):
         # epoch 0 is a full warm-up epoch that sees every loss; epoch 1 is pruned
-        pruner = Pruner(n, "infobatch", prune, 2, seed=seed, warmup_epochs=1, anneal_epochs=0)
+        # max_weight lifted: the low group's 1/P(kept) is 2.5 here, past the default bound
+        pruner = Pruner(
+            n, "infobatch", prune, 2, seed=seed, warmup_epochs=1, anneal_epochs=0, max_weight=1e6
+        )
         pruner.set_epoch(0)
         pruner.record(torch.arange(n), losses)
         pruner.set_epoch(1)
@@ -422,6 +425,39 @@ def test_infobatch_weights_are_unbiased_and_budget_exact():
     assert float(totals.mean()) == pytest.approx(float(losses.double().sum()), rel=0.005)
     # every sample's expected weight (P(kept) * 1/P(kept)) is 1
     assert torch.allclose(per_sample / seeds, torch.ones(n, dtype=torch.float64), atol=0.2)
+
+
+@pytest.mark.parametrize("prune", [0.3, 0.5, 0.7, 0.9])
+def test_infobatch_weights_stay_within_the_bound(prune):
+    n = 1000
+    losses = torch.rand(n, generator=torch.Generator().manual_seed(1)) * 4 + 0.1
+    for max_weight in (2.0, 1.25):
+        pruner = Pruner(
+            n, "infobatch", prune, 3, warmup_epochs=1, anneal_epochs=0, max_weight=max_weight
+        )
+        pruner.set_epoch(0)
+        pruner.record(torch.arange(n), losses)
+        pruner.set_epoch(1)
+        kept = pruner.indices()
+        weights = pruner.state_dict()["weights"][kept]
+        assert kept.numel() == round((1 - prune) * n)
+        # unbounded, these were up to |L| / (|L| - d_L) = 25 (prune 0.5) and |H| / k (0.7, 0.9)
+        assert float(weights.max()) <= max_weight
+        assert float(weights.min()) >= 1.0
+        # so the returned loss is at most max_weight times the plain mean
+        plain = float(losses[kept].mean())
+        assert float(pruner.record(kept, losses[kept])) <= max_weight * plain * (1 + 1e-6)
+
+
+def test_infobatch_first_epoch_trains_at_weight_one():
+    n = 500
+    pruner = Pruner(n, "infobatch", 0.7, 4)
+    pruner.set_epoch(0)  # nothing seen yet: a uniform subset, not scaled up by N / k
+    kept = pruner.indices()
+    assert kept.numel() == 150
+    assert torch.equal(pruner.state_dict()["weights"], torch.ones(n))
+    losses = torch.linspace(0.5, 3.0, 150)
+    assert float(pruner.record(kept, losses)) == pytest.approx(float(losses.mean()), rel=1e-6)
 
 
 def test_infobatch_first_epoch_starves_nobody():

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 
 from ..selection import Stream
-from .base import Policy, Selection, SelectionContext
+from .base import Option, Policy, Selection, SelectionContext
 from .registry import register
 
 # (drop, ties) streams of the below-mean group and of the rest
@@ -17,18 +17,32 @@ _GROUP_STREAMS = (
 
 @register
 class InfoBatch(Policy):
-    """Soft pruning of well-learned samples with unbiased rescaling (Qin et al., InfoBatch).
+    """Soft pruning of well-learned samples with bounded rescaling (Qin et al., InfoBatch).
 
     Samples seen so far whose loss ``mu`` is below the mean of the seen samples form the "low"
     group L; unseen samples belong to the rest H, so they are never in the group pruned first.
     To leave out exactly ``m = N - k`` samples, drop ``d_L = min(m, |L|)`` uniformly from L and
-    any remainder uniformly from H. Kept samples of a group G are weighted ``|G| / (|G| - d_G)``
-    = 1 / P(kept), so the expected summed loss of the epoch equals the full-data one. By default
-    it trains on full data in the final 12.5% of epochs, rescales, and keeps the latest loss
-    (``alpha=1``), as InfoBatch does.
+    any remainder uniformly from H.
+
+    Kept samples of a group G that were seen are weighted ``min(|G| / (|G| - d_G),
+    max_weight)``: 1 / P(kept), so the epoch's expected summed loss equals the full-data one,
+    as long as that stays within InfoBatch's own bound ``1 / (1 - r)`` (``max_weight``, 2 at its
+    default r = 0.5). Unbounded, the weights grow without limit as ``prune`` approaches
+    ``|L| / N`` (and past it, every kept sample is scaled by ``|H| / k``), and the step size with
+    them; bounded, the step is at most ``max_weight`` times an unweighted one at any prune rate,
+    and the estimate is biased towards the high-loss samples where the bound binds. Unseen
+    samples weigh 1: no loss has told them apart yet, so the first epoch trains at weight 1.
+
+    By default it trains on full data in the final 12.5% of epochs, rescales, and keeps the
+    latest loss (``alpha=1``), as InfoBatch does.
     """
 
     name = "infobatch"
+    options = {
+        "max_weight": Option(
+            2.0, "largest loss weight, InfoBatch's 1/(1-r) (2: its r=0.5)", low=1.0, high=1e6
+        ),
+    }
     default_alpha = 1.0
     default_rescale = True
     anneal_fraction = 0.125
@@ -58,6 +72,7 @@ class InfoBatch(Policy):
             dropped = ctx.top_k(-keys, drop, tie_stream)
             keep &= ~dropped
             if size > drop:
-                weight_map = torch.where(group, size / (size - drop), weight_map)
+                weight = min(size / (size - drop), self.params["max_weight"])
+                weight_map = torch.where(group & seen, weight, weight_map)
             to_drop -= drop
         return ctx.selection(keep, weight_map)
