@@ -163,6 +163,7 @@ class Pruner:
         self.samples_used = 0
         self.pruned_epochs = 0  # epochs started on a subset; selected_count counts within them
         self.selection_seconds = 0.0
+        self.last_selection_seconds = 0.0  # of the latest set_epoch
         self.record_seconds = 0.0
         self.record_calls = 0
         self.samples_recorded = 0  # this process's samples passed to record(), before gathering
@@ -184,16 +185,26 @@ class Pruner:
         """Number of samples trained on in ``epoch`` (over all ranks)."""
         return self.k if self.is_pruned_epoch(epoch) else self.num_samples
 
-    def total_steps(self, batch_size: int, drop_last: bool = False) -> int:
-        """Optimizer steps of the whole run on one rank, to size LR schedules ahead."""
+    def total_steps(self, batch_size: int, drop_last: bool = False, accumulate: int = 1) -> int:
+        """Optimizer steps of the whole run on one rank, to size LR schedules ahead.
+
+        ``accumulate`` batches make one step, and an epoch's last, shorter window steps too
+        (as Lightning and the Hugging Face Trainer do).
+        """
         check_int("batch_size", batch_size, low=1)
+        check_int("accumulate", accumulate, low=1)
         _, world_size = world()
         steps = 0
         for epoch in range(self.epochs):
             n = self.epoch_size(epoch)
             per_rank = n // world_size if drop_last else math.ceil(n / world_size)
-            steps += per_rank // batch_size if drop_last else math.ceil(per_rank / batch_size)
+            batches = per_rank // batch_size if drop_last else math.ceil(per_rank / batch_size)
+            steps += math.ceil(batches / accumulate)
         return steps
+
+    def uniform_epochs(self) -> bool:
+        """Whether every epoch trains the same number of samples (no warm-up or anneal)."""
+        return len({self.epoch_size(epoch) for epoch in range(self.epochs)}) == 1
 
     # ---------------------------------------------------------------- selection
     def set_epoch(self, epoch: int) -> None:
@@ -250,7 +261,8 @@ class Pruner:
             self._count_selected()
             self.pruned_epochs += 1
         self.samples_used += self.epoch_size(epoch)
-        self.selection_seconds += time.perf_counter() - started
+        self.last_selection_seconds = time.perf_counter() - started
+        self.selection_seconds += self.last_selection_seconds
 
     def _count_selected(self) -> None:
         if self.shard is None:
@@ -306,9 +318,21 @@ class Pruner:
             return torch.arange(self.num_samples, device=self.stats.device)
         return self._subset
 
-    def sampler(self, shuffle: bool = True, drop_last: bool = False) -> PrunedSampler:
-        """A ``torch.utils.data.Sampler`` over the current subset (this rank's equal share)."""
-        return PrunedSampler(self, shuffle=shuffle, drop_last=drop_last)
+    def sampler(
+        self,
+        shuffle: bool = True,
+        drop_last: bool = False,
+        num_replicas: int | None = None,
+        rank: int | None = None,
+    ) -> PrunedSampler:
+        """A ``torch.utils.data.Sampler`` over the current subset (this rank's equal share).
+
+        ``num_replicas=1`` yields the whole subset on every rank, for loaders that Accelerate
+        shards by batches (see ``dataprune.integrations.accelerate``).
+        """
+        return PrunedSampler(
+            self, shuffle=shuffle, drop_last=drop_last, num_replicas=num_replicas, rank=rank
+        )
 
     # ------------------------------------------------------------------- record
     def record(self, indices: Tensor, losses: Tensor, valid: Tensor | None = None) -> Tensor:
@@ -458,6 +482,37 @@ class Pruner:
             "samples_recorded": self.samples_recorded,
             "nonfinite_losses_skipped": int(self._nonfinite),
         }
+
+    def epoch_metrics(self) -> dict[str, float]:
+        """The current epoch's pruning figures, for a logger (one host sync).
+
+        ``fraction_pruned`` and ``samples_used`` of this epoch, ``selection_seconds`` spent
+        choosing its subset, and in a pruned epoch the mean loss statistic (the EMA) of the kept
+        and of the dropped samples among those seen so far. A collective under ``shard_stats``.
+        """
+        if self.epoch is None:
+            raise RuntimeError("no epoch yet: call pruner.set_epoch(epoch) first")
+        size = self.epoch_size(self.epoch)
+        metrics = {
+            "fraction_pruned": 1 - size / self.num_samples,
+            "samples_used": float(size),
+            "selection_seconds": self.last_selection_seconds,
+        }
+        if self._subset is None:
+            return metrics
+        kept = torch.zeros(self.stats.num_rows, dtype=torch.bool, device=self.stats.device)
+        kept[self._subset if self.shard is None else self._shard_of_subset() - self.shard[0]] = True
+        seen = self.stats.seen
+        groups = torch.stack([kept & seen, ~kept & seen]).double()  # (kept, dropped) x samples
+        sums = torch.cat([groups @ self.stats.mean.double(), groups.sum(dim=1)])
+        if self.shard is not None:
+            sums = all_reduce_sum(sums)
+        kept_sum, dropped_sum, kept_seen, dropped_seen = sums.tolist()
+        if kept_seen:
+            metrics["kept_mean_loss"] = kept_sum / kept_seen
+        if dropped_seen:
+            metrics["dropped_mean_loss"] = dropped_sum / dropped_seen
+        return metrics
 
     # ------------------------------------------------------------------- state
     def state_dict(self) -> dict[str, Any]:

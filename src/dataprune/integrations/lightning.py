@@ -1,0 +1,205 @@
+"""Dynamic data pruning in PyTorch Lightning: one Callback (``pip install 'dataprune[lightning]'``).
+
+::
+
+    pruning = DataPruning(method="ucb", prune=0.5)
+
+    class Model(L.LightningModule):
+        def train_dataloader(self):
+            return pruning.dataloader(train_set, batch_size=128)
+
+        def training_step(self, batch, batch_idx):
+            index, (x, y) = batch
+            return pruning.record(index, F.cross_entropy(self(x), y, reduction="none"))
+
+    L.Trainer(max_epochs=8, callbacks=[pruning], use_distributed_sampler=False).fit(Model())
+
+What the callback guarantees, and how:
+
+- The loader's sampler is the pruner's, already sharded per rank. Lightning would shard it a
+  second time unless ``use_distributed_sampler=False`` (needed under DDP; checked).
+- Lightning calls ``sampler.set_epoch`` at each epoch's start, which selects the subset; the
+  callback checks it happened and logs ``dataprune/*`` metrics through the Trainer's logger.
+- ``trainer.estimated_stepping_batches`` is the pruned run's exact optimizer-step count
+  (``Pruner.total_steps``, with ``accumulate_grad_batches``). Where epochs differ in size (see
+  below) the callback sets the Trainer's ``max_steps`` to it, unless ``max_steps`` was given.
+- The pruner is saved in Lightning checkpoints and restored from them, so
+  ``trainer.fit(model, ckpt_path=...)`` continues with the same selections. Resume is exact from
+  checkpoints taken at an epoch's end; Lightning itself warns that a mid-epoch resume is not.
+- Lightning reads a loader's length once, at the start, and cuts later epochs to it. When the
+  pruner's epochs differ in size (warm-up, anneal), the loader therefore reports no length: each
+  epoch ends when its sampler does, and the progress bar shows no per-epoch total.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+from typing import Any
+
+import lightning.pytorch as pl
+from torch import Tensor
+from torch.utils.data import DataLoader, Dataset, Sampler
+
+from .. import IndexedDataset, IndexedDictDataset, PrunedSampler, Pruner
+
+METRIC_PREFIX = "dataprune/"
+
+
+class _UnsizedSampler(Sampler[int]):
+    """The pruner's sampler without ``__len__``: Lightning then lets each epoch run to its end."""
+
+    def __init__(self, sampler: PrunedSampler):
+        self.sampler = sampler
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(self.sampler)
+
+    def set_epoch(self, epoch: int) -> None:
+        self.sampler.set_epoch(epoch)
+
+
+class DataPruning(pl.Callback):
+    """A Lightning Callback that trains each epoch on the subset a :class:`dataprune.Pruner` picks.
+
+    Args:
+        method, prune, seed, **pruner_options: as for :class:`dataprune.Pruner` (``epochs`` is
+            the Trainer's ``max_epochs``, ``num_samples`` the training set's length).
+
+    The LightningModule calls :meth:`dataloader` in ``train_dataloader()`` and returns
+    :meth:`record`'s result from ``training_step``. The pruner is built when the loader is,
+    after the process group exists; it is :attr:`pruner`.
+    """
+
+    def __init__(
+        self, method: str = "epsilon-greedy", prune: float = 0.3, seed: int = 0, **pruner_options
+    ):
+        super().__init__()
+        self.pruner_args = {"method": method, "prune": prune, "seed": seed, **pruner_options}
+        self.pruner: Pruner | None = None
+        self._trainer: pl.Trainer | None = None
+        self._loader: DataLoader | None = None
+        self._restored: dict[str, Any] | None = None
+        self._sampler: PrunedSampler | None = None
+        self._batch_size = 1
+        self._batches_done = 0  # training batches of the current epoch, on this rank
+
+    # ------------------------------------------------------------ for the module
+    def dataloader(
+        self,
+        dataset: Dataset,
+        batch_size: int,
+        shuffle: bool = True,
+        drop_last: bool = False,
+        **loader_options: Any,
+    ) -> DataLoader:
+        """The training DataLoader over ``dataset``; its batches are ``(index, item)``.
+
+        ``dataset`` is wrapped in :class:`dataprune.IndexedDataset` unless it already is one
+        (or an :class:`dataprune.IndexedDictDataset`, whose dict batches carry ``"index"``).
+        ``shuffle`` orders each epoch's subset by ``(seed, epoch)``, the same on every rank.
+        ``loader_options`` go to the DataLoader (``num_workers``, ``collate_fn``, ...), except
+        ``sampler`` and ``batch_sampler``, which the pruner decides.
+        """
+        trainer = self._require_trainer()
+        for option in ("sampler", "batch_sampler"):
+            if option in loader_options:
+                raise ValueError(f"dataloader(..., {option}=...): the pruner decides the order")
+        if not isinstance(dataset, (IndexedDataset, IndexedDictDataset)):
+            dataset = IndexedDataset(dataset)
+        if self.pruner is None:
+            self._build(trainer, len(dataset), batch_size, drop_last)
+        self._batch_size = batch_size
+        self._sampler = self.pruner.sampler(shuffle=shuffle, drop_last=drop_last)
+        self._loader = DataLoader(
+            dataset,
+            batch_size=batch_size,
+            sampler=self._sampler
+            if self.pruner.uniform_epochs()
+            else _UnsizedSampler(self._sampler),
+            drop_last=drop_last,
+            **loader_options,
+        )
+        return self._loader
+
+    def record(self, indices: Tensor, losses: Tensor, valid: Tensor | None = None) -> Tensor:
+        """``pruner.record``: store per-sample losses, return the loss to back-propagate."""
+        if self.pruner is None:
+            raise RuntimeError(
+                "record() before the pruner exists: return pruning.dataloader(...) from the "
+                "LightningModule's train_dataloader()"
+            )
+        return self.pruner.record(indices, losses, valid)
+
+    # ---------------------------------------------------------- Lightning hooks
+    def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        if stage == "fit":
+            self._trainer = trainer
+
+    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        loader = trainer.train_dataloader
+        if self._loader is None or getattr(loader, "sampler", None) is not self._loader.sampler:
+            raise RuntimeError(
+                "the training DataLoader does not use DataPruning's sampler: return "
+                "pruning.dataloader(...) from train_dataloader(), and under DDP pass "
+                "Trainer(use_distributed_sampler=False), or Lightning shards the subset a second "
+                "time"
+            )
+
+    def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self.pruner.set_epoch(trainer.current_epoch)  # Lightning did it through the sampler
+        self._batches_done = 0
+        metrics = {METRIC_PREFIX + k: v for k, v in self.pruner.epoch_metrics().items()}
+        # Identical on every rank; sync_dist only keeps Lightning from warning that they are not.
+        pl_module.log_dict(metrics, on_step=False, on_epoch=True, sync_dist=True)
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        self._batches_done += 1
+
+    def state_dict(self) -> dict[str, Any]:
+        if self.pruner is None:
+            return {}
+        state = (
+            self.pruner.gathered_state_dict() if self.pruner.shard else self.pruner.state_dict()
+        )
+        # Whether this rank finished the epoch's batches: a resume then starts the next epoch.
+        batches = len(self._sampler) / self._batch_size
+        batches = int(batches) if self._sampler.drop_last else math.ceil(batches)
+        return {"pruner": state, "epoch_done": self._batches_done >= batches}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        if not state_dict:
+            return
+        self._restored = state_dict
+        if self.pruner is not None:  # built before the checkpoint was loaded
+            self._restore()
+
+    # ----------------------------------------------------------------- inner
+    def _require_trainer(self) -> pl.Trainer:
+        if self._trainer is None:
+            raise RuntimeError(
+                "dataloader() before the Trainer set this callback up: pass it in "
+                "Trainer(callbacks=[...]) and call dataloader() from train_dataloader()"
+            )
+        return self._trainer
+
+    def _build(self, trainer: pl.Trainer, num_samples: int, batch_size: int, drop_last: bool):
+        self.pruner = Pruner(num_samples, epochs=trainer.max_epochs, **self.pruner_args)
+        if self._restored is not None:
+            self._restore()
+        if self.pruner.epoch is None:
+            # Loaders may read the sampler before Lightning's first set_epoch (workers prefetch).
+            self.pruner.set_epoch(trainer.current_epoch)
+        if trainer.max_steps == -1 and not self.pruner.uniform_epochs():
+            # An unsized loader: estimated_stepping_batches is then max_steps, the exact count.
+            # (Epochs of one size need nothing: Lightning's own estimate is exact.)
+            trainer.fit_loop.epoch_loop.max_steps = self.pruner.total_steps(
+                batch_size, drop_last, accumulate=trainer.accumulate_grad_batches
+            )
+
+    def _restore(self) -> None:
+        state, self._restored = self._restored, None
+        self.pruner.load_state_dict(state["pruner"])
+        epoch = self.pruner.epoch
+        if state["epoch_done"] and epoch is not None and epoch + 1 < self.pruner.epochs:
+            self.pruner.set_epoch(epoch + 1)

@@ -1,0 +1,102 @@
+"""The Lightning Callback on real Fashion-MNIST: in one process and under DDP on 2 CPU processes."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("lightning", reason="the [lightning] extra is not installed")
+
+sys.path.insert(0, str(Path(__file__).parent / "jobs"))
+import lightning_job  # noqa: E402
+
+if not (lightning_job.DATA / "fashion-mnist").is_dir():
+    pytest.skip("Fashion-MNIST not found in ../shared/data", allow_module_level=True)
+
+
+def run(tmp_path: Path, *flags: str, devices: int = 1) -> list[dict]:
+    """Runs the job (in-process for one device); returns each rank's record."""
+    argv = ["--out", str(tmp_path), "--devices", str(devices), *flags]
+    if devices == 1:
+        lightning_job.run(lightning_job.parse(argv))
+    else:
+        env = {**os.environ, "PYTHONWARNINGS": "ignore", "OMP_NUM_THREADS": "1"}
+        subprocess.run(
+            [sys.executable, lightning_job.__file__, *argv], check=True, env=env, timeout=300
+        )
+    suffix = "-resumed" if "--resume" in flags else ""
+    return [json.loads((tmp_path / f"rank{r}{suffix}.json").read_text()) for r in range(devices)]
+
+
+def check_budget(records: list[dict], num_samples: int, prune: float) -> None:
+    """Every rank sees the same subset each epoch, and the ranks together train exactly it."""
+    for epoch, first in records[0]["epochs"].items():
+        subsets = [r["epochs"][epoch]["subset"] for r in records]
+        assert all(s == subsets[0] for s in subsets)
+        trained = sorted(i for r in records for i in r["epochs"][epoch]["trained"])
+        assert trained == subsets[0]
+        assert len(trained) == round((1 - prune) * num_samples)
+    for r in records:
+        assert r["global_step"] == r["total_steps"] == r["estimated_stepping_batches"]
+
+
+@pytest.mark.parametrize("method, accumulate", [("ucb", 1), ("infobatch", 3)])
+def test_one_process_trains_the_exact_budget_and_logs_metrics(tmp_path, method, accumulate):
+    (record,) = run(tmp_path, "--method", method, "--accumulate", str(accumulate))
+    epochs = record["epochs"]
+    for epoch in ("0", "1"):  # infobatch anneals its last epoch on full data
+        assert sorted(epochs[epoch]["trained"]) == epochs[epoch]["subset"]
+        assert len(epochs[epoch]["subset"]) == 256
+    assert len(epochs["2"]["trained"]) == (512 if method == "infobatch" else 256)
+    assert record["global_step"] == record["total_steps"] == record["estimated_stepping_batches"]
+    metrics = record["metrics"]
+    assert metrics["dataprune/fraction_pruned"] == (0.0 if method == "infobatch" else 0.5)
+    assert metrics["dataprune/samples_used"] == len(epochs["2"]["trained"])
+    assert "dataprune/selection_seconds" in metrics
+
+
+def test_full_method_equals_lightning_without_dataprune(tmp_path):
+    (ours,) = run(tmp_path / "a", "--method", "full", "--no-shuffle")
+    (plain,) = run(tmp_path / "b", "--plain", "--no-shuffle")
+    assert len(ours["losses"]) == len(plain["losses"]) == 3 * 16
+    assert ours["losses"] == pytest.approx(plain["losses"], rel=1e-5)
+
+
+def test_resume_from_a_lightning_checkpoint_selects_as_an_uninterrupted_run(tmp_path):
+    (whole,) = run(tmp_path / "whole")
+    run(tmp_path / "split", "--stop-after", "0")
+    (resumed,) = run(tmp_path / "split", "--resume")
+    for epoch in ("1", "2"):
+        assert resumed["epochs"][epoch]["subset"] == whole["epochs"][epoch]["subset"]
+        assert resumed["epochs"][epoch]["trained"] == whole["epochs"][epoch]["trained"]
+    assert resumed["losses"] == pytest.approx(whole["losses"][8:], rel=1e-4)
+
+
+def test_two_ddp_processes_share_subsets_budget_steps_and_resume(tmp_path):
+    whole = run(tmp_path / "whole", devices=2)
+    check_budget(whole, 512, 0.5)
+    run(tmp_path / "split", "--stop-after", "0", devices=2)
+    resumed = run(tmp_path / "split", "--resume", devices=2)
+    for rank in (0, 1):
+        for epoch in ("1", "2"):
+            assert resumed[rank]["epochs"][epoch] == whole[rank]["epochs"][epoch]
+
+
+def test_lightning_sharding_the_subset_again_is_refused(tmp_path):
+    example = lightning_job.load_example()
+    data = lightning_job.load_dataset("fashion-mnist", lightning_job.DATA, train_limit=64)
+    pruning = example.DataPruning(method="ucb", prune=0.5)
+    model = example.FashionModel(data, pruning)
+    trainer = example.pl.Trainer(
+        max_epochs=1, accelerator="cpu", callbacks=[pruning], logger=False, barebones=True
+    )
+    model.train_dataloader = lambda: example.DataLoader(
+        example.TensorDataset(data.train_x, data.train_y)
+    )
+    with pytest.raises(RuntimeError, match="use_distributed_sampler=False"):
+        trainer.fit(model)
