@@ -93,8 +93,8 @@ def main() -> None:
     trainer = make_trainer(args, [] if pruning is None else [pruning])
     trainer.fit(model)
     if trainer.is_global_zero:
-        summary = "" if pruning is None else f", pruned {pruning.pruner.summary()['fraction_pruned']:.0%}"
-        print(f"accuracy {model.accuracy():.2%}, {trainer.global_step} steps{summary}")
+        pruned = 0.0 if pruning is None else pruning.pruner.summary()["fraction_pruned"]
+        print(f"accuracy {model.accuracy():.2%}, {trainer.global_step} steps, pruned {pruned:.0%}")
 
 
 if __name__ == "__main__":

@@ -35,7 +35,7 @@ def run(tmp_path: Path, *flags: str, devices: int = 1) -> list[dict]:
 
 def check_budget(records: list[dict], num_samples: int, prune: float) -> None:
     """Every rank sees the same subset each epoch, and the ranks together train exactly it."""
-    for epoch, first in records[0]["epochs"].items():
+    for epoch in records[0]["epochs"]:
         subsets = [r["epochs"][epoch]["subset"] for r in records]
         assert all(s == subsets[0] for s in subsets)
         trained = sorted(i for r in records for i in r["epochs"][epoch]["trained"])

@@ -159,9 +159,7 @@ class DataPruning(pl.Callback):
     def state_dict(self) -> dict[str, Any]:
         if self.pruner is None:
             return {}
-        state = (
-            self.pruner.gathered_state_dict() if self.pruner.shard else self.pruner.state_dict()
-        )
+        state = self.pruner.gathered_state_dict() if self.pruner.shard else self.pruner.state_dict()
         # Whether this rank finished the epoch's batches: a resume then starts the next epoch.
         batches = len(self._sampler) / self._batch_size
         batches = int(batches) if self._sampler.drop_last else math.ceil(batches)
