@@ -23,6 +23,7 @@ pytestmark = pytest.mark.skipif(
 )
 
 N, PRUNE, EPOCHS, BATCH = 101, 0.4, 5, 8  # N is divisible by neither 2 nor 3
+SCHEDULE = {"prune_schedule": "cosine", "prune_end": 0.8}
 BIG_N = 70_000  # indices above 65536 lose precision in bf16
 
 
@@ -85,6 +86,11 @@ def _worker(rank: int, world_size: int, init_file: str, out_dir: str) -> None:
             results["methods"][method] = _train(make(method), drop_last=False)
         for drop_last in (False, True):
             results["drop_last"][drop_last] = _train(make("ucb"), drop_last=drop_last)
+        results["schedule"] = {
+            (method, drop_last): _train(make(method, **SCHEDULE), drop_last=drop_last)
+            for method in ("ucb", "static-random")
+            for drop_last in (False, True)
+        }
 
         # bf16 losses at indices above 65536: each rank records its own, different batch
         pruner = Pruner(BIG_N, "ucb", 0.5, 2)
@@ -188,6 +194,23 @@ def test_equal_step_counts_per_rank(ranks, drop_last):
         iterated = (per_rank // BATCH) * BATCH if drop_last else per_rank
         assert int(counts.sum()) == world_size * iterated
         assert int(counts.max()) == (1 if drop_last else 2)  # padding repeats a few samples
+
+
+@pytest.mark.parametrize("method", ["ucb", "static-random"])
+@pytest.mark.parametrize("drop_last", [False, True])
+def test_scheduled_budgets_agree_on_every_rank(ranks, method, drop_last):
+    world_size = len(ranks)
+    results = [r["schedule"][method, drop_last] for r in ranks]
+    budgets = make(method, **SCHEDULE).budgets
+    assert len(set(budgets)) == EPOCHS  # the rate moves every epoch
+    for r in results:
+        assert [s.numel() for s in r["subsets"]] == budgets
+        for a, b in zip(r["subsets"], results[0]["subsets"], strict=True):
+            assert torch.equal(a, b)
+        per_rank = [k // world_size if drop_last else math.ceil(k / world_size) for k in budgets]
+        steps = [p // BATCH if drop_last else math.ceil(p / BATCH) for p in per_rank]
+        assert r["steps"] == steps
+        assert r["total_steps"] == sum(steps)
 
 
 def test_unequal_batches_reach_every_rank_and_sizes_travel_on_the_host(ranks):

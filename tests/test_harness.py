@@ -162,6 +162,38 @@ def test_compare_writes_table_json_csv_and_plots(capsys, tmp_path):
     assert (out / "random-p0.3-s0" / "result.json").stat().st_mtime_ns == before
 
 
+SMALL = ["--dataset", "digits", "--train-limit", "300", "--test-limit", "100", "--no-progress"]
+
+
+def test_prune_schedule_and_every_reach_train_and_compare(capsys, tmp_path):
+    schedule = ["--prune-schedule", "linear", "--prune-end", "0.8", "--epochs", "4"]
+    argv = ["train", *SMALL, "--method", "ucb", "--prune", "0.2", *schedule, "--every", "2"]
+    assert cli.main([*argv, "--out", str(tmp_path / "one")]) == 0, capsys.readouterr().err
+    epochs = json.loads((tmp_path / "one" / "result.json").read_text())["epochs"]
+    # each selection of 2 epochs takes the rate of its first: 0.2, then 0.6 (at epoch 2 of 0-3)
+    assert [e["samples"] for e in epochs] == [240, 240, 120, 120]
+    # a pruning method first: the untimed warm-up is full data without the pruning flags
+    argv = ["compare", *SMALL, "--methods", "ucb,full,rs2", "--prune", "0.2", *schedule]
+    assert cli.main([*argv, "--rescale", "--out", str(tmp_path / "cmp")]) == 0
+    summary = json.loads((tmp_path / "cmp" / "results.json").read_text())["summary"]
+    used = {(r["method"], r["prune"]): r["samples_used"] for r in summary}
+    assert used == {("ucb", 0.2): 240 + 180 + 120 + 60, ("full", 0.0): 1200, ("rs2", 0.2): 600}
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["--method", "full", "--prune-schedule", "linear"], "--prune-schedule 'linear' does not"),
+        (["--method", "ucb", "--prune-schedule", "cosine"], "needs prune_end"),
+        (["--method", "ucb", "--prune-end", "0.5"], "does not apply to prune_schedule='constant'"),
+        (["--method", "ucb", "--prune-schedule", "step"], "one of: constant, linear, cosine"),
+    ],
+)
+def test_bad_prune_schedule_flags_are_refused(capsys, argv, message):
+    assert cli.main(["train", *SMALL, *argv]) == 2
+    assert message in capsys.readouterr().err
+
+
 def test_analyze_plots_selection_frequency_and_churn(tmp_path):
     config = quick(method="ucb", prune=0.5, epochs=3, out=str(tmp_path / "run"))
     run(config)

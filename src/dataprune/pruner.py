@@ -22,6 +22,7 @@ from .distributed import (
 )
 from .policies import Selection, SelectionContext, get_policy
 from .sampler import PrunedSampler
+from .schedule import PruneSchedule, budget, check_schedule, epoch_budgets
 from .stats import MAX_SAMPLES, SEEN, VAR, SampleStats
 
 logger = logging.getLogger("dataprune")
@@ -34,6 +35,8 @@ _CONFIG_KEYS = (
     "num_samples",
     "method",
     "prune",
+    "prune_schedule",
+    "prune_end",
     "epochs",
     "seed",
     "every",
@@ -41,12 +44,8 @@ _CONFIG_KEYS = (
     "anneal_epochs",
     "rescale",
     "alpha",
+    "budgets",
 )
-
-
-def budget(num_samples: int, prune: float) -> int:
-    """Samples kept in a pruned epoch: ``k = max(1, round((1 - prune) * N))``."""
-    return max(1, round((1 - prune) * num_samples))
 
 
 class Pruner:
@@ -55,9 +54,17 @@ class Pruner:
     Args:
         num_samples: size N of the training set.
         method: one of ``dataprune.methods()``.
-        prune: fraction of the dataset left out of each pruned epoch, ``0 <= prune < 1``. The
-            per-epoch budget is ``k = max(1, round((1 - prune) * N))``.
+        prune: fraction of the dataset left out of each pruned epoch, ``0 <= prune < 1`` (the
+            first pruned epoch's under a ``prune_schedule``). The per-epoch budget is
+            ``k = max(1, round((1 - prune) * N))``.
         epochs: the number of epochs the run will train.
+        prune_schedule: how the rate moves over the pruned epochs: ``"constant"`` (``prune``
+            throughout), ``"linear"`` or ``"cosine"`` from ``prune`` at the first pruned epoch
+            to ``prune_end`` at the last, or a callable ``epoch -> prune`` (deterministic, the
+            same on every rank). With ``every > 1`` each selection's epochs share the rate of
+            its first epoch. Every epoch's budget is fixed when the Pruner is built:
+            :meth:`epoch_size`, :meth:`total_steps` and the sampler's length agree with it.
+        prune_end: the rate of the last pruned epoch, for ``"linear"`` and ``"cosine"``.
         seed: seeds every random choice; selection at epoch e depends only on the seed, e and
             the statistics, so identical ranks and resumed runs choose identically.
         every: re-select every ``every`` pruned epochs (reuse the subset in between).
@@ -93,6 +100,8 @@ class Pruner:
         epochs: int = 1,
         seed: int = 0,
         *,
+        prune_schedule: PruneSchedule = "constant",
+        prune_end: float | None = None,
         every: int = 1,
         warmup_epochs: int = 0,
         anneal_epochs: int | None = None,
@@ -122,11 +131,21 @@ class Pruner:
         check_bool("compile", compile)
         alpha = policy_class.default_alpha if alpha is None else alpha
         self.alpha = check_float("alpha", alpha, low=0.0, high=1.0, low_open=True)
+        check_schedule(prune_schedule, self.prune, prune_end)
+        #: the schedule's name, or "callable" (its rates are in ``budgets``)
+        self.prune_schedule = "callable" if callable(prune_schedule) else prune_schedule
+        self.prune_end = prune_end
+        #: the budget of a pruned epoch at ``prune`` (the first pruned epoch's, if scheduled)
         self.k = budget(num_samples, self.prune)
         device = _check_device(device)
+        asks_to_prune = (
+            callable(prune_schedule)
+            or self.k < num_samples
+            or (prune_end is not None and budget(num_samples, prune_end) < num_samples)
+        )
         if (
             policy_class.prunes
-            and self.k < num_samples
+            and asks_to_prune
             and self.warmup_epochs + self.anneal_epochs >= self.epochs
         ):
             raise ValueError(
@@ -134,6 +153,17 @@ class Pruner:
                 f"none of the {self.epochs} epochs pruned: method={method!r} would train on "
                 "full data throughout; lower them, or use method='full'"
             )
+        window = range(self.warmup_epochs, self.epochs - self.anneal_epochs)
+        #: every epoch's budget: N for the epochs that train on all samples
+        self.budgets = epoch_budgets(
+            num_samples,
+            self.epochs,
+            list(window) if policy_class.prunes else [],
+            prune_schedule,
+            self.prune,
+            prune_end,
+            self._round_start if policy_class.reselects else (lambda epoch: epoch),
+        )
 
         self.policy = policy_class(**options)
         self.policy.check_num_samples(num_samples)
@@ -173,17 +203,17 @@ class Pruner:
         self.churn: list[dict[str, int]] = []  # samples entering/leaving at each re-selection
 
     # ----------------------------------------------------------------- schedule
+    def _round_start(self, epoch: int) -> int:
+        """The first epoch of the selection round ``epoch`` belongs to."""
+        return epoch - (epoch - self.warmup_epochs) % self.every
+
     def is_pruned_epoch(self, epoch: int) -> bool:
-        """Whether ``epoch`` trains on a subset (not warm-up, anneal, ``full`` or ``prune=0``)."""
-        return (
-            self.policy.prunes
-            and self.k < self.num_samples
-            and self.warmup_epochs <= epoch < self.epochs - self.anneal_epochs
-        )
+        """Whether ``epoch`` trains on a subset (not warm-up, anneal, ``full`` or a rate of 0)."""
+        return self.budgets[epoch] < self.num_samples
 
     def epoch_size(self, epoch: int) -> int:
         """Number of samples trained on in ``epoch`` (over all ranks)."""
-        return self.k if self.is_pruned_epoch(epoch) else self.num_samples
+        return self.budgets[epoch]
 
     def total_steps(self, batch_size: int, drop_last: bool = False, accumulate: int = 1) -> int:
         """Optimizer steps of the whole run on one rank, to size LR schedules ahead.
@@ -231,10 +261,12 @@ class Pruner:
             self._use_subset(None, None)
         else:
             rnd = (epoch - self.warmup_epochs) // self.every if self.policy.reselects else 0
-            if rnd != self._round or self._subset is None:
+            k = self.budgets[epoch]
+            # A method that selects once selects again (in the same round) when the budget moves.
+            if rnd != self._round or self._subset is None or self._subset.numel() != k:
                 ctx = SelectionContext(
                     stats=self.stats,
-                    k=self.k,
+                    k=k,
                     round=rnd,
                     seed=self.seed,
                     offset=self.stats.offset,
@@ -250,10 +282,10 @@ class Pruner:
                     indices = all_gather_indices(indices, start, end - start)
                     if weights is not None:
                         weights = all_gather_varlen(weights) if self.rescale else None
-                if indices.numel() != self.k:
+                if indices.numel() != k:
                     raise RuntimeError(
                         f"method={self.method!r} selected {indices.numel()} samples, not the "
-                        f"budget k={self.k}: its Policy.select() must return exactly ctx.k"
+                        f"budget k={k}: its Policy.select() must return exactly ctx.k"
                     )
                 self._round = rnd
                 self._use_subset(indices, weights, stayed)
@@ -667,6 +699,11 @@ def check_state_fields(state: Any) -> None:
             )
     if not isinstance(state["method"], str) or not isinstance(state["prune"], float):
         raise ValueError("the pruner state's 'method' must be a str and 'prune' a float")
+    budgets = state["budgets"]
+    if not isinstance(budgets, list) or not all(
+        isinstance(b, int) and not isinstance(b, bool) and b >= 1 for b in budgets
+    ):
+        raise ValueError("the pruner state's 'budgets' must be a list of ints >= 1")
     churn = state["churn"]
     if not isinstance(churn, list) or not all(
         isinstance(c, dict) and all(isinstance(c.get(k), int) for k in ("epoch", "entered", "left"))
@@ -702,6 +739,15 @@ def _check_state(pruner: Pruner, state: Any) -> slice:
     current = {key: getattr(pruner, key) for key in _CONFIG_KEYS}
     current["options"] = pruner.policy.state()
     for key, value in current.items():
+        if key == "budgets" and saved[key] != value:  # the rest agrees: a callable's rates
+            epoch = next(
+                e for e, (a, b) in enumerate(zip(saved[key], value, strict=True)) if a != b
+            )
+            raise ValueError(
+                f"state dict was saved with a prune_schedule that gives epoch {epoch} a budget "
+                f"of {saved[key][epoch]}, but this pruner's gives {value[epoch]}; build the "
+                "Pruner with the same schedule"
+            )
         if saved[key] != value:
             raise ValueError(
                 f"state dict was saved with {key}={saved[key]!r}, but this pruner has "
@@ -738,7 +784,7 @@ def _check_state(pruner: Pruner, state: Any) -> slice:
             f"{epoch}, which is {'a pruned' if pruned else 'not a pruned'} epoch"
         )
     if subset is not None:
-        _check_tensor(state, "subset", (pruner.k,), floating=False)
+        _check_tensor(state, "subset", (pruner.epoch_size(epoch),), floating=False)
         if subset.numel() and (int(subset.min()) < 0 or int(subset.max()) >= n):
             raise ValueError(
                 f"the pruner state's subset holds indices in [{int(subset.min())}, "

@@ -9,7 +9,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from ..pruner import budget
+from ..schedule import budget
 from .checkpoint import CHECKPOINT, note_unfinished, read_checkpoint
 from .files import save_torch, write_text
 from .scoring.run import load_scores

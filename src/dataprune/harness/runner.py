@@ -15,6 +15,7 @@ from .data import ImageData
 from .files import locked_folder, write_json
 from .methods import SCORERS
 from .trainer import (
+    FIELD_DEFAULTS,
     RunConfig,
     RunError,
     RunResult,
@@ -178,16 +179,13 @@ def warm_up(config: RunConfig, data: ImageData) -> None:
     short = dataclasses.replace(
         config,
         method="full",
-        prune=0.0,
         epochs=1,
-        warmup_epochs=0,
-        anneal_epochs=None,
         out=None,
         resume=False,
         progress=False,
         stop_after=None,
-        scores_file=None,
-        score_epochs=None,
         options={},
+        # what full data does not use (pruning and scoring fields) back at the defaults
+        **{name: FIELD_DEFAULTS[name] for name in unused_fields("full")},
     )
     train(short, small)

@@ -29,6 +29,7 @@ from .._validation import check_choice, check_float, check_int
 from ..distributed import all_reduce_sum, world
 from ..policies import get_policy
 from ..pruner import MAX_EPOCHS
+from ..schedule import PRUNE_SCHEDULES, check_schedule
 from .checkpoint import (
     CHECKPOINT,
     CheckpointError,
@@ -100,7 +101,21 @@ class RunConfig:
     )
     test_limit: int | None = flag(None, "use the first N test samples", "data and model", type=int)
     method: str = flag("full", "the method", "pruning", choices=run_methods, command="train")
-    prune: float = flag(0.0, "fraction left out, in [0, 1)", "pruning", command="train")
+    prune: float = flag(
+        0.0,
+        "fraction left out, in [0, 1) (the first pruned epoch's with --prune-schedule)",
+        "pruning",
+        command="train",
+    )
+    prune_schedule: str = flag(
+        "constant",
+        "how the prune rate moves over the pruned epochs: from --prune to --prune-end",
+        "pruning",
+        choices=lambda: PRUNE_SCHEDULES,
+    )
+    prune_end: float | None = flag(
+        None, "the prune rate of the last pruned epoch (linear, cosine)", "pruning", type=float
+    )
     every: int = flag(1, "re-select every N epochs", "pruning")
     warmup_epochs: int = flag(0, "full-data epochs first", "pruning")
     anneal_epochs: int | None = flag(
@@ -174,6 +189,7 @@ class RunConfig:
                     f"{name}={value!r} does not apply to method={self.method!r}: {reason}"
                 )
         check_float("prune", self.prune, low=0.0, high=1.0, high_open=True)
+        check_schedule(self.prune_schedule, self.prune, self.prune_end)
         check_int("epochs", self.epochs, low=1, high=MAX_EPOCHS)
         check_int("batch_size", self.batch_size, low=1, high=2**31 - 1)
         check_int("every", self.every, low=1, high=MAX_EPOCHS)
@@ -245,6 +261,8 @@ class RunConfig:
         return dict(
             method=method,
             prune=0.0 if full_data else self.prune,
+            prune_schedule=self.prune_schedule,
+            prune_end=self.prune_end,
             epochs=self.train_epochs,
             seed=self.seed,
             every=self.every,
@@ -278,7 +296,7 @@ FIELD_DEFAULTS = {
     f.name: (f.default_factory() if f.default is dataclasses.MISSING else f.default)
     for f in dataclasses.fields(RunConfig)
 }
-_PRUNING = ("warmup_epochs", "anneal_epochs", "rescale", "alpha")
+_PRUNING = ("prune_schedule", "prune_end", "warmup_epochs", "anneal_epochs", "rescale", "alpha")
 _SCORING = ("score_epochs", "score_runs", "class_balanced", "scores_file")
 
 

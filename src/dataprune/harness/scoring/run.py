@@ -24,7 +24,7 @@ import torch.distributed as dist
 from torch import Tensor, nn
 
 from ...distributed import all_gather_varlen, world
-from ...pruner import budget
+from ...schedule import budget
 from ..data import ImageData
 from ..files import check_writable, read_torch, save_torch
 from ..methods import SCORERS
