@@ -19,6 +19,8 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
+from ..integrations import FORMATS as DATA_FORMATS
+from .data import DATASETS
 from .files import check_writable
 from .methods import FULL_MATCHED, method_options, run_methods
 from .trainer import (
@@ -167,6 +169,28 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--target", type=float, default=None, help="accuracy target, in (0, 1]")
     _add_run_flags(p, "compare", defaults=COMPAREFIELD_DEFAULTS)
 
+    p = sub.add_parser(
+        "prepare",
+        help="write a dataset to disk as an image folder or shards, for --data-path",
+        description="Write a dataset's train and test splits into OUT/<format>/ for each format "
+        "(PNG images; shards by each format's own library), the folders --data-path reads.",
+    )
+    p.add_argument("--dataset", required=True, choices=DATASETS, help="the dataset")
+    p.add_argument(
+        "--formats",
+        default="folder",
+        help=f"comma-separated, from: {', '.join(DATA_FORMATS)} (default: folder)",
+    )
+    p.add_argument("--out", required=True, help="the folder to write (one sub-folder a format)")
+    p.add_argument("--data-dir", default=None, help="where the dataset's files live (as train's)")
+    p.add_argument("--train-limit", type=int, default=None, help="write the first N train samples")
+    p.add_argument("--test-limit", type=int, default=None, help="write the first N test samples")
+    p.add_argument(
+        "--shard-mb", type=float, default=64.0, help="size of a shard or chunk in MB (default 64)"
+    )
+    p.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
+    p.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bars")
+
     p = sub.add_parser("export-coreset", help="write a static subset from scores or a run")
     p.add_argument("source", help="a score file (--scores) or a finished run directory")
     p.add_argument("--prune", type=float, required=True, help="fraction left out, in [0, 1)")
@@ -282,6 +306,29 @@ def cmd_compare(args: argparse.Namespace) -> None:
         print(f"\nresults.json, results.csv, results.md and plots written to {out}/")
 
 
+def cmd_prepare(args: argparse.Namespace) -> None:
+    from .prepare import prepare_dataset
+
+    formats = _names("formats", args.formats, DATA_FORMATS)
+    if not 0 < args.shard_mb <= 1 << 20:
+        raise CLIError(f"--shard-mb {args.shard_mb:g} is outside (0, 1048576]: it is megabytes")
+    if Path(args.out).exists() and not args.overwrite:
+        raise CLIError(f"--out {args.out} exists: pass --overwrite to replace it")
+    paths = prepare_dataset(
+        args.dataset,
+        args.out,
+        formats,
+        data_dir=args.data_dir,
+        train_limit=args.train_limit,
+        test_limit=args.test_limit,
+        shard_bytes=round(args.shard_mb * 1e6),
+        overwrite=args.overwrite,
+        progress=args.progress,
+    )
+    for name, path in paths.items():
+        print(f"{name}: {path}  (dataprune train --data-path {path})")
+
+
 def cmd_export(args: argparse.Namespace) -> None:
     from .coreset import export_coreset
 
@@ -306,6 +353,7 @@ def cmd_analyze(args: argparse.Namespace) -> None:
 COMMANDS = {
     "train": cmd_train,
     "compare": cmd_compare,
+    "prepare": cmd_prepare,
     "export-coreset": cmd_export,
     "analyze": cmd_analyze,
 }

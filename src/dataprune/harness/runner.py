@@ -12,6 +12,7 @@ from pathlib import Path
 
 from .checkpoint import CHECKPOINT, CheckpointError, identity_difference, read_checkpoint
 from .data import ImageData
+from .data.disk import DiskData
 from .files import locked_folder, write_json
 from .methods import SCORERS
 from .trainer import (
@@ -141,6 +142,7 @@ def run_grid(configs: Sequence[RunConfig], out: Path | None, progress: bool = Tr
             has_checkpoint = (Path(config.out) / CHECKPOINT).exists()
             config = dataclasses.replace(config, resume=has_checkpoint)
         key = (config.dataset, config.data_dir, config.train_limit, config.test_limit)
+        key += (config.data_path, config.num_workers)
         if key not in data_cache:
             data_cache[key] = config.load_data().to(setup_device(config.device))
         if not warmed:
@@ -169,12 +171,21 @@ def warm_up(config: RunConfig, data: ImageData) -> None:
     statistics update (later runs reuse the compiled code).
     """
     n = min(data.num_train, 5 * config.batch_size // 2)  # two full batches and a short one
-    small = dataclasses.replace(
-        data,
-        train_x=data.train_x[:n],
-        train_y=data.train_y[:n],
-        test_x=data.test_x[:1024],
-        test_y=data.test_y[:1024],
+    if isinstance(data, DiskData):  # warm-up pays compute costs, not reads: zeros will do
+        train_x = data.train_x.new_zeros((n, *data.train_x.shape[1:]))
+        train_y = data.test_y.new_zeros(n)
+    else:
+        train_x, train_y = data.train_x[:n], data.train_y[:n]
+    small = ImageData(
+        data.name,
+        train_x,
+        train_y,
+        data.test_x[:1024],
+        data.test_y[:1024],
+        data.num_classes,
+        data.augment,
+        data.mean,
+        data.std,
     )
     short = dataclasses.replace(
         config,

@@ -38,12 +38,15 @@ from .checkpoint import (
     write_checkpoint,
 )
 from .data import DATASETS, ImageData, load_dataset
+from .data.disk import load_disk_data
 from .methods import FULL_MATCHED, SCORERS, core_method, method_options, run_methods
 from .models import MODELS, build_model
 
 logger = logging.getLogger("dataprune")
 
 SCHEDULES = ("onecycle", "cosine", "step")
+#: The most DataLoader workers a run may ask for.
+MAX_WORKERS = 256
 #: Seeds are bounded so that the seeds derived from them (per epoch, per scoring run) fit int64.
 MAX_SEED = 2**31 - 1
 #: A harness run stops after an epoch in which more than this share of the losses was NaN/inf.
@@ -95,6 +98,17 @@ class RunConfig:
         type=str,
     )
     verify: bool = flag(False, "recheck the dataset's files against their sha256", "data and model")
+    data_path: str | None = flag(
+        None,
+        "train from data on disk instead of --dataset: a folder with train/ and test/, each an "
+        "image folder (one sub-folder per class) or shards written by dataprune prepare; "
+        "training images are read by DataLoader workers, and pruned ones never",
+        "data and model",
+        type=str,
+    )
+    num_workers: int = flag(
+        2, "DataLoader workers that read and decode --data-path's images", "data and model"
+    )
     model: str = flag("cnn", "the model", "data and model", choices=lambda: MODELS)
     train_limit: int | None = flag(
         None, "use the first N train samples", "data and model", type=int
@@ -199,6 +213,7 @@ class RunConfig:
         for name in ("train_limit", "test_limit"):
             if getattr(self, name) is not None:
                 check_int(name, getattr(self, name), low=1)
+        self._check_data_source()
         if self.score_epochs is not None:
             check_int("score_epochs", self.score_epochs, low=1, high=self.epochs)
         if self.stop_after is not None:
@@ -208,7 +223,7 @@ class RunConfig:
                 "resume and overwrite cannot both be set: resume continues the checkpoint in "
                 "the output folder, overwrite starts afresh over it"
             )
-        for name in ("out", "scores_file", "data_dir"):
+        for name in ("out", "scores_file", "data_dir", "data_path"):
             if getattr(self, name) == "":
                 raise ValueError(f"{name}='' is empty: give a path, or leave it out")
         check_choice("schedule", self.schedule, SCHEDULES)
@@ -227,6 +242,28 @@ class RunConfig:
             accepted[name].check(name, value)
         # The core checks the rest (alpha, anneal_epochs against epochs) when the run starts.
         return self
+
+    def _check_data_source(self) -> None:
+        """``data_path`` replaces the in-memory dataset and its fields; ``num_workers`` reads it."""
+        if self.data_path is None:
+            if self.num_workers != FIELD_DEFAULTS["num_workers"]:
+                raise ValueError(
+                    f"num_workers={self.num_workers!r} applies only with data_path (data on "
+                    "disk): the in-memory datasets need no DataLoader workers"
+                )
+            return
+        check_int("num_workers", self.num_workers, low=0, high=MAX_WORKERS)
+        for name in ("dataset", "data_dir", "verify", "train_limit", "test_limit"):
+            if getattr(self, name) != FIELD_DEFAULTS[name]:
+                raise ValueError(
+                    f"{name}={getattr(self, name)!r} does not apply with data_path="
+                    f"{self.data_path!r}, which is the whole dataset: leave {name} out"
+                )
+        if self.method in SCORERS:
+            raise ValueError(
+                f"method={self.method!r} does not apply with data_path: the static scorers "
+                "score the training set in memory; use a dynamic method, or a --dataset"
+            )
 
     def for_method(self, method: str, prune: float, seed: int) -> RunConfig:
         """This configuration for one run of a comparison: ``method`` at ``prune`` and ``seed``,
@@ -277,7 +314,10 @@ class RunConfig:
         )
 
     def load_data(self) -> ImageData:
-        """The run's dataset, on the CPU (its files rechecked first with ``verify``)."""
+        """The run's dataset, on the CPU (its files rechecked first with ``verify``); with
+        ``data_path``, its training images stay on disk."""
+        if self.data_path is not None:
+            return load_disk_data(self.data_path, self.num_workers)
         return load_dataset(
             self.dataset,
             self.data_dir,
@@ -542,6 +582,7 @@ def train(
     options: dict[str, Any] = {"scores": scores} if scores is not None else {}
     pruner = Pruner(data.num_train, device=device, **config.pruner_kwargs(), **options)
     sampler = pruner.sampler(shuffle=True)
+    batches = data.batches(pruner, sampler, config.batch_size)
     optimizer = torch.optim.SGD(
         model.parameters(),
         lr=config.lr,
@@ -575,15 +616,15 @@ def train(
         synchronize(device)
         t_select = time.perf_counter()
         sampler.set_epoch(epoch)
-        order = sampler.local_indices().to(device)
         t_train = time.perf_counter()
 
         # On the data's device: drawing on the host and copying would sync every step.
         augment_gen = torch.Generator(device=device).manual_seed(config.seed * 100_003 + epoch)
         loss_sum = torch.zeros((), device=device)
-        for batch in order.split(config.batch_size):
-            x = data.augment_batch(data.train_x[batch], augment_gen)
-            y = data.train_y[batch]
+        samples = steps = 0
+        for batch, x, y in batches:
+            x = data.augment_batch(x, augment_gen)
+            samples, steps = samples + batch.numel(), steps + 1
             with _autocast(device):
                 logits = net(_layout(x))
             losses = F.cross_entropy(
@@ -607,16 +648,15 @@ def train(
         nonfinite_now = result.pruner_summary["nonfinite_losses_skipped"]
         # Over all ranks (each counts its own losses), so every rank stops together.
         counts = all_reduce_sum(
-            torch.tensor([nonfinite_now - nonfinite_before, order.numel()], device=device)
+            torch.tensor([nonfinite_now - nonfinite_before, samples], device=device)
         ).tolist()
         nonfinite_before = nonfinite_now
-        batches = max(1, math.ceil(order.numel() / config.batch_size))
         previous = result.epochs[-1].wall_seconds if result.epochs else scoring_seconds
         result.epochs.append(
             EpochRecord(
                 epoch=epoch,
                 samples=pruner.epoch_size(epoch),
-                train_loss=float(loss_sum) / batches if counts[0] < counts[1] else math.nan,
+                train_loss=float(loss_sum) / max(1, steps) if counts[0] < counts[1] else math.nan,
                 test_accuracy=accuracy,
                 train_seconds=t_eval - t_train,
                 selection_seconds=t_train - t_select,

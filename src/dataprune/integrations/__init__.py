@@ -13,3 +13,12 @@ Indexable formats (folder, MDS, LitData) are read through ``pruner.sampler()``: 
 is never read nor decoded. WebDataset tars are sequential: a filter on the member names drops
 pruned samples before their bytes are extracted or decoded.
 """
+
+#: Each on-disk format: (its module in this package, that module's writer, the extra that
+#: installs its library). Importing this table imports none of them.
+FORMATS: dict[str, tuple[str, str, str]] = {
+    "folder": ("images", "write_image_folder", "images"),
+    "mds": ("mosaic", "write_mds", "mosaic"),
+    "litdata": ("litdata", "write_litdata", "litdata"),
+    "webdataset": ("webdataset", "write_webdataset", "webdataset"),
+}

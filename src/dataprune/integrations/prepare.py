@@ -6,11 +6,17 @@ index, so a run reads identical samples from any of them::
 
     from dataprune.integrations.prepare import prepare
     paths = prepare("shards", images, labels, formats=("folder", "webdataset"))
+
+With ``split``, each format gets one folder per split (``shards/<format>/train``,
+``shards/<format>/test``), the layout the harness reads (``dataprune train --data-path``), and
+:func:`write_metadata` records beside them what the images alone do not tell (class names,
+normalisation, augmentation).
 """
 
 from __future__ import annotations
 
 import importlib
+import json
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -20,15 +26,12 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
+from . import FORMATS
 from .images import SHARD_BYTES, Sample, encode_png
 
-# format -> (module, writer, the extra that installs its library)
-FORMATS: dict[str, tuple[str, str, str]] = {
-    "folder": ("images", "write_image_folder", "images"),
-    "mds": ("mosaic", "write_mds", "mosaic"),
-    "litdata": ("litdata", "write_litdata", "litdata"),
-    "webdataset": ("webdataset", "write_webdataset", "webdataset"),
-}
+#: The metadata file in a format's folder (see :func:`write_metadata`).
+METADATA = "dataprune.json"
+_METADATA_FIELDS = ("format", "dataset", "classes", "shape", "splits", "mean", "std", "augment")
 
 
 def encode_samples(images: np.ndarray, labels: np.ndarray, progress: bool = True) -> list[Sample]:
@@ -49,6 +52,12 @@ def pixels(x: Tensor, mean: Sequence[float], std: Sequence[float]) -> np.ndarray
     return array[:, 0] if c == 1 else array.transpose(0, 2, 3, 1)
 
 
+def class_folder_names(num_classes: int) -> list[str]:
+    """Class folder names for labels ``0 .. num_classes - 1``: the label, zero-padded, so that
+    the folder's sorted class names keep the labels' order."""
+    return [f"{c:0{len(str(num_classes - 1))}d}" for c in range(num_classes)]
+
+
 def prepare(
     out_dir: str | os.PathLike[str],
     images: np.ndarray,
@@ -57,11 +66,13 @@ def prepare(
     class_names: Sequence[str] | None = None,
     shard_bytes: int = SHARD_BYTES,
     progress: bool = True,
+    split: str | None = None,
 ) -> dict[str, Path]:
     """Write the samples into ``out_dir/<format>`` for each of ``formats`` (see :data:`FORMATS`).
 
     ``class_names`` name the image folder's class folders, in label order (default: the label,
-    zero-padded). Shards and chunks hold about ``shard_bytes`` each.
+    zero-padded). Shards and chunks hold about ``shard_bytes`` each. With ``split`` (such as
+    ``"train"``) the samples go into ``out_dir/<format>/<split>``.
     Returns ``{format: path}``: a folder, or for ``webdataset`` the folder holding the shards.
     """
     unknown = [f for f in formats if f not in FORMATS]
@@ -78,15 +89,70 @@ def prepare(
                 f"pip install 'dataprune[{extra}]'"
             ) from error
     samples = encode_samples(images, labels, progress)
-    num_classes = int(labels.max()) + 1
-    # zero-padded, so that the folder's sorted class names keep the labels' order
-    names = list(class_names or [f"{c:0{len(str(num_classes - 1))}d}" for c in range(num_classes)])
+    names = list(class_names or class_folder_names(int(labels.max()) + 1))
     paths = {}
     for name, writer in tqdm(writers.items(), desc="writing", unit="format", disable=not progress):
-        target = Path(out_dir) / name
+        target = Path(out_dir) / name / (split or "")
         if name == "folder":
             paths[name] = writer(target, samples, names)
         else:
             writer(target, samples, shard_bytes)
             paths[name] = target
     return paths
+
+
+def write_metadata(
+    folder: str | os.PathLike[str],
+    *,
+    data_format: str,
+    dataset: str,
+    classes: Sequence[str],
+    shape: Sequence[int],
+    splits: dict[str, int],
+    mean: Sequence[float],
+    std: Sequence[float],
+    augment: str = "none",
+) -> Path:
+    """Write ``folder/dataprune.json``: what a reader of ``folder``'s splits needs besides them.
+
+    ``shape`` is one image's C x H x W, ``splits`` the sample count of each split folder,
+    ``mean``/``std`` the per-channel pixel statistics (raw pixel units) of the training split
+    and ``augment`` the batch augmentation that suits the images (``none``, ``flip`` or
+    ``crop-flip``). Returns the file's path.
+    """
+    if data_format not in FORMATS:
+        raise ValueError(
+            f"data_format={data_format!r} is not known; choose from: {', '.join(FORMATS)}"
+        )
+    fields = {
+        "format": data_format,
+        "dataset": dataset,
+        "classes": list(classes),
+        "shape": [int(v) for v in shape],
+        "splits": {k: int(v) for k, v in splits.items()},
+        "mean": [float(v) for v in mean],
+        "std": [float(v) for v in std],
+        "augment": augment,
+    }
+    path = Path(folder) / METADATA
+    path.write_text(json.dumps(fields, indent=2) + "\n")
+    return path
+
+
+def read_metadata(folder: str | os.PathLike[str]) -> dict | None:
+    """The fields :func:`write_metadata` wrote into ``folder``, or None if it has no such file."""
+    path = Path(folder) / METADATA
+    if not path.is_file():
+        return None
+    try:
+        fields = json.loads(path.read_text())
+    except (OSError, ValueError) as error:
+        raise ValueError(f"{path}: not a readable {METADATA} ({error})") from error
+    if not isinstance(fields, dict):
+        raise ValueError(f"{path}: not a {METADATA} (a JSON object)")
+    missing = [k for k in _METADATA_FIELDS if k not in fields]
+    if missing:
+        raise ValueError(
+            f"{path}: missing {', '.join(missing)}; write it again (dataprune prepare does)"
+        )
+    return fields

@@ -98,6 +98,7 @@ class PrunedWebDataset(IterableDataset):
         self.shuffle_shards = shuffle_shards
         self.shuffle_buffer = shuffle_buffer
         self.rank = default_rank if rank is None else rank
+        self._kept: tuple[int, np.ndarray] | None = None  # (epoch, mask): snapshot_subset()
         self.world_size = default_world if world_size is None else world_size
         if not 0 <= self.rank < self.world_size:
             raise ValueError(f"rank={self.rank} must be in [0, world_size={self.world_size})")
@@ -137,10 +138,27 @@ class PrunedWebDataset(IterableDataset):
             )
         return self.pruner.epoch
 
-    def __iter__(self) -> Iterator[tuple[int, Any]]:
-        epoch = self._epoch()
+    def snapshot_subset(self) -> None:
+        """Copy this epoch's subset into host memory, here in the main process.
+
+        DataLoader workers started afterwards read that copy instead of the pruner's tensor,
+        which a forked worker cannot read where it is in GPU memory (the pruner's statistics
+        move to the losses' device). So on a GPU, call it after each ``pruner.set_epoch``,
+        before iterating the DataLoader.
+        """
         kept = np.zeros(self.pruner.num_samples, dtype=bool)
         kept[self.pruner.indices().cpu().numpy()] = True
+        self._kept = (self._epoch(), kept)
+
+    def _kept_mask(self) -> np.ndarray:
+        if self._kept is None or self._kept[0] != self._epoch():
+            self.snapshot_subset()
+        assert self._kept is not None
+        return self._kept[1]
+
+    def __iter__(self) -> Iterator[tuple[int, Any]]:
+        epoch = self._epoch()
+        kept = self._kept_mask()
         index_of = self.index_of
 
         def keep_member(name: str) -> bool:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -19,6 +20,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from ...pruner import Pruner
+from ...sampler import PrunedSampler
 from .formats import DATASETS, READERS, RawData
 from .locate import file_checksums, locate, verify_dataset
 
@@ -26,6 +29,16 @@ logger = logging.getLogger("dataprune")
 
 AUGMENTATIONS = ("none", "flip", "crop-flip")
 CROP_PADDING = 4
+Batch = tuple[Tensor, Tensor, Tensor]  # (sample indices, images, labels), on the device
+
+
+def normaliser(
+    mean: Sequence[float], std: Sequence[float], device: str | torch.device
+) -> Callable[[Tensor], Tensor]:
+    """uint8 N x C x H x W images (on ``device``) -> float32 ``(x - mean) / std`` per channel."""
+    m = torch.tensor(mean, dtype=torch.float32, device=device).view(1, -1, 1, 1)
+    s = torch.tensor(std, dtype=torch.float32, device=device).view(1, -1, 1, 1)
+    return lambda x: x.to(torch.float32).sub_(m).div_(s)
 
 
 @dataclass
@@ -88,6 +101,11 @@ class ImageData:
         tx, ty, vx, vy = (t.to(device) for t in tensors)
         return dataclasses.replace(self, train_x=tx, train_y=ty, test_x=vx, test_y=vy)
 
+    def batches(self, pruner: Pruner, sampler: PrunedSampler, batch_size: int) -> Iterable[Batch]:
+        """Each epoch's ``(indices, x, y)`` batches: ``sampler``'s order (this rank's share of
+        ``pruner``'s subset), cut from the resident tensors."""
+        return _Slices(self, sampler, batch_size)
+
     def checksums(self) -> dict[str, str]:
         """The sha256 of each file the data was read from (empty for embedded data)."""
         return file_checksums(self.name, self.folder)
@@ -107,6 +125,16 @@ class ImageData:
         if self.augment == "flip":
             return random_flip(x, generator)
         return random_crop_flip(x, CROP_PADDING, generator)
+
+
+class _Slices:
+    def __init__(self, data: ImageData, sampler: PrunedSampler, batch_size: int):
+        self.data, self.sampler, self.batch_size = data, sampler, batch_size
+
+    def __iter__(self) -> Iterator[Batch]:
+        order = self.sampler.local_indices().to(self.data.device)
+        for batch in order.split(self.batch_size):
+            yield batch, self.data.train_x[batch], self.data.train_y[batch]
 
 
 def _draw_int(high: int, n: int, generator: torch.Generator | None, device: torch.device) -> Tensor:
@@ -207,13 +235,11 @@ def _to_image_data(
     raw: RawData, train_limit: int | None, test_limit: int | None, device: torch.device
 ) -> ImageData:
     mean, std = _channel_stats(raw.train_x)
-    m = torch.tensor(mean, dtype=torch.float32, device=device).view(1, -1, 1, 1)
-    s = torch.tensor(std, dtype=torch.float32, device=device).view(1, -1, 1, 1)
+    normalise = normaliser(mean, std, device)
 
     def images(a: np.ndarray, limit: int | None) -> Tensor:
-        a = np.ascontiguousarray(a[:limit])
         # Move uint8 (4x smaller) to the device, convert and normalise there.
-        return torch.from_numpy(a).to(device).to(torch.float32).sub_(m).div_(s)
+        return normalise(torch.from_numpy(np.ascontiguousarray(a[:limit])).to(device))
 
     def labels(a: np.ndarray, limit: int | None) -> Tensor:
         return torch.from_numpy(np.ascontiguousarray(a[:limit], dtype=np.int64)).to(device)

@@ -1,0 +1,286 @@
+"""Training data on disk, read by DataLoader workers: an image folder or a streaming format.
+
+A data folder (``--data-path``) holds two splits, ``train/`` and ``test/``, in one format:
+
+- an image folder, one sub-folder per class (``train/<class>/<image>.png``, PNG or JPEG);
+- or a folder written by ``dataprune prepare`` in any format of
+  :data:`dataprune.integrations.FORMATS` (image folder, MDS, LitData, WebDataset),
+  with its ``dataprune.json`` (:func:`~dataprune.integrations.prepare.write_metadata`).
+
+Training samples stay on disk: each epoch the pruner's sampler (or, for WebDataset, its filter
+on member names) chooses what the workers read, so a pruned sample is never read nor decoded.
+Workers decode the images to uint8; the main process normalises a whole batch on the training
+device, as the resident data is. The test split is read once, at the start, and kept in memory
+for evaluation. Where ``dataprune.json`` is absent (an image folder of your own), the per-channel
+mean and std are estimated from up to :data:`STATS_SAMPLES` training images spread over the
+folder, and there is no augmentation.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor
+from torch.utils.data import DataLoader, Dataset
+
+from ...integrations import FORMATS
+from ...pruner import Pruner
+from ...sampler import IndexedDataset, PrunedSampler
+from .formats import DatasetError
+from .resident import Batch, ImageData, normaliser
+
+logger = logging.getLogger("dataprune")
+
+SPLITS = ("train", "test")
+#: Training images decoded to estimate the normalisation of a folder without dataprune.json.
+STATS_SAMPLES = 1024
+
+
+class Decode:
+    """A worker's transform: a stored sample to ``(uint8 C x H x W image, label)``, checking
+    that every image has the size the model was built for."""
+
+    def __init__(self, shape: Sequence[int], where: Path):
+        self.shape = tuple(shape)
+        self.where = where
+
+    def __call__(self, sample: Any) -> Any:
+        from ...integrations.images import decode_image, decode_sample
+
+        if isinstance(sample, bytes):  # an image folder's file
+            image: Tensor = decode_image(sample)
+            label = None
+        else:
+            image, label = decode_sample(sample)
+        if tuple(image.shape) != self.shape:
+            raise DatasetError(
+                f"{self.where}: an image of shape {tuple(image.shape)} among images of shape "
+                f"{self.shape} (C x H x W): the harness trains on images of one size and mode"
+            )
+        return image if label is None else (image, label)
+
+
+@dataclass
+class DiskData(ImageData):
+    """An :class:`ImageData` whose training images stay on disk (``train_x`` holds none).
+
+    ``test_x``/``test_y`` are resident, as for in-memory data; :meth:`batches` reads training
+    batches through DataLoader workers.
+    """
+
+    root: Path = Path()
+    data_format: str = "folder"
+    train_size: int = 0
+    num_workers: int = 0
+
+    @property
+    def num_train(self) -> int:
+        return self.train_size
+
+    def batches(self, pruner: Pruner, sampler: PrunedSampler, batch_size: int) -> Iterable[Batch]:
+        """Each epoch's ``(indices, x, y)`` batches, read from disk: the samples ``sampler``
+        yields (``pruner``'s subset, for WebDataset's filter), normalised on the device."""
+        decode = Decode(self.train_x.shape[1:], self.root / "train")
+        cuda = self.device.type == "cuda"
+        if self.data_format == "webdataset":
+            # Workers read the pruner's subset: they must start after each set_epoch, so they
+            # are not persistent.
+            dataset = _webdataset(self.root / "train", pruner, decode)
+            loader = DataLoader(
+                dataset, batch_size=batch_size, num_workers=self.num_workers, pin_memory=cuda
+            )
+        else:
+            loader = DataLoader(
+                _map_style(self.data_format, self.root / "train", decode, batch_size),
+                batch_size=batch_size,
+                sampler=sampler,
+                num_workers=self.num_workers,
+                persistent_workers=self.num_workers > 0,
+                pin_memory=cuda,
+            )
+        return _Normalised(
+            loader, self, batch_size, dataset if self.data_format == "webdataset" else None
+        )
+
+
+class _Normalised:
+    """A DataLoader's ``(indices, (uint8 images, labels))`` as normalised batches on a device.
+
+    With ``webdataset``, each worker batches the samples of its own shards, so the last batch of
+    every worker is short: batches are regrouped here into ``batch_size`` samples (the last one
+    of the epoch short), so an epoch takes as many steps as the sampler's formats.
+    """
+
+    def __init__(self, loader: DataLoader, data: DiskData, batch_size: int, webdataset: Any = None):
+        self.loader = loader
+        self.device = data.device
+        self.batch_size = batch_size
+        self.webdataset = webdataset
+        self.normalise = normaliser(data.mean, data.std, data.device)
+
+    def __iter__(self) -> Iterator[Batch]:
+        batches: Iterable[tuple[Tensor, Tensor, Tensor]] = (
+            (idx, x, torch.as_tensor(y, dtype=torch.int64)) for idx, (x, y) in self.loader
+        )
+        if self.webdataset is not None:
+            self.webdataset.snapshot_subset()  # before the workers start: see its docstring
+            batches = _regroup(batches, self.batch_size)
+        for idx, x, y in batches:
+            yield (
+                idx.to(self.device, non_blocking=True),
+                self.normalise(x.to(self.device, non_blocking=True)),
+                y.to(self.device, non_blocking=True),
+            )
+
+
+def _regroup(batches: Iterable[tuple[Tensor, ...]], size: int) -> Iterator[tuple[Tensor, ...]]:
+    """The same samples in the same order, in batches of ``size`` (the last one shorter)."""
+    held: list[tuple[Tensor, ...]] = []
+    count = 0
+    for batch in batches:
+        held.append(batch)
+        count += len(batch[0])
+        while count >= size:
+            whole = [torch.cat(parts) for parts in zip(*held, strict=True)]
+            yield tuple(t[:size] for t in whole)
+            held = [tuple(t[size:] for t in whole)]
+            count -= size
+    if count:
+        yield tuple(torch.cat(parts) for parts in zip(*held, strict=True))
+
+
+def _import(data_format: str):
+    import importlib
+
+    module, _, extra = FORMATS[data_format]
+    try:
+        return importlib.import_module(f"dataprune.integrations.{module}")
+    except ImportError as error:
+        raise DatasetError(
+            f"reading {data_format} data needs its library ({error.name}): "
+            f"pip install 'dataprune[{extra}]'"
+        ) from error
+
+
+def _map_style(data_format: str, folder: Path, decode: Decode, batch_size: int) -> Dataset:
+    """``(index, (image, label))`` for every sample of an indexable split."""
+    module = _import(data_format)
+    if data_format == "folder":
+        return IndexedDataset(module.ImageFolder(folder, decode=decode))
+    if data_format == "mds":
+        from streaming import StreamingDataset
+
+        return module.MosaicIndexed(
+            StreamingDataset(local=str(folder), batch_size=batch_size), decode
+        )
+    import litdata
+
+    return module.LitDataIndexed(litdata.StreamingDataset(str(folder), batch_decode=0), decode)
+
+
+def _webdataset(folder: Path, pruner: Pruner, decode: Decode, **kwargs: Any):
+    urls = sorted(str(p) for p in folder.glob("*.tar"))
+    if not urls:
+        raise DatasetError(f"{folder}: no .tar shards")
+    return _import("webdataset").PrunedWebDataset(urls, pruner, decode, **kwargs)
+
+
+def _read_split(data_format: str, folder: Path, num_samples: int, decode: Decode, workers: int):
+    """Every sample of a split, in memory: uint8 images N x C x H x W and int64 labels."""
+    if data_format == "webdataset":
+        # A pruner that keeps every sample, on this rank alone: the whole split, once.
+        everything = Pruner(num_samples, "full", epochs=1)
+        everything.set_epoch(0)
+        dataset: Any = _webdataset(folder, everything, decode, rank=0, world_size=1)
+    else:
+        dataset = _map_style(data_format, folder, decode, 256)
+    images = torch.empty((num_samples, *decode.shape), dtype=torch.uint8)
+    labels = torch.full((num_samples,), -1, dtype=torch.int64)
+    for idx, (x, y) in DataLoader(dataset, batch_size=256, num_workers=workers):
+        images[idx], labels[idx] = x, torch.as_tensor(y, dtype=torch.int64)
+    if (labels < 0).any():
+        raise DatasetError(f"{folder}: holds fewer samples than the {num_samples} expected")
+    return images, labels
+
+
+def _describe_folder(root: Path) -> dict[str, Any]:
+    """What ``dataprune.json`` would say of an image folder of one's own: classes, shape, counts
+    and estimated pixel statistics (no augmentation)."""
+    module = _import("folder")
+    train, test = (module.ImageFolder(root / split) for split in SPLITS)
+    train.decode = Decode(train[0][0].shape, root / "train")  # the first image sets the size
+    if train.classes != test.classes:
+        raise DatasetError(
+            f"{root}: train/ and test/ hold different class folders ({len(train.classes)} and "
+            f"{len(test.classes)}); each needs one folder per class, the same names in both"
+        )
+    spread = np.linspace(0, len(train) - 1, min(STATS_SAMPLES, len(train))).round().astype(int)
+    sample = torch.stack([train[int(i)][0] for i in spread]).double()  # N x C x H x W
+    mean = sample.mean(dim=(0, 2, 3))
+    std = sample.std(dim=(0, 2, 3), correction=0).clamp_min(1e-6)
+    logger.info(
+        "%s has no dataprune.json: pixel mean/std estimated from %d training images, no "
+        "augmentation",
+        root,
+        len(spread),
+    )
+    return {
+        "format": "folder",
+        "dataset": root.name,
+        "classes": train.classes,
+        "shape": list(sample.shape[1:]),
+        "splits": {"train": len(train), "test": len(test)},
+        "mean": mean.tolist(),
+        "std": std.tolist(),
+        "augment": "none",
+    }
+
+
+def load_disk_data(root: str | Path, num_workers: int = 0) -> DiskData:
+    """The data folder ``root`` (see the module docstring) as a :class:`DiskData` on the CPU,
+    its test split read into memory with ``num_workers`` DataLoader workers."""
+    from ...integrations.prepare import read_metadata
+
+    root = Path(root).expanduser()
+    missing = [split for split in SPLITS if not (root / split).is_dir()]
+    if missing:
+        raise DatasetError(
+            f"data_path={str(root)!r} has no {' and no '.join(f'{s}/' for s in missing)} "
+            "folder: it needs train/ and test/, each an image folder (one sub-folder per class) "
+            "or shards written by dataprune prepare"
+        )
+    try:
+        meta = read_metadata(root) or _describe_folder(root)
+    except (ValueError, FileNotFoundError) as error:  # no metadata, or no images
+        raise DatasetError(str(error)) from error
+    data_format, shape = meta["format"], meta["shape"]
+    if data_format not in FORMATS:
+        raise DatasetError(f"{root}: format {data_format!r} is not one of {', '.join(FORMATS)}")
+    test_x, test_y = _read_split(
+        data_format,
+        root / "test",
+        meta["splits"]["test"],
+        Decode(shape, root / "test"),
+        num_workers,
+    )
+    return DiskData(
+        name=meta["dataset"],
+        train_x=torch.empty((0, *shape)),
+        train_y=torch.empty(0, dtype=torch.int64),
+        test_x=normaliser(meta["mean"], meta["std"], "cpu")(test_x),
+        test_y=test_y,
+        num_classes=len(meta["classes"]),
+        augment=meta["augment"],
+        mean=tuple(meta["mean"]),
+        std=tuple(meta["std"]),
+        root=root,
+        data_format=data_format,
+        train_size=meta["splits"]["train"],
+        num_workers=num_workers,
+    )

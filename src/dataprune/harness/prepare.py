@@ -1,0 +1,104 @@
+"""``dataprune prepare``: a harness dataset written to disk, as the harness's ``--data-path`` reads.
+
+Each format gets its own data folder, ``OUT/<format>/`` with ``train/``, ``test/`` and
+``dataprune.json`` (class names, image shape, counts, the training split's pixel mean/std and
+the dataset's augmentation), so a run from disk normalises and augments exactly as a run from
+memory does. The writers are :mod:`dataprune.integrations.prepare`'s.
+
+Output is atomic: everything is written into a hidden folder beside ``OUT``
+(``.OUT.<random>.partial``), which is renamed to ``OUT`` once complete; an error or a signal
+removes it, so ``OUT`` is never half-written (only a killed process can leave the hidden folder
+behind). An existing ``OUT`` is replaced only with ``overwrite``.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+
+from .._validation import check_int
+from ..integrations import FORMATS
+from ..integrations.images import SHARD_BYTES
+from ..integrations.prepare import class_folder_names, pixels, prepare, write_metadata
+from .data import load_dataset
+from .files import current_umask
+
+
+def prepare_dataset(
+    dataset: str,
+    out: str | os.PathLike[str],
+    formats: Sequence[str],
+    *,
+    data_dir: str | os.PathLike[str] | None = None,
+    train_limit: int | None = None,
+    test_limit: int | None = None,
+    shard_bytes: int = SHARD_BYTES,
+    overwrite: bool = False,
+    progress: bool = True,
+) -> dict[str, Path]:
+    """Write ``dataset`` (a harness dataset name) into ``out/<format>`` for each of ``formats``.
+
+    ``data_dir``, ``train_limit`` and ``test_limit`` choose the data as ``dataprune train``'s
+    flags do (missing files are downloaded). Returns ``{format: data folder}``.
+    """
+    out = Path(out).expanduser()
+    unknown = [f for f in formats if f not in FORMATS]
+    if unknown or not formats:
+        raise ValueError(
+            f"formats={','.join(formats)!r}: {'no format given' if not formats else 'unknown'}; "
+            f"choose from: {', '.join(FORMATS)}"
+        )
+    check_int("shard_bytes", shard_bytes, low=1)
+    if out.exists() and not overwrite:
+        raise ValueError(f"out={str(out)!r} exists: pass overwrite to replace it")
+    data = load_dataset(dataset, data_dir, train_limit=train_limit, test_limit=test_limit)
+    classes = class_folder_names(data.num_classes)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".partial", dir=out.parent))
+    try:
+        for split, x, y in (
+            ("train", data.train_x, data.train_y),
+            ("test", data.test_x, data.test_y),
+        ):
+            prepare(
+                staging,
+                pixels(x, data.mean, data.std),
+                y.numpy(),
+                formats,
+                class_names=classes,
+                shard_bytes=shard_bytes,
+                progress=progress,
+                split=split,
+            )
+        for name in formats:
+            write_metadata(
+                staging / name,
+                data_format=name,
+                dataset=data.name,
+                classes=classes,
+                shape=data.train_x.shape[1:],
+                splits={"train": data.num_train, "test": data.num_test},
+                mean=data.mean,
+                std=data.std,
+                augment=data.augment,
+            )
+        os.chmod(staging, 0o777 & ~current_umask())  # mkdtemp makes 0700
+        _replace(staging, out)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return {name: out / name for name in formats}
+
+
+def _replace(new: Path, out: Path) -> None:
+    """Move the finished folder ``new`` to ``out``; an old ``out`` goes only once it is in place."""
+    if not out.exists():
+        os.rename(new, out)
+        return
+    old = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".old", dir=out.parent))
+    os.rename(out, old / out.name)
+    os.rename(new, out)
+    shutil.rmtree(old)

@@ -1,0 +1,270 @@
+"""The harness trains from data on disk (``--data-path``), and ``dataprune prepare`` writes it.
+
+Real Fashion-MNIST (and the CIFAR-10 subset) from ../shared/data, written by ``dataprune
+prepare`` into every format whose library imports here; DataLoader workers read it. Each format
+is a parameter that skips, with the reason, where its library does not import (CI runs the MDS
+cases in their own environment, ``-k mds``).
+"""
+
+from __future__ import annotations
+
+import collections
+import dataclasses
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from test_integrations import DATA, FORMATS, missing_library
+
+from dataprune.harness import cli
+from dataprune.harness.data import DatasetError, load_dataset
+from dataprune.harness.data.disk import Decode, load_disk_data
+from dataprune.harness.runner import run
+from dataprune.harness.trainer import RunConfig, train
+from dataprune.integrations.images import ImageFolder
+
+TRAIN, TEST = 600, 200
+MEMORY = dict(dataset="fashion-mnist", data_dir=str(DATA), train_limit=TRAIN, test_limit=TEST)
+
+
+@pytest.fixture(params=FORMATS)
+def fmt(request) -> str:
+    reason = missing_library(request.param)
+    if reason:
+        pytest.skip(reason)
+    return request.param
+
+
+@pytest.fixture(scope="module")
+def prepared(tmp_path_factory) -> Path:
+    """The first 600/200 Fashion-MNIST images in every available format, by dataprune prepare."""
+    if not (DATA / "fashion-mnist" / "train-images-idx3-ubyte.gz").is_file():
+        pytest.skip("Fashion-MNIST not found in ../shared/data")
+    formats = ",".join(f for f in FORMATS if missing_library(f) is None)
+    out = tmp_path_factory.mktemp("prepared") / "fashion"
+    argv = ["prepare", "--dataset", "fashion-mnist", "--data-dir", str(DATA), "--formats", formats]
+    argv += ["--train-limit", str(TRAIN), "--test-limit", str(TEST), "--shard-mb", "0.03"]
+    assert cli.main([*argv, "--out", str(out), "--no-progress"]) == 0
+    return out
+
+
+def disk_config(path: Path, **fields) -> RunConfig:
+    fields = {"method": "random", "prune": 0.5, "epochs": 3, "batch_size": 100, **fields}
+    fields.setdefault("model", "mlp")  # a cheap step: the tests are about the data
+    return RunConfig(data_path=str(path), progress=False, device="cpu", **fields)
+
+
+def _log(index: int) -> None:
+    with open(Path(os.environ["READ_LOG"]) / f"{os.getpid()}.log", "a") as f:
+        f.write(f"{index}\n")
+
+
+# ------------------------------------------------------------------------------- training
+def test_a_run_from_disk_reads_and_decodes_only_the_samples_it_trains(
+    fmt, prepared, tmp_path, monkeypatch
+):
+    """Every training read (the folder's file reads) and decode (the shards' samples) is of a
+    sample the run then trains on, once per time it trains on it; pruned ones never."""
+    monkeypatch.setenv("READ_LOG", str(tmp_path))
+    read_file, decode = ImageFolder.__getitem__, Decode.__call__
+
+    def logged_read(self, index):
+        if self.root.name == "train":
+            _log(index)
+        return read_file(self, index)
+
+    def logged_decode(self, sample):
+        if self.where.name == "train" and not isinstance(sample, bytes):
+            _log(int(sample["index"] if "index" in sample else sample["__key__"]))
+        return decode(self, sample)
+
+    monkeypatch.setattr(ImageFolder, "__getitem__", logged_read)
+    monkeypatch.setattr(Decode, "__call__", logged_decode)  # forked workers inherit both
+    trained = []
+    config = disk_config(prepared / fmt, num_workers=2)
+    result, _ = train(config, on_batch=lambda idx, logits, y: trained.extend(idx.tolist()))
+
+    read = [int(v) for f in tmp_path.glob("*.log") for v in f.read_text().split()]
+    assert len(trained) == sum(e.samples for e in result.epochs) == 3 * TRAIN // 2
+    assert collections.Counter(read) == collections.Counter(trained)
+    assert len(set(trained)) < TRAIN  # some samples were pruned in every epoch
+
+
+@pytest.mark.parametrize("indexed", ["litdata", "mds"])
+def test_training_from_shards_is_bit_identical_to_training_from_memory(indexed, prepared):
+    """Shards keep the source order, so the run's samples, batches, normalisation and
+    augmentation are those of the in-memory run: the same losses and weights to the bit."""
+    if missing_library(indexed):
+        pytest.skip(missing_library(indexed))
+    common = dict(method="ucb", prune=0.5, epochs=2, batch_size=100, model="mlp", device="cpu")
+    common["progress"] = False
+    memory, memory_model = train(RunConfig(**MEMORY, **common))
+    disk, disk_model = train(
+        dataclasses.replace(RunConfig(**common), data_path=str(prepared / indexed))
+    )
+    assert [e.train_loss for e in disk.epochs] == [e.train_loss for e in memory.epochs]
+    assert [e.test_accuracy for e in disk.epochs] == [e.test_accuracy for e in memory.epochs]
+    for a, b in zip(
+        memory_model.state_dict().values(), disk_model.state_dict().values(), strict=True
+    ):
+        assert torch.equal(a, b)
+
+
+def test_a_run_from_disk_resumes_exactly(fmt, prepared, tmp_path):
+    whole = run(disk_config(prepared / fmt, out=str(tmp_path / "whole")))
+    part = disk_config(prepared / fmt, out=str(tmp_path / "part"))
+    run(dataclasses.replace(part, stop_after=1))
+    resumed = run(dataclasses.replace(part, resume=True))
+    assert [e.train_loss for e in resumed.epochs] == [e.train_loss for e in whole.epochs]
+    assert resumed.final_accuracy == whole.final_accuracy
+
+
+def test_compare_runs_every_method_from_disk(prepared, tmp_path, capsys):
+    argv = ["compare", "--data-path", str(prepared / "folder"), "--methods", "full,random"]
+    argv += ["--epochs", "1", "--num-workers", "1", "--model", "mlp", "--out", str(tmp_path)]
+    assert cli.main([*argv, "--no-progress"]) == 0
+    assert "| random |" in capsys.readouterr().out
+
+
+# ----------------------------------------------------------------------- your own folder
+def _write_folder(root: Path, sizes: dict[str, int], shape=(8, 8, 3), odd: str | None = None):
+    rng = np.random.default_rng(0)
+    for split in ("train", "test"):
+        for label, name in enumerate(sizes):
+            (root / split / name).mkdir(parents=True)
+            for i in range(sizes[name]):
+                pixels = rng.integers(0, 64, shape) + 128 * label
+                Image.fromarray(pixels.astype(np.uint8)).save(root / split / name / f"{i}.png")
+    if odd:
+        Image.new("RGB", (5, 5)).save(root / "train" / odd / "zz-odd.png")
+
+
+def test_an_image_folder_without_metadata_trains_with_estimated_statistics(tmp_path):
+    _write_folder(tmp_path / "pets", {"cat": 20, "dog": 20})
+    data = load_disk_data(tmp_path / "pets")
+    assert (data.num_train, data.num_test, data.num_classes) == (40, 40, 2)
+    assert (data.in_channels, data.image_size, data.augment) == (3, 8, "none")
+    pixels = np.stack(
+        [np.array(Image.open(p)) for p in sorted((tmp_path / "pets" / "train").rglob("*.png"))]
+    )
+    assert data.mean == pytest.approx(pixels.mean(axis=(0, 1, 2)))  # all 40 <= 1024 sampled
+    argv = ["train", "--data-path", str(tmp_path / "pets"), "--method", "random", "--prune", "0.5"]
+    argv += ["--epochs", "2", "--num-workers", "0", "--model", "mlp", "--no-progress"]
+    assert cli.main(argv) == 0
+
+
+def test_an_image_of_another_size_stops_the_run_naming_the_folder(tmp_path, capsys):
+    _write_folder(tmp_path / "pets", {"cat": 4, "dog": 4}, odd="dog")
+    argv = ["train", "--data-path", str(tmp_path / "pets"), "--epochs", "1", "--no-progress"]
+    assert cli.main([*argv, "--num-workers", "0"]) == 2
+    err = capsys.readouterr().err
+    assert "an image of shape (3, 5, 5) among images of shape (3, 8, 8)" in err
+    assert str(tmp_path / "pets" / "train") in err
+
+
+def _no_test_split(root: Path) -> None:
+    (root / "train").mkdir(parents=True)
+
+
+def _no_images(root: Path) -> None:
+    for split in ("train", "test"):
+        (root / split / "cat").mkdir(parents=True)
+
+
+def _bad_metadata(root: Path) -> None:
+    _no_images(root)
+    (root / "dataprune.json").write_text("{")
+
+
+@pytest.mark.parametrize(
+    ("setup", "message"),
+    [
+        (_no_test_split, "has no test/ folder"),
+        (_no_images, "no .png, .jpg, .jpeg files"),
+        (_bad_metadata, "not a readable dataprune.json"),
+    ],
+)
+def test_a_data_folder_that_does_not_fit_is_one_line(tmp_path, capsys, setup, message):
+    root = tmp_path / "data"
+    setup(root)
+    with pytest.raises(DatasetError, match=message):
+        load_disk_data(root)
+    assert cli.main(["train", "--data-path", str(root), "--epochs", "1"]) == 2
+    assert message in capsys.readouterr().err
+
+
+def test_folders_with_other_classes_in_train_and_test_are_refused(tmp_path):
+    _write_folder(tmp_path / "pets", {"cat": 2, "dog": 2})
+    (tmp_path / "pets" / "test" / "dog").rename(tmp_path / "pets" / "test" / "bird")
+    with pytest.raises(DatasetError, match="train/ and test/ hold different class folders"):
+        load_disk_data(tmp_path / "pets")
+
+
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [
+        (["--num-workers", "3"], "--num-workers 3 applies only with data_path"),
+        (["--data-path", "d", "--num-workers", "-1"], "--num-workers -1 must be >= 0"),
+        (["--data-path", "d", "--dataset", "mnist"], "--dataset 'mnist' does not apply with"),
+        (["--data-path", "d", "--train-limit", "9"], "--train-limit 9 does not apply with"),
+        (["--data-path", "d", "--verify"], "--verify True does not apply with"),
+        (["--data-path", "d", "--method", "el2n"], "--method 'el2n' does not apply with"),
+        (["--data-path", ""], "--data-path '' is empty"),
+    ],
+)
+def test_data_flags_that_do_not_fit_are_refused_naming_the_flag(flags, message, capsys):
+    assert cli.main(["train", *flags, "--epochs", "1"]) == 2
+    assert message in capsys.readouterr().err
+
+
+# ---------------------------------------------------------------------------- prepare
+def test_prepare_refuses_to_overwrite_and_replaces_only_when_asked(prepared, tmp_path, capsys):
+    out = tmp_path / "fashion"
+    argv = ["prepare", "--dataset", "fashion-mnist", "--data-dir", str(DATA), "--out", str(out)]
+    argv += ["--train-limit", "50", "--test-limit", "20", "--no-progress"]
+    assert cli.main(argv) == 0
+    assert cli.main(argv) == 2
+    assert f"--out {out} exists: pass --overwrite to replace it" in capsys.readouterr().err
+    assert cli.main([*argv, "--overwrite", "--train-limit", "30"]) == 0
+    assert len(ImageFolder(out / "folder" / "train")) == 30
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["fashion"]  # no staging left
+
+
+def test_a_failed_prepare_leaves_no_output_and_keeps_the_old_one(tmp_path, monkeypatch):
+    if not (DATA / "fashion-mnist" / "train-images-idx3-ubyte.gz").is_file():
+        pytest.skip("Fashion-MNIST not found in ../shared/data")
+    from dataprune.harness import prepare
+
+    def crash(*args, **kwargs):
+        raise KeyboardInterrupt  # as Ctrl-C, after the images are written
+
+    monkeypatch.setattr(prepare, "write_metadata", crash)
+    for existing in (False, True):
+        out = tmp_path / "fashion"
+        if existing:
+            (out / "mine").mkdir(parents=True)
+        with pytest.raises(KeyboardInterrupt):
+            prepare.prepare_dataset(
+                "fashion-mnist", out, ["folder"], data_dir=DATA, train_limit=10, test_limit=10,
+                overwrite=True, progress=False,
+            )  # fmt: skip
+        assert sorted(p.name for p in tmp_path.iterdir()) == (["fashion"] if existing else [])
+        if existing:
+            assert [p.name for p in out.iterdir()] == ["mine"]
+
+
+def test_prepare_writes_the_cifar_subset_as_the_harness_reads_it(tmp_path):
+    if not (DATA / "cifar10-subset").is_dir():
+        pytest.skip("the CIFAR-10 subset not found in ../shared/data")
+    out = tmp_path / "cifar"
+    argv = ["prepare", "--dataset", "cifar10", "--data-dir", str(DATA), "--out", str(out)]
+    assert cli.main([*argv, "--train-limit", "60", "--test-limit", "30", "--no-progress"]) == 0
+    data = load_disk_data(out / "folder")
+    memory = load_dataset("cifar10", DATA, train_limit=60, test_limit=30)
+    assert (data.num_train, data.in_channels, data.image_size) == (60, 3, 32)
+    assert (data.augment, data.mean, data.std) == ("crop-flip", memory.mean, memory.std)
+    stored = [int(Path(name).stem) for name in ImageFolder(out / "folder" / "test").files]
+    assert torch.equal(data.test_x, memory.test_x[stored])  # the same pixels, normalised alike
