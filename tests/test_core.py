@@ -483,6 +483,57 @@ def test_infobatch_defaults_anneal_rescale_alpha():
     assert Pruner(64, "random", 0.5, 16).anneal_epochs == 0
 
 
+# ------------------------------------------------------------------------------ seta
+def test_seta_window_slides_over_loss_groups_cyclically():
+    n = 1000
+    losses = torch.randperm(n, generator=torch.Generator().manual_seed(2)).float()
+    ranks = losses.argsort()  # sample ids, easiest first
+    # r=0: the share is everything; 5 groups of 200 ranks, a window of 2, budget 400 = window
+    pruner = Pruner(n, "seta", 0.6, 8, warmup_epochs=1, r=0.0, window=0.4, anneal=0.0)
+    assert pruner.rounds == 7
+    pruner.set_epoch(0)
+    pruner.record(torch.arange(n), losses)
+    for epoch in range(1, 8):
+        pruner.set_epoch(epoch)
+        first = (epoch - 1) % 5
+        window = torch.cat([ranks[200 * ((first + g) % 5) :][:200] for g in range(2)])
+        assert torch.equal(pruner.indices(), window.sort().values), epoch
+
+
+def test_seta_defaults_share_thinning_top_up_and_anneal():
+    n = 1000
+    losses = torch.randperm(n, generator=torch.Generator().manual_seed(3)).float()
+    rank_of = losses.argsort().argsort()
+    for prune, expected in ((0.28, "exact"), (0.6, "thinned"), (0.1, "topped up")):
+        pruner = Pruner(n, "seta", prune, 9, warmup_epochs=1)
+        assert pruner.rounds == 8 and pruner.alpha == 1.0
+        pruner.set_epoch(0)
+        pruner.record(torch.arange(n), losses)
+        pruner.set_epoch(1)  # round 0: groups 0-3 of 5 of a uniform 900, easiest first
+        kept = rank_of[pruner.indices()].float()
+        assert pruner.indices().numel() == round((1 - prune) * n), expected
+        if expected == "exact":  # the 720 easiest of the share, so ranks < 1000 * 4 / 5 or so
+            assert float(kept.max()) < 850 and 350 < float(kept.mean()) < 450
+        elif expected == "thinned":  # 400 of the window's 720: as easy as the window
+            assert float(kept.max()) < 850
+        else:  # the window and 180 others from anywhere
+            assert float(kept.max()) > 900
+        for epoch in range(2, 9):
+            pruner.set_epoch(epoch)
+        # the last of 8 selections is uniform: as many of each half of the ranks
+        kept = rank_of[pruner.indices()]
+        assert abs(int((kept < 500).sum()) - int((kept >= 500).sum())) < 0.2 * kept.numel()
+
+
+def test_seta_first_selection_before_any_loss_is_uniform():
+    a = Pruner(500, "seta", 0.5, 4, seed=1)
+    b = Pruner(500, "random", 0.5, 4, seed=1)
+    a.set_epoch(0)
+    b.set_epoch(0)
+    assert a.indices().numel() == 250
+    assert not torch.equal(a.indices(), b.indices())  # its own stream
+
+
 # ---------------------------------------------------------------------------- rescale
 def test_rescale_random_weights_and_weighted_mean():
     n = 100

@@ -41,6 +41,8 @@ METHODS = {
     "epsilon-greedy": {"epsilon": 0.3},
     "ucb": {},
     "infobatch": {},
+    "seta": {"window": 0.6},  # a window of 3 of 5 groups, topped up to the budget
+    "seta-thinned": {"method": "seta", "r": 0.0},  # a window of 4, thinned
     "static-score": {"scores": (torch.arange(N) % 7).float()},  # heavy ties at the threshold
 }
 KTH_SIZES = (1, 2, 50, 333, 600, 999, 1000)
@@ -90,16 +92,17 @@ def _worker(rank: int, world_size: int, tmp: str) -> None:
         stream = RandomStream.of(seed)
         for k in KTH_SIZES:
             record["kth"][seed, k] = top_k_mask(x[lo:hi], k, stream, (lo, x.numel()))
-    for method, options in METHODS.items():
+    for name, options in METHODS.items():
         kw = {"seed": 5, "anneal_epochs": 0, **options}
+        method = kw.pop("method", name)
         sharded = Pruner(N, method, PRUNE, EPOCHS, shard_stats=True, **kw)
         plain = Pruner(N, method, PRUNE, EPOCHS, **kw)
         assert sharded.shard == (rank * N // world_size, (rank + 1) * N // world_size)
         assert plain.shard is None
-        record["subsets"][method] = [(_run(sharded, e), _run(plain, e)) for e in range(EPOCHS)]
-        record["weights"][method] = (sharded._weights, plain._weights)
+        record["subsets"][name] = [(_run(sharded, e), _run(plain, e)) for e in range(EPOCHS)]
+        record["weights"][name] = (sharded._weights, plain._weights)
         gathered = sharded.gathered_state_dict()
-        record["state"][method] = (
+        record["state"][name] = (
             gathered["stats"],
             gathered["selected_count"],
             plain.state_dict()["stats"],
@@ -112,7 +115,7 @@ def _worker(rank: int, world_size: int, tmp: str) -> None:
             assert torch.equal(again.stats.table, sharded.stats.table)
             assert torch.equal(again.selected_count, sharded.selected_count)
     for n in (1, 2, 4):  # shards of 0 or 1 samples
-        for method in ("ucb", "random", "infobatch"):
+        for method in ("ucb", "random", "infobatch", "seta"):
             tiny = Pruner(n, method, 0.5, 3, seed=1, anneal_epochs=0, shard_stats=True)
             plain = Pruner(n, method, 0.5, 3, seed=1, anneal_epochs=0)
             for epoch in range(3):

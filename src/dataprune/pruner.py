@@ -154,6 +154,8 @@ class Pruner:
                 "full data throughout; lower them, or use method='full'"
             )
         window = range(self.warmup_epochs, self.epochs - self.anneal_epochs)
+        #: selection rounds of the run: one per ``every`` pruned epochs (one if never again)
+        self.rounds = max(1, math.ceil(len(window) / self.every)) if policy_class.reselects else 1
         #: every epoch's budget: N for the epochs that train on all samples
         self.budgets = epoch_budgets(
             num_samples,
@@ -271,6 +273,7 @@ class Pruner:
                     seed=self.seed,
                     offset=self.stats.offset,
                     total=None if self.shard is None else self.num_samples,
+                    rounds=self.rounds,
                 )
                 selection = self.policy.select(ctx)
                 start, end = self.shard or (0, self.num_samples)

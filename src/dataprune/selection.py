@@ -46,6 +46,12 @@ class Stream(IntEnum):
     INFOBATCH_LOW_TIES = 6
     INFOBATCH_HIGH_DROP = 7  # infobatch: drops from the rest
     INFOBATCH_HIGH_TIES = 8
+    SETA_SHARE = 9  # seta: the uniform share kept before grouping
+    SETA_SHARE_TIES = 10
+    SETA_RANK_TIES = 11  # seta: equal losses at a group boundary
+    SETA_FIT = 12  # seta: thinning the window to the budget, or topping it up
+    SETA_FIT_TIES = 13
+    SETA_ANNEAL = 14  # seta: the uniform subsets of the final selections
     RS2_ORDER = 0x5252  # rs2: the permutation of each cycle, RandomStream.of(seed, id, cycle)
     SHUFFLE = 0x5348  # the sampler's shuffle order, make_generator(seed, id, epoch)
     RANDOM_MASK_TIES = 0x7469  # random_mask: ties between equal hashed uniforms

@@ -73,7 +73,7 @@ class Selection:
 
 @dataclass(frozen=True)
 class SelectionContext:
-    """Everything a policy may read: statistics, budget, round number and seed.
+    """Everything a policy may read: statistics, budget, round number (of ``rounds``) and seed.
 
     Random choices come from counter-based streams hashed from ``(seed, round, stream, global
     index)`` (stream ids: :class:`dataprune.selection.Stream`), so a selection is a pure function
@@ -91,6 +91,7 @@ class SelectionContext:
     seed: int
     offset: int = 0
     total: int | None = None  # number of samples over all shards; None: unsharded
+    rounds: int = 1  # selection rounds in the run (round < rounds)
 
     @property
     def sharded(self) -> bool:
