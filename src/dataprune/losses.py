@@ -19,6 +19,20 @@ from torch import Tensor
 REDUCTIONS = ("mean", "sum")
 
 
+def counted_tokens(
+    labels: Tensor, ignore_index: int = -100, attention_mask: Tensor | None = None, causal=False
+) -> Tensor:
+    """The bool mask of tokens that have a loss (see :func:`token_losses` for the arguments)."""
+    if causal:
+        labels = labels[:, 1:]
+        if attention_mask is not None:
+            attention_mask = attention_mask[:, 1:]
+    counts = labels != ignore_index
+    if attention_mask is not None:
+        counts = counts & attention_mask.bool()
+    return counts
+
+
 def token_losses(
     logits: Tensor,
     labels: Tensor,
@@ -50,13 +64,9 @@ def token_losses(
             f"attention_mask must have the shape of labels, {tuple(labels.shape)}; got "
             f"{tuple(attention_mask.shape)}"
         )
+    counts = counted_tokens(labels, ignore_index, attention_mask, causal)
     if causal:
         logits, labels = logits[:, :-1], labels[:, 1:]
-        if attention_mask is not None:
-            attention_mask = attention_mask[:, 1:]
-    counts = labels != ignore_index
-    if attention_mask is not None:
-        counts = counts & attention_mask.bool()
     targets = torch.where(counts, labels, 0)  # any in-range id; its loss is zeroed below
     losses = F.cross_entropy(
         logits.flatten(0, 1).float(), targets.flatten(), reduction="none"

@@ -141,7 +141,8 @@ class IndexedCollator:
 
     Wraps any collate function (default: PyTorch's ``default_collate``; or a Hugging Face data
     collator, which would pad, drop or reject an unknown key): the wrapped one sees the items
-    without ``key``, and the batch gets ``key`` back as an int64 tensor.
+    without ``key``, and the batch gets ``key`` back as an int64 tensor. Items that have no
+    ``key`` (an evaluation set) are collated as they are.
     """
 
     def __init__(self, collate_fn: Callable[[list], Any] | None = None, key: str = "index"):
@@ -149,6 +150,8 @@ class IndexedCollator:
         self.key = key
 
     def __call__(self, items: list[Mapping[str, Any]]) -> Any:
+        if items and self.key not in items[0]:  # an evaluation set: no indices to keep
+            return self.collate_fn(items)
         indices = torch.tensor([item[self.key] for item in items], dtype=torch.int64)
         rest = [{k: v for k, v in item.items() if k != self.key} for item in items]
         batch = self.collate_fn(rest)

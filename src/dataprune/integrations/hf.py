@@ -1,0 +1,237 @@
+"""Dynamic data pruning in the Hugging Face Trainer (``pip install 'dataprune[hf]'``).
+
+::
+
+    trainer = DataPruningTrainer(
+        model=model,
+        args=TrainingArguments("out", num_train_epochs=4, remove_unused_columns=False),
+        train_dataset=train_set,  # items are dicts with "labels"
+        data_collator=collate,
+        pruning={"method": "ucb", "prune": 0.5},
+    )
+    trainer.train()  # or trainer.train(resume_from_checkpoint=True)
+
+A documented subclass, and nothing in transformers patched:
+
+- ``_get_train_sampler`` returns the pruner's sampler over the whole subset. Accelerate shards
+  the Trainer's loader by batches (rank r takes batches r, r + W, ...), so the sampler must not
+  shard it too; the order comes from ``(seed, epoch)`` and is the same on every rank.
+- ``compute_loss`` takes each sample's loss (the mean over its tokens for a token-level head,
+  :func:`dataprune.sequence_losses`) and records it. The returned loss is normalised over the
+  samples of the whole gradient-accumulation window (``get_batch_samples`` counts them), so a
+  shorter last window is weighed by its samples (``loss_is_scaled_for_ga``: transformers 5.20).
+- ``max_steps`` and the LR schedule: the Trainer computes them from the first epoch's loader
+  length, and its loop assumes every epoch has that length. A pruned run whose epochs differ in
+  size (warm-up or anneal epochs) is therefore refused; every other run is sized exactly.
+- Checkpoints hold the pruner (``dataprune_pruner.pt``), and ``train(resume_from_checkpoint=...)``
+  restores it: the run continues with the same selections, from an epoch's end or mid-epoch.
+- Each epoch logs ``dataprune/*`` figures through ``Trainer.log``.
+
+Accelerate's ``even_batches`` (on by default) completes the last round of batches from the
+start of the epoch when the subset is not a multiple of ``W x batch size``, as
+``DistributedSampler`` pads; those few samples are trained twice.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+from collections.abc import Iterator, Mapping
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+from transformers import Trainer, TrainerCallback
+from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
+from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, get_last_checkpoint
+
+from .. import IndexedCollator, IndexedDictDataset, Pruner
+from ..losses import counted_tokens, sequence_losses
+
+PRUNER_FILE = "dataprune_pruner.pt"
+INDEX_KEY = "index"
+IGNORE_INDEX = -100  # the label Hugging Face models ignore
+
+
+class DataPruningTrainer(Trainer):
+    """A ``transformers.Trainer`` that trains each epoch on the subset a Pruner picks.
+
+    Args:
+        *args, **kwargs: the Trainer's. ``args.num_train_epochs`` must be a whole number and
+            ``args.max_steps`` unset (the pruner sizes the run); ``args.remove_unused_columns``
+            must be False (the Trainer would drop the ``"index"`` key the loss needs).
+        pruning: :class:`dataprune.Pruner` arguments (``method``, ``prune``, ...; ``seed``
+            defaults to ``args.seed``).
+        shuffle: order each epoch's subset by ``(seed, epoch)`` (else by index).
+        causal: whether position t predicts label t + 1 (a causal LM). Default: as the Trainer
+            decides for its own loss, from the model's class.
+
+    ``train_dataset`` items are dicts (``input_ids``, ``labels``, ...); the Trainer adds their
+    index and keeps it through ``data_collator``. The pruner is :attr:`pruner`.
+    """
+
+    loss_is_scaled_for_ga = True  # compute_loss normalises over the accumulation window
+
+    def __init__(
+        self,
+        *args: Any,
+        pruning: Mapping[str, Any] | None = None,
+        shuffle: bool = True,
+        causal: bool | None = None,
+        **kwargs: Any,
+    ):
+        super().__init__(*args, **kwargs)
+        if self.train_dataset is None:
+            raise ValueError("DataPruningTrainer needs a train_dataset to prune")
+        if self.args.remove_unused_columns:
+            raise ValueError(
+                "DataPruningTrainer needs TrainingArguments(remove_unused_columns=False): "
+                f"otherwise the Trainer drops the {INDEX_KEY!r} key that record() needs"
+            )
+        epochs = self.args.num_train_epochs
+        if self.args.max_steps > 0 or epochs != int(epochs):
+            raise ValueError(
+                f"DataPruningTrainer sizes the run from whole epochs: set num_train_epochs to a "
+                f"whole number (got {epochs}) and leave max_steps unset (got "
+                f"{self.args.max_steps})"
+            )
+        pruning = {"seed": self.args.seed, **(pruning or {})}
+        self.pruner = Pruner(len(self.train_dataset), epochs=int(epochs), **pruning)
+        if not self.pruner.uniform_epochs():
+            raise ValueError(
+                "the Trainer assumes every epoch has the first one's length, but this pruner's "
+                f"epochs differ in size (warmup_epochs={self.pruner.warmup_epochs}, "
+                f"anneal_epochs={self.pruner.anneal_epochs}): pass warmup_epochs=0 and "
+                "anneal_epochs=0 in pruning={...}"
+            )
+        self.shuffle = shuffle
+        model_class = type(self.accelerator.unwrap_model(self.model)).__name__
+        self.causal = model_class in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES.values()
+        if causal is not None:
+            self.causal = causal
+        if not isinstance(self.train_dataset, IndexedDictDataset):
+            self.train_dataset = IndexedDictDataset(self.train_dataset, INDEX_KEY)
+        self.data_collator = IndexedCollator(self.data_collator, INDEX_KEY)
+        self.add_callback(_PrunerCallback(self))
+
+    # ----------------------------------------------------------- Trainer hooks
+    def _get_train_sampler(self, train_dataset=None) -> torch.utils.data.Sampler:
+        # The whole subset: Accelerate shards the loader by batches.
+        return self.pruner.sampler(shuffle=self.shuffle, num_replicas=1, rank=0)
+
+    def get_batch_samples(
+        self, epoch_iterator: Iterator, num_batches: int, device: torch.device
+    ) -> tuple[list, Tensor | None]:
+        """The next ``num_batches`` batches and how many samples with a loss they hold."""
+        batches = list(itertools.islice(epoch_iterator, num_batches))
+        if not batches:
+            return batches, None
+        return batches, sum(self._valid(batch).sum() for batch in batches).to(device)
+
+    def compute_loss(
+        self,
+        model: torch.nn.Module,
+        inputs: dict[str, Any],
+        return_outputs: bool = False,
+        num_items_in_batch: Tensor | int | None = None,
+    ):
+        """Per-sample losses into ``pruner.record``; elsewhere (evaluation) the Trainer's own."""
+        if INDEX_KEY not in inputs:
+            if model.training:
+                raise KeyError(
+                    f"a training batch has no {INDEX_KEY!r} key: a custom data_collator or "
+                    "get_train_dataloader dropped it"
+                )
+            return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
+        inputs = dict(inputs)
+        index = inputs.pop(INDEX_KEY)
+        labels = inputs.pop("labels")
+        outputs = model(**inputs)
+        losses, valid = self.sample_losses(outputs, labels, inputs)
+        loss = self.pruner.record(index, losses, valid)  # the mean over this batch's samples
+        if num_items_in_batch is not None:  # over the accumulation window's samples instead
+            loss = loss * valid.sum() / torch.as_tensor(num_items_in_batch).clamp_min(1)
+        return (loss, outputs) if return_outputs else loss
+
+    def sample_losses(
+        self, outputs: Any, labels: Tensor, inputs: Mapping[str, Any]
+    ) -> tuple[Tensor, Tensor]:
+        """Each sample's loss and whether it has one; override for other heads.
+
+        Logits ``(batch, classes)`` against labels ``(batch,)``: cross-entropy. Logits
+        ``(batch, length, vocab)`` against labels ``(batch, length)``: the mean over the
+        sequence's counted tokens (:func:`dataprune.sequence_losses`).
+        """
+        logits = outputs["logits"] if isinstance(outputs, Mapping) else outputs[0]
+        if logits.dim() == 2:
+            losses = F.cross_entropy(
+                logits.float(), labels, ignore_index=IGNORE_INDEX, reduction="none"
+            )
+            return losses, labels != IGNORE_INDEX
+        return sequence_losses(
+            logits,
+            labels,
+            ignore_index=IGNORE_INDEX,
+            attention_mask=inputs.get("attention_mask"),
+            causal=self.causal,
+        )
+
+    def train(self, resume_from_checkpoint: str | bool | None = None, **kwargs: Any):
+        """``Trainer.train``; resuming from a checkpoint restores the pruner too."""
+        if resume_from_checkpoint is True:
+            resume_from_checkpoint = get_last_checkpoint(self.args.output_dir)
+            if resume_from_checkpoint is None:
+                raise ValueError(f"no checkpoint found in output_dir={self.args.output_dir!r}")
+        if resume_from_checkpoint:
+            path = os.path.join(resume_from_checkpoint, PRUNER_FILE)
+            if not os.path.isfile(path):
+                raise FileNotFoundError(
+                    f"{path} is missing: the checkpoint was not saved by a DataPruningTrainer"
+                )
+            self.pruner.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
+        return super().train(resume_from_checkpoint=resume_from_checkpoint, **kwargs)
+
+    # ------------------------------------------------------------------ inner
+    def _valid(self, batch: Mapping[str, Any]) -> Tensor:
+        labels = batch["labels"]
+        if labels.dim() == 1:
+            return labels != IGNORE_INDEX
+        mask = counted_tokens(labels, IGNORE_INDEX, batch.get("attention_mask"), causal=self.causal)
+        return mask.any(dim=1)
+
+
+class _PrunerCallback(TrainerCallback):
+    """Selects each epoch's subset, logs its figures, and saves the pruner in checkpoints."""
+
+    def __init__(self, trainer: DataPruningTrainer):
+        self.trainer = trainer
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        pruner = self.trainer.pruner
+        expected = pruner.total_steps(
+            args.per_device_train_batch_size,
+            args.dataloader_drop_last,
+            accumulate=args.gradient_accumulation_steps,
+        )
+        if state.max_steps != expected:
+            raise RuntimeError(
+                f"the Trainer plans {state.max_steps} optimizer steps but the pruned run has "
+                f"{expected}: the loader is not the pruner's (was get_train_dataloader "
+                "overridden?)"
+            )
+
+    def on_epoch_begin(self, args, state, control, **kwargs):
+        pruner = self.trainer.pruner
+        pruner.set_epoch(int(state.epoch or 0))  # Accelerate forwards it too; it is idempotent
+        self.trainer.log({f"dataprune/{k}": v for k, v in pruner.epoch_metrics().items()})
+
+    def on_save(self, args, state, control, **kwargs):
+        pruner = self.trainer.pruner
+        pruner_state = pruner.gathered_state_dict() if pruner.shard else pruner.state_dict()
+        if not state.is_world_process_zero:
+            return
+        folder = os.path.join(args.output_dir, f"{PREFIX_CHECKPOINT_DIR}-{state.global_step}")
+        path = os.path.join(folder, PRUNER_FILE)
+        torch.save(pruner_state, path + ".tmp")
+        os.replace(path + ".tmp", path)  # a crash never leaves half a file under the real name

@@ -1,0 +1,113 @@
+"""The Hugging Face Trainer integration on real text (the stdlib's source): 1 and 2 processes."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("transformers", reason="the [hf] extra is not installed")
+pytest.importorskip("accelerate", reason="the [hf] extra is not installed")
+
+sys.path.insert(0, str(Path(__file__).parent / "jobs"))
+import hf_job  # noqa: E402
+
+from dataprune.integrations.hf import DataPruningTrainer  # noqa: E402
+
+
+def run(tmp_path: Path, *flags: str, processes: int = 1) -> list[dict]:
+    argv = ["--out", str(tmp_path), *flags]
+    if processes == 1:
+        hf_job.run(hf_job.parse(argv))
+    else:
+        env = {**os.environ, "PYTHONWARNINGS": "ignore", "OMP_NUM_THREADS": "1"}
+        torchrun = [sys.executable, "-m", "torch.distributed.run", f"--nproc-per-node={processes}"]
+        subprocess.run([*torchrun, hf_job.__file__, *argv], check=True, env=env, timeout=300)
+    suffix = "-resumed" if "--resume" in flags else ""
+    return [json.loads((tmp_path / f"rank{r}{suffix}.json").read_text()) for r in range(processes)]
+
+
+def check_budget(records: list[dict], budget: int) -> None:
+    """The same subset on every rank each epoch; together the ranks train exactly it."""
+    for epoch, subset in records[0]["subsets"].items():
+        assert all(r["subsets"][epoch] == subset for r in records)
+        assert sorted(i for r in records for i in r["trained"][epoch]) == subset
+        assert len(subset) == budget
+    for r in records:
+        assert r["global_step"] == r["max_steps"] == r["total_steps"]
+
+
+def test_one_process_trains_the_budget_with_exact_steps_and_logs(tmp_path):
+    # 8 batches an epoch in windows of 3: 3 + 3 + 2, so 3 steps an epoch
+    records = run(tmp_path, "--accumulate", "3")
+    check_budget(records, 64)
+    assert records[0]["global_step"] == 9
+    logged = records[0]["metrics"]
+    assert [m["dataprune/samples_used"] for m in logged] == [64.0] * 3
+    assert all(m["dataprune/fraction_pruned"] == 0.5 for m in logged)
+    assert "dataprune/kept_mean_loss" in logged[-1]
+
+
+@pytest.mark.parametrize("accumulate", ["1", "3"])
+def test_full_method_equals_the_trainer_without_dataprune(tmp_path, accumulate):
+    flags = ["--no-shuffle", "--fixed-length", "--accumulate", accumulate]
+    (ours,) = run(tmp_path / "a", "--method", "full", *flags)
+    (plain,) = run(tmp_path / "b", "--plain", *flags)
+    assert len(ours["losses"]) == len(plain["losses"]) > 0
+    assert ours["losses"] == pytest.approx(plain["losses"], rel=1e-4)
+    for a, b in zip(ours["params"], plain["params"], strict=True):
+        assert a == pytest.approx(b, rel=1e-4, abs=1e-6)
+
+
+def test_resume_from_a_trainer_checkpoint_selects_as_an_uninterrupted_run(tmp_path):
+    (whole,) = run(tmp_path / "whole")
+    run(tmp_path / "split", "--stop-after", "0")
+    (resumed,) = run(tmp_path / "split", "--resume")
+    for epoch in ("1", "2"):
+        assert resumed["subsets"][epoch] == whole["subsets"][epoch]
+        assert resumed["trained"][epoch] == whole["trained"][epoch]
+    # the resumed state's log history starts with the checkpoint's (epoch 0)
+    assert resumed["losses"] == pytest.approx(whole["losses"], rel=1e-4)
+
+
+def test_two_processes_under_torchrun_share_subsets_budget_steps_and_resume(tmp_path):
+    whole = run(tmp_path / "whole", processes=2)
+    check_budget(whole, 64)
+    run(tmp_path / "split", "--stop-after", "0", processes=2)
+    resumed = run(tmp_path / "split", "--resume", processes=2)
+    for rank in (0, 1):
+        for epoch in ("1", "2"):
+            assert resumed[rank]["trained"][epoch] == whole[rank]["trained"][epoch]
+
+
+def make(tmp_path, pruning=None, **options):
+    example = hf_job.load_example()
+    items = example.byte_sequences(16, 40)
+    return DataPruningTrainer(
+        model=example.tiny_gpt2(16),
+        args=example.training_args(str(tmp_path), 2, **options),
+        train_dataset=items,
+        data_collator=example.pad_collate,
+        pruning=pruning or {"method": "ucb", "prune": 0.5},
+    )
+
+
+def test_settings_the_trainer_cannot_honour_are_refused_with_what_to_change(tmp_path):
+    with pytest.raises(ValueError, match="remove_unused_columns=False"):
+        make(tmp_path, remove_unused_columns=True)
+    with pytest.raises(ValueError, match="leave max_steps unset"):
+        make(tmp_path, max_steps=5)
+    with pytest.raises(ValueError, match="pass warmup_epochs=0 and anneal_epochs=0"):
+        make(tmp_path, pruning={"method": "infobatch", "prune": 0.5})
+    trainer = make(tmp_path, pruning={"method": "infobatch", "prune": 0.5, "anneal_epochs": 0})
+    assert trainer.pruner.k == 20
+
+
+def test_a_resume_from_a_checkpoint_without_the_pruner_says_so(tmp_path):
+    (tmp_path / "checkpoint-3").mkdir()
+    with pytest.raises(FileNotFoundError, match="not saved by a DataPruningTrainer"):
+        make(tmp_path).train(resume_from_checkpoint=str(tmp_path / "checkpoint-3"))
