@@ -22,7 +22,8 @@ A documented subclass, and nothing in transformers patched:
   shorter last window is weighed by its samples (``loss_is_scaled_for_ga``: transformers 5.20).
 - ``max_steps`` and the LR schedule: the Trainer computes them from the first epoch's loader
   length, and its loop assumes every epoch has that length. A pruned run whose epochs differ in
-  size (warm-up or anneal epochs) is therefore refused; every other run is sized exactly.
+  size (warm-up or anneal epochs, a prune-rate schedule) is therefore refused; every other run
+  is sized exactly.
 - Checkpoints hold the pruner (``dataprune_pruner.pt``), and ``train(resume_from_checkpoint=...)``
   restores it: the run continues with the same selections, from an epoch's end or mid-epoch.
 - Each epoch logs ``dataprune/*`` figures through ``Trainer.log``.
@@ -99,11 +100,13 @@ class DataPruningTrainer(Trainer):
         pruning = {"seed": self.args.seed, **(pruning or {})}
         self.pruner = Pruner(len(self.train_dataset), epochs=int(epochs), **pruning)
         if not self.pruner.uniform_epochs():
+            sizes = [self.pruner.epoch_size(e) for e in range(self.pruner.epochs)]
             raise ValueError(
-                "the Trainer assumes every epoch has the first one's length, but this pruner's "
-                f"epochs differ in size (warmup_epochs={self.pruner.warmup_epochs}, "
-                f"anneal_epochs={self.pruner.anneal_epochs}): pass warmup_epochs=0 and "
-                "anneal_epochs=0 in pruning={...}"
+                f"the Trainer assumes every epoch has the first one's length, but this pruner's "
+                f"epochs train {sizes} samples (warmup_epochs={self.pruner.warmup_epochs}, "
+                f"anneal_epochs={self.pruner.anneal_epochs}, "
+                f"prune_schedule={self.pruner.prune_schedule!r}): pass warmup_epochs=0 and "
+                "anneal_epochs=0 in pruning={...}, and a constant prune_schedule"
             )
         self.shuffle = shuffle
         model_class = type(self.accelerator.unwrap_model(self.model)).__name__

@@ -27,8 +27,9 @@ What the callback guarantees, and how:
   ``trainer.fit(model, ckpt_path=...)`` continues with the same selections. Resume is exact from
   checkpoints taken at an epoch's end; Lightning itself warns that a mid-epoch resume is not.
 - Lightning reads a loader's length once, at the start, and cuts later epochs to it. When the
-  pruner's epochs differ in size (warm-up, anneal), the loader therefore reports no length: each
-  epoch ends when its sampler does, and the progress bar shows no per-epoch total.
+  pruner's epochs differ in size (warm-up, anneal, a prune-rate schedule), the loader therefore
+  reports no length: each epoch ends when its sampler does, and the progress bar shows no
+  per-epoch total.
 """
 
 from __future__ import annotations
