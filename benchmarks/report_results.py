@@ -23,6 +23,7 @@ from dataprune.harness.report import (
     pyplot,
 )
 from dataprune.harness.trainer import RunResult
+from dataprune.harness.verdict import NO_DIFFERENCE, overall, tally, verdict
 
 STATIC = SCORERS
 DYNAMIC = tuple(m for m, p in POLICIES.items() if p.prunes and p.reselects)
@@ -99,46 +100,59 @@ def claim_static_cost(rows: Sequence[Row], full: Row) -> str:
     return text + "\n\n" + "\n".join(lines)
 
 
+def _paired(a: Row, b: Row) -> tuple[str, str]:
+    """``a``'s accuracy minus ``b``'s, paired by seed (points, 95% CI), and whether a is higher."""
+    diff = a.versus(b)
+    if diff is None:
+        return "no common seed", NO_DIFFERENCE
+    return diff.format(scale=100), verdict(diff, "higher")
+
+
 def claim_random_beats_static(rows: Sequence[Row]) -> str:
-    lines = ["| prune | random | best static | static accuracies |", "|---|---|---|---|"]
-    hits = total = 0
+    lines = ["| prune | random | static scorer | random − scorer, points | verdict |"]
+    lines.append("|---|---|---|---|---|")
+    verdicts = []
     for p in AGGRESSIVE:
         rnd = _row(rows, "random", p)
         statics = [r for s in STATIC if (r := _row(rows, s, p)) is not None]
-        if rnd is None or not statics:
+        if rnd is None:
             continue
-        best = max(statics, key=_acc)
-        total += 1
-        hits += _acc(rnd) > _acc(best)
-        lines.append(
-            f"| {p:g} | {_fmt_acc(rnd)} | {best.method} {_fmt_acc(best)} | "
-            + ", ".join(f"{r.method} {_acc(r):.2f}" for r in statics)
-            + " |"
-        )
-    verdict = _verdict(hits, total)
+        for static in statics:
+            diff, word = _paired(rnd, static)
+            verdicts.append(word)
+            lines.append(
+                f"| {p:g} | {_fmt_acc(rnd)} | {static.method} {_fmt_acc(static)} | {diff} | "
+                f"{word} |"
+            )
+    rates = ", ".join(f"{p:g}" for p in AGGRESSIVE)
     text = (
-        f"**Verdict: {verdict}.** Uniform random dynamic pruning has a higher mean final "
-        f"accuracy than every static scorer at {hits} of {total} aggressive prune rates "
-        f"({', '.join(f'{p:g}' for p in AGGRESSIVE)})."
+        f"**Verdict: {overall(verdicts)}.** Uniform random dynamic pruning is more accurate than "
+        f"each static scorer at the aggressive prune rates ({rates}), paired by seed with a 95% "
+        f"interval: {tally(verdicts)} (scorer, prune) comparisons."
     )
     return text + "\n\n" + "\n".join(lines)
 
 
 def claim_bandits_beat_random(rows: Sequence[Row], prunes: Sequence[float]) -> str:
-    lines = ["| prune | random | epsilon-greedy | ucb |", "|---|---|---|---|"]
-    hits = total = 0
+    lines = ["| prune | random | method | method − random, points | verdict |"]
+    lines.append("|---|---|---|---|---|")
+    verdicts = []
     for p in prunes:
-        rnd, eg, ucb = (_row(rows, m, p) for m in ("random", "epsilon-greedy", "ucb"))
-        if None in (rnd, eg, ucb):
+        rnd = _row(rows, "random", p)
+        if rnd is None:
             continue
-        for r in (eg, ucb):
-            total += 1
-            hits += _acc(r) > _acc(rnd)
-        lines.append(f"| {p:g} | {_fmt_acc(rnd)} | {_fmt_acc(eg)} | {_fmt_acc(ucb)} |")
-    verdict = _verdict(hits, total)
+        for method in ("epsilon-greedy", "ucb"):
+            row = _row(rows, method, p)
+            if row is None:
+                continue
+            diff, word = _paired(row, rnd)
+            verdicts.append(word)
+            lines.append(
+                f"| {p:g} | {_fmt_acc(rnd)} | {method} {_fmt_acc(row)} | {diff} | {word} |"
+            )
     text = (
-        f"**Verdict: {verdict}.** ε-greedy or UCB has a higher mean final accuracy than random "
-        f"in {hits} of {total} (method, prune) comparisons."
+        f"**Verdict: {overall(verdicts)}.** ε-greedy or UCB is more accurate than random, paired "
+        f"by seed with a 95% interval: {tally(verdicts)} (method, prune) comparisons."
     )
     return text + "\n\n" + "\n".join(lines)
 

@@ -1,5 +1,6 @@
 """Tables, JSON, CSV and plots of a comparison. Runs of the same method and prune rate with
-different seeds are aggregated as mean and standard deviation."""
+different seeds are aggregated as mean and standard deviation, and compared with full data
+paired by seed (mean difference and 95% interval, :mod:`dataprune.harness.verdict`)."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from pathlib import Path
 from .files import write_json
 from .methods import run_methods
 from .trainer import RunResult
+from .verdict import Interval, paired_difference, verdict
 
 
 @dataclass
@@ -50,6 +52,15 @@ class Row:
     @property
     def scores_source(self) -> str:
         return ", ".join(sorted({r.scores_source for r in self.runs if r.scores_source}))
+
+    def accuracy_by_seed(self) -> dict[int, float]:
+        """Final accuracy of each seed's run."""
+        return {r.config.seed: r.final_accuracy for r in self.runs}
+
+    def versus(self, other: Row) -> Interval | None:
+        """This row's final accuracy minus ``other``'s, paired by seed (None: no common seed)."""
+        mine, theirs = self.accuracy_by_seed(), other.accuracy_by_seed()
+        return paired_difference(mine, theirs) if set(mine) & set(theirs) else None
 
     def time_to(self, target: float) -> float | None:
         """Mean time to reach ``target`` over seeds; None if any seed never reached it."""
@@ -91,6 +102,7 @@ def records(rows: Sequence[Row], target: float | None) -> list[dict[str, object]
     out = []
     for row in rows:
         wall = row.wall_seconds[0]
+        diff = versus_full(row, rows)
         out.append(
             {
                 "method": row.method,
@@ -107,6 +119,12 @@ def records(rows: Sequence[Row], target: float | None) -> list[dict[str, object]
                 "time_to_target": None if target is None else row.time_to(target),
                 "samples_used": row.samples_used,
                 "scores_source": row.scores_source,
+                # final accuracy minus full's, paired by seed, with its 95% interval
+                "vs_full": None if diff is None else diff.mean,
+                "vs_full_low": None if diff is None else diff.low,
+                "vs_full_high": None if diff is None else diff.high,
+                "vs_full_seeds": None if diff is None else diff.n,
+                "higher_than_full": None if diff is None else verdict(diff, "higher"),
             }
         )
     return out
@@ -117,9 +135,9 @@ def markdown_table(rows: Sequence[Row], target: float | None) -> str:
     target_label = "n/a" if target is None else f"{100 * target:.2f}%"
     header = (
         "| method | prune | final acc % | best acc % | wall s | scoring s | speed-up | "
-        f"time to {target_label} s | samples used |"
+        f"time to {target_label} s | samples used | vs full, points (95% CI by seed) |"
     )
-    lines = [header, "|" + "---|" * 9]
+    lines = [header, "|" + "---|" * 10]
     for row, rec in zip(rows, records(rows, target), strict=True):
         scoring = f"{rec['scoring_seconds']:.1f}" if rec["scoring_seconds"] else "0"
         if row.scores_source and row.scores_source != "computed":
@@ -130,9 +148,24 @@ def markdown_table(rows: Sequence[Row], target: float | None) -> str:
             f"{_pct(row.best_accuracy)} | {row.wall_seconds[0]:.1f} | {scoring} | "
             f"{'-' if speedup is None else f'{speedup:.2f}x'} | "
             f"{'-' if target is None else _secs(rec['time_to_target'])} | "
-            f"{row.samples_used:,.0f} |"
+            f"{row.samples_used:,.0f} | {_versus(row, rows)} |"
         )
     return "\n".join(lines)
+
+
+def versus_full(row: Row, rows: Sequence[Row]) -> Interval | None:
+    """``row``'s final accuracy minus full data's, paired by seed (None for full itself)."""
+    full = [r for r in rows if r.method == "full"]
+    return row.versus(full[0]) if full and row is not full[0] else None
+
+
+def _versus(row: Row, rows: Sequence[Row]) -> str:
+    """The paired difference to full, with "higher" or "lower" where its interval says so."""
+    diff = versus_full(row, rows)
+    if diff is None:
+        return "-"
+    word = {"holds": " higher", "fails": " lower"}.get(verdict(diff, "higher"), "")
+    return diff.format(scale=100) + word
 
 
 def write_reports(results: Sequence[RunResult], out: Path, target: float | None = None) -> str:
