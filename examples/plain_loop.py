@@ -44,6 +44,8 @@ def train_one(method: str, prune: float, epochs: int, data, batch_size: int = 12
         for idx, (x, y) in loader:
             losses = F.cross_entropy(model(x), y, reduction="none")
             loss = pruner.record(idx, losses)  # dataprune
+            if pruner.policy.selects_in_batch:  # selective-backprop: the highest losses only
+                loss = losses[pruner.select_batch(losses)].mean()  # dataprune
             opt.zero_grad()
             loss.backward()
             opt.step()

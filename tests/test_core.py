@@ -113,7 +113,7 @@ def test_prune_zero_training_is_bit_identical_to_full(method, full_digits_run):
 )
 def test_budget_is_exact(method, n, prune):
     pruner = make(method, n, prune, 4, anneal_epochs=0)
-    expected = n if method == "full" else round((1 - prune) * n)
+    expected = round((1 - prune) * n) if pruner.policy.prunes else n
     for epoch in range(4):
         subset = run_epoch(pruner, epoch)
         assert subset.numel() == expected
@@ -534,6 +534,29 @@ def test_seta_first_selection_before_any_loss_is_uniform():
     assert not torch.equal(a.indices(), b.indices())  # its own stream
 
 
+# ---------------------------------------------------------------- selective backprop
+def test_select_batch_keeps_the_highest_losses_and_counts_them(tmp_path):
+    pruner = Pruner(50, "selective-backprop", 0.5, 3)
+    assert pruner.budgets == [50] * 3  # every sample is forwarded, every epoch
+    pruner.set_epoch(0)
+    losses = torch.tensor([0.5, 3.0, math.nan, 3.0, 1.0, 2.0])
+    assert pruner.select_batch(losses).tolist() == [1, 3, 5]  # NaN lowest
+    assert pruner.select_batch(torch.ones(4)).tolist() == [0, 1]  # ties: the earlier
+    assert pruner.select_batch(torch.ones(1)).tolist() == [0]  # at least one
+    assert pruner.select_batch(torch.ones(0)).numel() == 0
+    odd = pruner.select_batch(torch.arange(7.0, requires_grad=True))  # round(3.5) = 4
+    assert odd.tolist() == [3, 4, 5, 6] and odd.dtype == torch.int64
+    assert pruner.summary()["samples_backpropagated"] == 3 + 2 + 1 + 0 + 4
+    torch.save(pruner.state_dict(), tmp_path / "p.pt")
+    again = Pruner(50, "selective-backprop", 0.5, 3)
+    again.load_state_dict(torch.load(tmp_path / "p.pt", weights_only=True))
+    assert again.summary()["samples_backpropagated"] == 10
+    with _raises(RuntimeError, "method='ucb'", "selects whole epochs"):
+        Pruner(50, "ucb", 0.5, 3).select_batch(losses)
+    with _raises(TypeError, "1-D floating-point"):
+        pruner.select_batch(torch.ones(2, 2))
+
+
 # ---------------------------------------------------------------------------- rescale
 def test_rescale_random_weights_and_weighted_mean():
     n = 100
@@ -742,7 +765,7 @@ def test_state_dict_resume_is_exact(method, every, warmup, split, tmp_path):
     for sa, sb in zip(a_subsets, b_subsets, strict=True):
         assert torch.equal(sa, sb)
     _stats_equal(a, c)
-    if method != "full":
+    if a.policy.prunes:
         assert any(s.numel() < n for s in a_subsets)
 
 

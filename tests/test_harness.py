@@ -180,6 +180,26 @@ def test_prune_schedule_and_every_reach_train_and_compare(capsys, tmp_path):
     assert used == {("ucb", 0.2): 240 + 180 + 120 + 60, ("full", 0.0): 1200, ("rs2", 0.2): 600}
 
 
+@pytest.mark.skipif(not FASHION.is_file(), reason="Fashion-MNIST not found in ../shared/data")
+@pytest.mark.parametrize("method", ["seta", "selective-backprop"])
+def test_new_methods_train_and_compare_on_fashion_mnist(capsys, tmp_path, method):
+    data = ["--dataset", "fashion-mnist", "--data-dir", str(SHARED), "--model", "mlp"]
+    data += ["--train-limit", "2000", "--test-limit", "500", "--no-progress", "--epochs", "3"]
+    out = tmp_path / "cmp"
+    argv = ["compare", *data, "--methods", f"full,{method}", "--prune", "0.5", "--out", str(out)]
+    assert cli.main(argv) == 0, capsys.readouterr().err
+    runs = json.loads((out / "results.json").read_text())["runs"]
+    run = next(r for r in runs if r["config"]["method"] == method)
+    assert run["final_accuracy"] > 0.6  # chance is 0.1
+    summary = run["pruner_summary"]
+    if method == "selective-backprop":  # every sample forwarded, half of each batch trained
+        assert summary["samples_used"] == 3 * 2000
+        # 15 batches of 128 and one of 80 a rank: 15 * 64 + 40 back-propagated an epoch
+        assert summary["samples_backpropagated"] == 3 * (15 * 64 + 40)
+    else:
+        assert summary["samples_used"] == 3 * 1000
+
+
 @pytest.mark.parametrize(
     "argv, message",
     [

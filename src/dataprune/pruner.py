@@ -199,6 +199,7 @@ class Pruner:
         self.record_seconds = 0.0
         self.record_calls = 0
         self.samples_recorded = 0  # this process's samples passed to record(), before gathering
+        self.samples_backpropagated = 0  # this process's samples kept by select_batch()
         self._nonfinite = torch.zeros((), dtype=torch.int64, device=device)
         self._nonfinite_reported = 0  # the count when NaN/inf losses were last logged
         self._reported_epoch: int | None = -1  # the epoch they were last logged in
@@ -369,6 +370,30 @@ class Pruner:
             self, shuffle=shuffle, drop_last=drop_last, num_replicas=num_replicas, rank=rank
         )
 
+    # ------------------------------------------------------------ within a batch
+    def select_batch(self, losses: Tensor) -> Tensor:
+        """The positions in the batch of the samples to back-propagate: its highest losses.
+
+        For methods that thin batches (``selective-backprop``): of B losses, the
+        ``max(1, round((1 - prune) B))`` highest are kept (NaN counts as the lowest, equal
+        losses go to the earlier sample), as ascending int64 positions: ``x[keep]`` takes
+        them, with no host sync on a GPU (a bool mask as an index would sync). Forward the
+        batch without gradients, ``record`` its losses, then forward and back-propagate
+        ``x[keep]`` only.
+        """
+        if not self.policy.selects_in_batch:
+            raise RuntimeError(
+                f"select_batch() thins batches for methods that select within a batch "
+                f"(selective-backprop); method={self.method!r} selects whole epochs"
+            )
+        if not isinstance(losses, Tensor) or not losses.is_floating_point() or losses.dim() != 1:
+            raise TypeError(f"losses must be a 1-D floating-point tensor, got {_describe(losses)}")
+        kept = budget(losses.numel(), self.prune) if losses.numel() else 0
+        keys = losses.detach().float().nan_to_num(-math.inf, math.inf, -math.inf)
+        order = torch.sort(keys, descending=True, stable=True).indices
+        self.samples_backpropagated += kept
+        return order[:kept].sort().values
+
     # ------------------------------------------------------------------- record
     def record(self, indices: Tensor, losses: Tensor, valid: Tensor | None = None) -> Tensor:
         """Store per-sample losses; return their (weighted) mean, ready for ``.backward()``.
@@ -515,6 +540,7 @@ class Pruner:
             "record_seconds": self.record_seconds,
             "record_calls": self.record_calls,
             "samples_recorded": self.samples_recorded,
+            "samples_backpropagated": self.samples_backpropagated,
             "nonfinite_losses_skipped": int(self._nonfinite),
         }
 
@@ -580,6 +606,7 @@ class Pruner:
             "record_seconds": self.record_seconds,
             "record_calls": self.record_calls,
             "samples_recorded": self.samples_recorded,
+            "samples_backpropagated": self.samples_backpropagated,
             "nonfinite": int(self._nonfinite),
             "churn": list(self.churn),
         }
@@ -628,6 +655,7 @@ class Pruner:
         self.record_seconds = state["record_seconds"]
         self.record_calls = state["record_calls"]
         self.samples_recorded = state["samples_recorded"]
+        self.samples_backpropagated = state["samples_backpropagated"]
         self._nonfinite = torch.tensor(state["nonfinite"], device=device)
         self._nonfinite_reported = state["nonfinite"]
         self.churn = list(state["churn"])
@@ -639,6 +667,7 @@ _COUNTERS = (
     "pruned_epochs",
     "record_calls",
     "samples_recorded",
+    "samples_backpropagated",
     "nonfinite",
 )
 _STATE_KEYS = (
@@ -659,6 +688,7 @@ _STATE_KEYS = (
     "record_seconds",
     "record_calls",
     "samples_recorded",
+    "samples_backpropagated",
     "nonfinite",
     "churn",
 )

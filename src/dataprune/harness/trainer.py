@@ -294,10 +294,11 @@ class RunConfig:
     def pruner_kwargs(self) -> dict[str, Any]:
         """Arguments for :class:`dataprune.Pruner` (the core method and its options)."""
         method = core_method(self.method)
-        full_data = not get_policy(method).prunes
+        policy = get_policy(method)
+        full_data = not policy.prunes
         return dict(
             method=method,
-            prune=0.0 if full_data else self.prune,
+            prune=0.0 if full_data and not policy.selects_in_batch else self.prune,
             prune_schedule=self.prune_schedule,
             prune_end=self.prune_end,
             epochs=self.train_epochs,
@@ -346,8 +347,11 @@ def unused_fields(method: str) -> dict[str, str]:
     policy = get_policy(core_method(method))
     if not policy.prunes:
         full = "it trains on every sample"
+        if policy.selects_in_batch:
+            full = "it forwards every sample and thins each batch by --prune"
         unused |= {name: full for name in _PRUNING}
-        if method != FULL_MATCHED:  # whose prune rate sets its sample budget
+        # full-matched's prune rate sets its sample budget, an in-batch method's its batches
+        if method != FULL_MATCHED and not policy.selects_in_batch:
             unused["prune"] = full
     if not (policy.prunes and policy.reselects):
         unused["every"] = "it never selects again"
@@ -625,12 +629,19 @@ def train(
         for batch, x, y in batches:
             x = data.augment_batch(x, augment_gen)
             samples, steps = samples + batch.numel(), steps + 1
+            thinned = pruner.policy.selects_in_batch
+            if thinned:
+                # The whole batch's forward pass (its known cost, and timed as such), then
+                # the forward and backward passes of the highest losses only.
+                with torch.no_grad(), _autocast(device):
+                    all_losses = _losses(net(_layout(x)), y, config)
+                pruner.record(batch, all_losses)
+                keep = pruner.select_batch(all_losses)
+                batch, x, y = batch[keep], x[keep], y[keep]
             with _autocast(device):
                 logits = net(_layout(x))
-            losses = F.cross_entropy(
-                logits.float(), y, reduction="none", label_smoothing=config.label_smoothing
-            )
-            loss = pruner.record(batch, losses)
+            losses = _losses(logits, y, config)
+            loss = losses.mean() if thinned else pruner.record(batch, losses)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
@@ -675,6 +686,13 @@ def train(
         if stop_after is not None and epoch + 1 >= stop_after:
             break
     return result, model
+
+
+def _losses(logits: Tensor, y: Tensor, config: RunConfig) -> Tensor:
+    """Per-sample training losses (in float32, whatever autocast computed the logits in)."""
+    return F.cross_entropy(
+        logits.float(), y, reduction="none", label_smoothing=config.label_smoothing
+    )
 
 
 def _warn_if_loss_explodes(epochs: list[EpochRecord]) -> None:

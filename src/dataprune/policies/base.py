@@ -181,7 +181,10 @@ class Policy:
         options: the method's own options (``Option`` per name); their values are in
             ``self.params``, checked when the policy is built.
         reselects: False if one subset serves the whole run (chosen in the first pruned epoch).
-        prunes: False if the method never leaves a sample out (``full``).
+        prunes: False if the method never leaves a sample out of an epoch (``full``).
+        selects_in_batch: True if the method thins each batch instead
+            (:meth:`dataprune.Pruner.select_batch`; ``prune`` is then the share of each batch
+            not back-propagated).
         default_alpha: the EMA step size of the loss statistics the method expects.
         default_rescale: whether kept losses are weighted by ``1 / P(kept)`` by default.
         anneal_fraction: the share of final epochs trained on full data by default.
@@ -191,6 +194,7 @@ class Policy:
     options: ClassVar[dict[str, Option]] = {}
     reselects: ClassVar[bool] = True
     prunes: ClassVar[bool] = True
+    selects_in_batch: ClassVar[bool] = False
     default_alpha: ClassVar[float] = 0.8
     default_rescale: ClassVar[bool] = False
     anneal_fraction: ClassVar[float] = 0.0
