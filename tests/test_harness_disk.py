@@ -268,3 +268,31 @@ def test_prepare_writes_the_cifar_subset_as_the_harness_reads_it(tmp_path):
     assert (data.augment, data.mean, data.std) == ("crop-flip", memory.mean, memory.std)
     stored = [int(Path(name).stem) for name in ImageFolder(out / "folder" / "test").files]
     assert torch.equal(data.test_x, memory.test_x[stored])  # the same pixels, normalised alike
+
+
+def test_webdataset_workers_read_a_host_copy_of_the_subset(prepared, monkeypatch):
+    """On a GPU the pruner's subset is in device memory, which forked workers cannot read: they
+    must use the copy the main process made (here the pruner's tensor fails in any worker)."""
+    if missing_library("webdataset"):
+        pytest.skip(missing_library("webdataset"))
+    from torch.utils.data import get_worker_info
+
+    from dataprune import Pruner
+    from dataprune.harness.data.disk import EpochReader
+
+    indices = Pruner.indices
+
+    def host_only(self):
+        if get_worker_info() is not None:
+            raise RuntimeError("a worker read the pruner's tensor")
+        return indices(self)
+
+    monkeypatch.setattr(Pruner, "indices", host_only)
+    pruner = Pruner(TRAIN, "random", 0.5, epochs=2, seed=1)
+    folder = prepared / "webdataset" / "train"
+    decode = Decode((1, 28, 28), folder)
+    reader = EpochReader("webdataset", folder, pruner, pruner.sampler(), decode, 64, 2)
+    for epoch in range(2):
+        pruner.set_epoch(epoch)
+        seen = torch.cat([idx for idx, _, _ in reader])
+        assert torch.equal(seen.sort().values, pruner.indices())

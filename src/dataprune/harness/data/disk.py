@@ -84,54 +84,86 @@ class DiskData(ImageData):
         return self.train_size
 
     def batches(self, pruner: Pruner, sampler: PrunedSampler, batch_size: int) -> Iterable[Batch]:
-        """Each epoch's ``(indices, x, y)`` batches, read from disk: the samples ``sampler``
-        yields (``pruner``'s subset, for WebDataset's filter), normalised on the device."""
-        decode = Decode(self.train_x.shape[1:], self.root / "train")
-        cuda = self.device.type == "cuda"
-        if self.data_format == "webdataset":
-            # Workers read the pruner's subset: they must start after each set_epoch, so they
-            # are not persistent.
-            dataset = _webdataset(self.root / "train", pruner, decode)
-            loader = DataLoader(
-                dataset, batch_size=batch_size, num_workers=self.num_workers, pin_memory=cuda
-            )
-        else:
-            loader = DataLoader(
-                _map_style(self.data_format, self.root / "train", decode, batch_size),
-                batch_size=batch_size,
-                sampler=sampler,
-                num_workers=self.num_workers,
-                persistent_workers=self.num_workers > 0,
-                pin_memory=cuda,
-            )
-        return _Normalised(
-            loader, self, batch_size, dataset if self.data_format == "webdataset" else None
+        """Each epoch's ``(indices, x, y)`` batches, read from disk by :class:`EpochReader`,
+        normalised on the device."""
+        reader = EpochReader(
+            self.data_format,
+            self.root / "train",
+            pruner,
+            sampler,
+            Decode(self.train_x.shape[1:], self.root / "train"),
+            batch_size,
+            self.num_workers,
+            pin_memory=self.device.type == "cuda",
         )
+        return _OnDevice(reader, self)
 
 
-class _Normalised:
-    """A DataLoader's ``(indices, (uint8 images, labels))`` as normalised batches on a device.
+class EpochReader:
+    """Each epoch's ``(indices, uint8 images, labels)`` batches of a training split on disk.
 
-    With ``webdataset``, each worker batches the samples of its own shards, so the last batch of
-    every worker is short: batches are regrouped here into ``batch_size`` samples (the last one
-    of the epoch short), so an epoch takes as many steps as the sampler's formats.
+    Indexable formats are read through ``sampler`` (this rank's share of ``pruner``'s subset,
+    in its order) by persistent DataLoader workers. WebDataset is read through
+    :class:`~dataprune.integrations.webdataset.PrunedWebDataset`, whose workers read the
+    pruner's subset, so they start anew after each ``set_epoch``; each batches the samples of
+    its own shards, so its last batch is short: batches are regrouped here into ``batch_size``
+    samples (the epoch's last one short), and an epoch takes as many steps as the sampler's.
+    ``decode`` turns a stored sample into ``(image, label)`` (an image alone for a folder's
+    file), in the workers.
     """
 
-    def __init__(self, loader: DataLoader, data: DiskData, batch_size: int, webdataset: Any = None):
-        self.loader = loader
-        self.device = data.device
+    def __init__(
+        self,
+        data_format: str,
+        folder: Path,
+        pruner: Pruner,
+        sampler: PrunedSampler,
+        decode: Decode,
+        batch_size: int,
+        num_workers: int,
+        pin_memory: bool = False,
+    ):
         self.batch_size = batch_size
-        self.webdataset = webdataset
-        self.normalise = normaliser(data.mean, data.std, data.device)
+        self.webdataset = None
+        if data_format == "webdataset":
+            self.webdataset = _webdataset(folder, pruner, decode)
+            self.loader = DataLoader(
+                self.webdataset,
+                batch_size=batch_size,
+                num_workers=num_workers,
+                pin_memory=pin_memory,
+            )
+        else:
+            self.loader = DataLoader(
+                _map_style(data_format, folder, decode, batch_size),
+                batch_size=batch_size,
+                sampler=sampler,
+                num_workers=num_workers,
+                persistent_workers=num_workers > 0,
+                pin_memory=pin_memory,
+            )
 
-    def __iter__(self) -> Iterator[Batch]:
+    def __iter__(self) -> Iterator[tuple[Tensor, Tensor, Tensor]]:
+        if self.webdataset is not None:
+            self.webdataset.snapshot_subset()  # before iter() starts the workers: see its doc
         batches: Iterable[tuple[Tensor, Tensor, Tensor]] = (
             (idx, x, torch.as_tensor(y, dtype=torch.int64)) for idx, (x, y) in self.loader
         )
         if self.webdataset is not None:
-            self.webdataset.snapshot_subset()  # before the workers start: see its docstring
             batches = _regroup(batches, self.batch_size)
-        for idx, x, y in batches:
+        return iter(batches)
+
+
+class _OnDevice:
+    """An :class:`EpochReader`'s batches on the data's device, normalised there."""
+
+    def __init__(self, reader: EpochReader, data: DiskData):
+        self.reader = reader
+        self.device = data.device
+        self.normalise = normaliser(data.mean, data.std, data.device)
+
+    def __iter__(self) -> Iterator[Batch]:
+        for idx, x, y in self.reader:
             yield (
                 idx.to(self.device, non_blocking=True),
                 self.normalise(x.to(self.device, non_blocking=True)),
