@@ -1,29 +1,43 @@
 """Decode-bound loading: what pruning saves when samples live on disk as PNG images.
 
 Writes the first ``--samples`` Fashion-MNIST training images (from ../shared/data, or
-``--data-dir``) as PNG files into an image folder and into each streaming format whose library
-imports here (MosaicML Streaming MDS, LitData, WebDataset), with each library's own writer.
-Then, for each format, it trains a linear classifier (a cheap step, so loading dominates) with
-DataLoader workers decoding the PNGs, and times, side by side in one run:
+``--data-dir``), upscaled to ``--size`` x ``--size`` pixels (bilinear, so that decoding costs
+what a photograph's does), as PNG files into an image folder and into each streaming format
+whose library imports here (MosaicML Streaming MDS, LitData, WebDataset), with each library's
+own writer. Then, for each format, it trains a linear classifier (a cheap step, so loading
+dominates) on batches that ``--workers`` DataLoader workers read and decode, through the
+harness's reader (:class:`dataprune.harness.data.disk.EpochReader`: persistent workers for the
+indexable formats, WebDataset's anew each epoch). A ``Pruner(..., warmup_epochs=2)`` gives
+three epochs:
 
-- a full epoch (``Pruner(..., warmup_epochs=1)``'s epoch 0) and
-- a pruned epoch at ``--prune`` (epoch 1),
+- epoch 0, full, untimed: starts the persistent workers and fills the page cache, so the timed
+  epochs both read from memory (decoding, not the disk, is the cost measured);
+- epoch 1, full, and epoch 2, pruned at ``--prune``: each timed from ``pruner.set_epoch`` to the
+  last step, worker start-up included where the format starts workers each epoch.
 
-each from ``pruner.set_epoch`` to the last step, DataLoader worker start-up included. The
-pair is repeated ``--repeats`` times with the formats interleaved; the table gives the median
-of each and the median pruned/full ratio (target: at most 0.6 at prune 0.5). A second table
-counts, per epoch, the samples whose bytes were read, the PNG decodes (both counted in the
-workers, in shared memory), the bytes read (the PNG payloads; for WebDataset the whole tar
-shards, which its reader streams through) and the optimizer steps.
+The triple is repeated ``--repeats`` times with the formats interleaved, so that noise on a
+shared machine hits every format alike; the ratio is the median of the pruned/full ratios,
+each measured side by side in one repeat. Workers count, in shared memory, the samples whose
+bytes were read, the PNG decodes and the bytes read (the PNG payloads; for WebDataset the whole
+tar shards, which its reader streams through), and the loop counts optimizer steps.
 
-    python benchmarks/large_data.py                    # 20k images, 2 workers: ~5 min on 2 cores
-    python benchmarks/large_data.py --samples 5000 --repeats 1   # a quick look
+The results go into ``--json`` (default ``benchmarks/results/large-data/<formats>.json``), from
+which ``benchmarks/report_results.py`` writes the docs/RESULTS.md section; the same section is
+printed here. MDS needs its own environment (see .ci/run), so it is a second run, beside the
+image folder again:
+
+    python benchmarks/large_data.py                  # 6k images of 224 px, 5 repeats: ~6 min
+    python benchmarks/large_data.py --quick          # 2k images of 112 px, 1 repeat: a look
 """
 
 from __future__ import annotations
 
 import argparse
+import datetime
+import json
 import multiprocessing
+import os
+import platform
 import shutil
 import statistics
 import sys
@@ -31,15 +45,18 @@ import tempfile
 import time
 from pathlib import Path
 
+import numpy as np
 import torch
 import torch.nn.functional as F
-from torch.utils.data import DataLoader
+from PIL import Image
 
-from dataprune import IndexedDataset, Pruner
-from dataprune.integrations.images import ImageFolder, decode_image, decode_sample
+from dataprune import Pruner
+from dataprune.harness.data.disk import Decode, EpochReader
 
 ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "benchmarks" / "results" / "large-data"
 LIBRARIES = {"folder": "PIL", "mds": "streaming", "litdata": "litdata", "webdataset": "webdataset"}
+sys.path.insert(0, str(ROOT / "benchmarks"))
 
 
 def available_formats() -> dict[str, str | None]:
@@ -54,11 +71,12 @@ def available_formats() -> dict[str, str | None]:
     return found
 
 
-class Counted:
-    """Decodes a sample and counts reads, decodes and payload bytes in shared memory (the
+class Counted(Decode):
+    """The harness's decode, counting reads, decodes and payload bytes in shared memory (the
     counters are inherited by forked DataLoader workers)."""
 
-    def __init__(self):
+    def __init__(self, shape, where):
+        super().__init__(shape, where)
         self.reads = multiprocessing.Value("q", 0)
         self.decodes = multiprocessing.Value("q", 0)
         self.bytes = multiprocessing.Value("q", 0)
@@ -67,68 +85,36 @@ class Counted:
         for counter in (self.reads, self.decodes, self.bytes):
             counter.value = 0
 
-    def _count(self, payload: bytes) -> None:
+    def __call__(self, sample):
+        payload = sample if isinstance(sample, bytes) else sample["png"]
         with self.reads.get_lock():
             self.reads.value += 1
             self.decodes.value += 1
             self.bytes.value += len(payload)
-
-    def __call__(self, sample):
-        if isinstance(sample, bytes):  # the folder's decoder gets the file's bytes
-            self._count(sample)
-            return decode_image(sample)
-        self._count(sample["png"])
-        return decode_sample(sample)
+        return super().__call__(sample)
 
 
-def open_loader(fmt: str, root: Path, pruner: Pruner, counted: Counted, batch: int, workers: int):
-    if fmt == "folder":
-        dataset = IndexedDataset(ImageFolder(root / "folder", decode=counted))
-    elif fmt == "mds":
-        from streaming import StreamingDataset
-
-        from dataprune.integrations.mosaic import MosaicIndexed
-
-        dataset = MosaicIndexed(
-            StreamingDataset(local=str(root / "mds"), batch_size=batch), counted
-        )
-    elif fmt == "litdata":
-        import litdata
-
-        from dataprune.integrations.litdata import LitDataIndexed
-
-        dataset = LitDataIndexed(
-            litdata.StreamingDataset(str(root / "litdata"), batch_decode=0), counted
-        )
-    else:
-        from dataprune.integrations.webdataset import PrunedWebDataset
-
-        urls = sorted(str(p) for p in (root / "webdataset").glob("*.tar"))
-        return DataLoader(
-            PrunedWebDataset(urls, pruner, counted), batch_size=batch, num_workers=workers
-        )
-    sampler = pruner.sampler()
-    return DataLoader(dataset, batch_size=batch, sampler=sampler, num_workers=workers)
+def upscaled(images: np.ndarray, size: int) -> np.ndarray:
+    """uint8 N x H x W images resized to N x size x size (bilinear)."""
+    return np.stack(
+        [np.asarray(Image.fromarray(a).resize((size, size), Image.BILINEAR)) for a in images]
+    )
 
 
-def stored_bytes(fmt: str, root: Path) -> int:
-    """Bytes a WebDataset epoch streams through: every shard, whatever is kept."""
-    return sum(p.stat().st_size for p in (root / fmt).glob("*.tar"))
-
-
-def run_pair(fmt, root, args, seed, counted) -> list[dict]:
-    """A full epoch then a pruned one; time and counts of each."""
-    pruner = Pruner(args.samples, args.method, args.prune, epochs=2, seed=seed, warmup_epochs=1)
-    loader = open_loader(fmt, root, pruner, counted, args.batch, args.workers)
-    model = torch.nn.Linear(28 * 28, 10)
+def run_triple(fmt: str, root: Path, args, seed: int, counted: Counted) -> list[dict]:
+    """A warm-up epoch, a full one and a pruned one; time and counts of the last two."""
+    pruner = Pruner(args.samples, args.method, args.prune, epochs=3, seed=seed, warmup_epochs=2)
+    folder = root / fmt / "train"
+    reader = EpochReader(fmt, folder, pruner, pruner.sampler(), counted, args.batch, args.workers)
+    model = torch.nn.Linear(args.size * args.size, 10)
     optimizer = torch.optim.SGD(model.parameters(), lr=0.05)
     epochs = []
-    for epoch in range(2):
+    for epoch in range(3):
         counted.reset()
         start = time.perf_counter()
         pruner.set_epoch(epoch)
         steps = 0
-        for idx, (x, y) in loader:
+        for idx, x, y in reader:
             logits = model(x.flatten(1).float().div_(255))
             loss = pruner.record(idx, F.cross_entropy(logits, y, reduction="none"))
             optimizer.zero_grad(set_to_none=True)
@@ -136,35 +122,60 @@ def run_pair(fmt, root, args, seed, counted) -> list[dict]:
             optimizer.step()
             steps += 1
         seconds = time.perf_counter() - start
-        read_bytes = stored_bytes(fmt, root) if fmt == "webdataset" else counted.bytes.value
-        epochs.append(
-            {
-                "seconds": seconds,
-                "reads": counted.reads.value,
-                "decodes": counted.decodes.value,
-                "bytes": read_bytes,
-                "steps": steps,
-                "size": pruner.epoch_size(epoch),
-            }
-        )
+        shards = sum(p.stat().st_size for p in folder.glob("*.tar"))
+        if epoch:
+            epochs.append(
+                {
+                    "seconds": seconds,
+                    "reads": counted.reads.value,
+                    "decodes": counted.decodes.value,
+                    "bytes": shards if fmt == "webdataset" else counted.bytes.value,
+                    "steps": steps,
+                    "samples": pruner.epoch_size(epoch),
+                }
+            )
     return epochs
+
+
+def summarise(runs: dict[str, list[list[dict]]]) -> dict[str, dict]:
+    """Per format: each repeat's full and pruned seconds, the median ratio, and the counts."""
+    out = {}
+    for fmt, triples in runs.items():
+        full = [t[0]["seconds"] for t in triples]
+        pruned = [t[1]["seconds"] for t in triples]
+        out[fmt] = {
+            "full_seconds": full,
+            "pruned_seconds": pruned,
+            "ratio": statistics.median(p / f for p, f in zip(pruned, full, strict=True)),
+            "full": {k: v for k, v in triples[0][0].items() if k != "seconds"},
+            "pruned": {k: v for k, v in triples[0][1].items() if k != "seconds"},
+        }
+    return out
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--samples", type=int, default=20000, help="images written and read")
+    parser.add_argument("--samples", type=int, default=6000, help="images written and read")
+    parser.add_argument(
+        "--size", type=int, default=224, help="image side in pixels after upscaling"
+    )
     parser.add_argument("--prune", type=float, default=0.5)
     parser.add_argument("--method", default="epsilon-greedy")
     parser.add_argument("--workers", type=int, default=2, help="DataLoader workers")
     parser.add_argument("--batch", type=int, default=256)
-    parser.add_argument("--repeats", type=int, default=3, help="full/pruned pairs per format")
+    parser.add_argument("--repeats", type=int, default=5, help="full/pruned pairs per format")
+    parser.add_argument("--quick", action="store_true", help="2000 images of 112 px, 1 repeat")
     parser.add_argument("--data-dir", default=str(ROOT.parent / "shared" / "data"))
     parser.add_argument("--out", help="where to write the shards (default: a temporary folder)")
+    parser.add_argument("--json", help="the results file (default: under benchmarks/results/)")
     args = parser.parse_args(argv)
-    if args.workers < 1:
-        parser.error(
-            f"--workers must be >= 1 (decoding happens in DataLoader workers), got {args.workers}"
-        )
+    if args.quick:
+        args.samples, args.size, args.repeats = 2000, 112, 1
+    for name, low in (("workers", 1), ("samples", 1), ("size", 8), ("repeats", 1), ("batch", 1)):
+        if getattr(args, name) < low:
+            parser.error(f"--{name} must be >= {low}, got {getattr(args, name)}")
+    if not 0 < args.prune < 1:
+        parser.error(f"--prune must be in (0, 1), got {args.prune}")
     torch.set_num_threads(1)  # the workers and the step share the machine's cores
 
     formats = available_formats()
@@ -183,51 +194,44 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(f"--samples={args.samples}, but the training set has {data.num_train}")
     root = Path(args.out or tempfile.mkdtemp(prefix="dataprune-large-"))
     start = time.perf_counter()
-    prepare(
-        root,
-        pixels(data.train_x, data.mean, data.std),
-        data.train_y.numpy(),
-        usable,
-        shard_bytes=1 << 20,
-    )
+    images = upscaled(pixels(data.train_x, data.mean, data.std), args.size)
+    prepare(root, images, data.train_y.numpy(), usable, shard_bytes=1 << 22, split="train")
     print(
-        f"wrote {args.samples} PNG images as {', '.join(usable)} in "
+        f"wrote {args.samples} PNG images of {args.size} px as {', '.join(usable)} in "
         f"{time.perf_counter() - start:.1f} s under {root}",
         file=sys.stderr,
     )
 
-    counted = Counted()
+    counted = Counted((1, args.size, args.size), root)
     runs: dict[str, list[list[dict]]] = {f: [] for f in usable}
     for repeat in range(args.repeats):
         for fmt in usable:  # interleaved, so that machine noise hits every format alike
-            runs[fmt].append(run_pair(fmt, root, args, repeat, counted))
+            runs[fmt].append(run_triple(fmt, root, args, repeat, counted))
             full, pruned = runs[fmt][-1]
             print(
                 f"repeat {repeat} {fmt}: full {full['seconds']:.2f} s, pruned "
                 f"{pruned['seconds']:.2f} s",
                 file=sys.stderr,
             )
+    settings = {
+        key: getattr(args, key)
+        for key in ("samples", "size", "prune", "method", "workers", "batch", "repeats")
+    }
+    settings |= {
+        "cpus": os.cpu_count(),
+        "machine": platform.machine(),
+        "torch": torch.__version__,
+        "date": datetime.date.today().isoformat(),
+    }
+    result = {"settings": settings, "formats": summarise(runs)}
+    path = Path(args.json) if args.json else RESULTS / f"{'-'.join(usable)}.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(result, indent=2) + "\n")
 
-    print(
-        f"\n{args.samples} Fashion-MNIST PNG images, {args.workers} DataLoader workers, batch "
-        f"{args.batch}, {args.method} at prune {args.prune}, median of {args.repeats}\n"
-    )
-    print("| format | full epoch (s) | pruned epoch (s) | pruned / full |")
-    print("| --- | ---: | ---: | ---: |")
-    for fmt, pairs in runs.items():
-        full = statistics.median(p[0]["seconds"] for p in pairs)
-        pruned = statistics.median(p[1]["seconds"] for p in pairs)
-        ratio = statistics.median(p[1]["seconds"] / p[0]["seconds"] for p in pairs)
-        print(f"| {fmt} | {full:.2f} | {pruned:.2f} | {ratio:.2f} |")
-    print("\nPer epoch, full -> pruned (the same in every repeat):\n")
-    print("| format | samples read | PNG decodes | bytes read (MB) | steps |")
-    print("| --- | ---: | ---: | ---: | ---: |")
-    for fmt, pairs in runs.items():
-        full, pruned = pairs[0]
-        cells = [f"{full[key]} -> {pruned[key]}" for key in ("reads", "decodes")]
-        cells.append(f"{full['bytes'] / 1e6:.2f} -> {pruned['bytes'] / 1e6:.2f}")
-        cells.append(f"{full['steps']} -> {pruned['steps']}")
-        print(f"| {fmt} | " + " | ".join(cells) + " |")
+    from report_results import large_data_section
+
+    print(large_data_section(path.parent, files=[path]))
+    print(f"\nresults written to {path}", file=sys.stderr)
     if not args.out:
         shutil.rmtree(root)
 

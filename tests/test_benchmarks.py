@@ -1,10 +1,13 @@
-"""The GPU section of docs/RESULTS.md is computed from gpu_session.sh's files, never typed."""
+"""docs/RESULTS.md's GPU and data-on-disk sections are computed from the benchmarks' files,
+never typed."""
 
 from __future__ import annotations
 
 import shutil
 import sys
 from pathlib import Path
+
+import pytest
 
 from dataprune.harness import cli
 
@@ -54,3 +57,32 @@ def test_gpu_section_checks_each_target_from_the_files(tmp_path, capsys):
     assert "random p=0.5 took" in text and "of full's wall time" in text
     assert "the same with --compile: not measured." in text
     assert "#### Training step" in text  # the raw tables follow, one heading level down
+
+
+def test_large_data_records_what_each_format_reads_and_the_report_shows_it(tmp_path, capsys):
+    """A tiny run of benchmarks/large_data.py: its file holds each format's counts (a pruned
+    epoch reads and decodes only the kept half), and docs/RESULTS.md's section comes from it."""
+    import json
+
+    import large_data
+    from report_results import large_data_section
+
+    if not (large_data.ROOT.parent / "shared" / "data" / "fashion-mnist").is_dir():
+        pytest.skip("Fashion-MNIST not found in ../shared/data")
+    assert "Not measured yet" in large_data_section(tmp_path)
+    path = tmp_path / "run.json"
+    argv = ["--samples", "300", "--size", "16", "--repeats", "1", "--workers", "1"]
+    large_data.main([*argv, "--batch", "100", "--json", str(path)])
+    run = json.loads(path.read_text())
+    assert "folder" in run["formats"] and run["settings"]["size"] == 16
+    for fmt, result in run["formats"].items():
+        full, pruned = result["full"], result["pruned"]
+        assert (full["reads"], full["decodes"], full["steps"]) == (300, 300, 3), fmt
+        assert (pruned["reads"], pruned["decodes"], pruned["steps"]) == (150, 150, 2), fmt
+    assert capsys.readouterr().out.strip() == large_data_section(tmp_path).strip()
+
+    run["formats"]["folder"]["ratio"] = 0.7
+    path.write_text(json.dumps(run))
+    text = large_data_section(tmp_path)
+    assert "| folder | `run` |" in text and "| 0.70 | misses <= 0.6 |" in text
+    assert "| folder | 300 -> 150 | 300 -> 150 |" in text
