@@ -26,7 +26,7 @@ which ``benchmarks/report_results.py`` writes the docs/RESULTS.md section; the s
 printed here. MDS needs its own environment (see .ci/run), so it is a second run, beside the
 image folder again:
 
-    python benchmarks/large_data.py                  # 6k images of 224 px, 5 repeats: ~6 min
+    python benchmarks/large_data.py                  # 6k images of 224 px, 5 repeats: ~2.5 min
     python benchmarks/large_data.py --quick          # 2k images of 112 px, 1 repeat: a look
 """
 

@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import collections
 import dataclasses
+import json
 import os
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -296,3 +298,13 @@ def test_webdataset_workers_read_a_host_copy_of_the_subset(prepared, monkeypatch
         pruner.set_epoch(epoch)
         seen = torch.cat([idx for idx, _, _ in reader])
         assert torch.equal(seen.sort().values, pruner.indices())
+
+
+def test_a_split_that_does_not_hold_what_its_metadata_says_is_refused(prepared, tmp_path, capsys):
+    folder = shutil.copytree(prepared / "folder", tmp_path / "folder")
+    meta = json.loads((folder / "dataprune.json").read_text())
+    meta["splits"]["train"] = TRAIN - 1
+    (folder / "dataprune.json").write_text(json.dumps(meta))
+    argv = ["train", "--data-path", str(folder), "--epochs", "1", "--num-workers", "0"]
+    assert cli.main([*argv, "--no-progress"]) == 2
+    assert f"holds {TRAIN} samples, but {TRAIN - 1} were expected" in capsys.readouterr().err

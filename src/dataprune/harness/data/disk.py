@@ -18,6 +18,7 @@ folder, and there is no augmentation.
 
 from __future__ import annotations
 
+import importlib
 import logging
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
@@ -51,6 +52,7 @@ class Decode:
         self.where = where
 
     def __call__(self, sample: Any) -> Any:
+        # Pillow is an extra: imported where images are decoded, not with the harness
         from ...integrations.images import decode_image, decode_sample
 
         if isinstance(sample, bytes):  # an image folder's file
@@ -135,7 +137,7 @@ class EpochReader:
             )
         else:
             self.loader = DataLoader(
-                _map_style(data_format, folder, decode, batch_size),
+                _map_style(data_format, folder, decode, batch_size, pruner.num_samples),
                 batch_size=batch_size,
                 sampler=sampler,
                 num_workers=num_workers,
@@ -188,8 +190,6 @@ def _regroup(batches: Iterable[tuple[Tensor, ...]], size: int) -> Iterator[tuple
 
 
 def _import(data_format: str):
-    import importlib
-
     module, _, extra = FORMATS[data_format]
     try:
         return importlib.import_module(f"dataprune.integrations.{module}")
@@ -200,20 +200,31 @@ def _import(data_format: str):
         ) from error
 
 
-def _map_style(data_format: str, folder: Path, decode: Decode, batch_size: int) -> Dataset:
-    """``(index, (image, label))`` for every sample of an indexable split."""
+def _map_style(
+    data_format: str, folder: Path, decode: Decode, batch_size: int, num_samples: int
+) -> Dataset:
+    """``(index, (image, label))`` for every sample of an indexable split of ``num_samples``."""
     module = _import(data_format)
+    dataset: Dataset
     if data_format == "folder":
-        return IndexedDataset(module.ImageFolder(folder, decode=decode))
-    if data_format == "mds":
+        dataset = IndexedDataset(module.ImageFolder(folder, decode=decode))
+    elif data_format == "mds":
         from streaming import StreamingDataset
 
-        return module.MosaicIndexed(
-            StreamingDataset(local=str(folder), batch_size=batch_size), decode
-        )
-    import litdata
+        mds = StreamingDataset(local=str(folder), batch_size=batch_size)
+        dataset = module.MosaicIndexed(mds, decode)
+    else:
+        import litdata
 
-    return module.LitDataIndexed(litdata.StreamingDataset(str(folder), batch_decode=0), decode)
+        chunks = litdata.StreamingDataset(str(folder), batch_decode=0)
+        dataset = module.LitDataIndexed(chunks, decode)
+    found = len(dataset)  # type: ignore[arg-type]
+    if found != num_samples:
+        raise DatasetError(
+            f"{folder} holds {found} samples, but {num_samples} were expected (dataprune.json's "
+            "splits): write the folder again with dataprune prepare"
+        )
+    return dataset
 
 
 def _webdataset(folder: Path, pruner: Pruner, decode: Decode, **kwargs: Any):
@@ -231,7 +242,7 @@ def _read_split(data_format: str, folder: Path, num_samples: int, decode: Decode
         everything.set_epoch(0)
         dataset: Any = _webdataset(folder, everything, decode, rank=0, world_size=1)
     else:
-        dataset = _map_style(data_format, folder, decode, 256)
+        dataset = _map_style(data_format, folder, decode, 256, num_samples)
     images = torch.empty((num_samples, *decode.shape), dtype=torch.uint8)
     labels = torch.full((num_samples,), -1, dtype=torch.int64)
     for idx, (x, y) in DataLoader(dataset, batch_size=256, num_workers=workers):
@@ -277,7 +288,7 @@ def _describe_folder(root: Path) -> dict[str, Any]:
 def load_disk_data(root: str | Path, num_workers: int = 0) -> DiskData:
     """The data folder ``root`` (see the module docstring) as a :class:`DiskData` on the CPU,
     its test split read into memory with ``num_workers`` DataLoader workers."""
-    from ...integrations.prepare import read_metadata
+    from ...integrations.prepare import read_metadata  # needs Pillow, an extra
 
     root = Path(root).expanduser()
     missing = [split for split in SPLITS if not (root / split).is_dir()]
