@@ -17,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import test_integrations
 import torch
 from PIL import Image
 from test_integrations import DATA, FORMATS, missing_library
@@ -29,15 +30,8 @@ from dataprune.harness.trainer import RunConfig, train
 from dataprune.integrations.images import ImageFolder
 
 TRAIN, TEST = 600, 200
+fmt = test_integrations.fmt  # the fixture: each format, skipped where its library is absent
 MEMORY = dict(dataset="fashion-mnist", data_dir=str(DATA), train_limit=TRAIN, test_limit=TEST)
-
-
-@pytest.fixture(params=FORMATS)
-def fmt(request) -> str:
-    reason = missing_library(request.param)
-    if reason:
-        pytest.skip(reason)
-    return request.param
 
 
 @pytest.fixture(scope="module")
