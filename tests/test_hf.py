@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
 import sys
 from pathlib import Path
 
@@ -15,6 +12,7 @@ pytest.importorskip("accelerate", reason="the [hf] extra is not installed")
 
 sys.path.insert(0, str(Path(__file__).parent / "jobs"))
 import hf_job  # noqa: E402
+import records  # noqa: E402
 
 from dataprune.integrations.hf import DataPruningTrainer  # noqa: E402
 
@@ -24,29 +22,16 @@ def run(tmp_path: Path, *flags: str, processes: int = 1) -> list[dict]:
     if processes == 1:
         hf_job.run(hf_job.parse(argv))
     else:
-        env = {**os.environ, "PYTHONWARNINGS": "ignore", "OMP_NUM_THREADS": "1"}
-        torchrun = [sys.executable, "-m", "torch.distributed.run", f"--nproc-per-node={processes}"]
-        subprocess.run([*torchrun, hf_job.__file__, *argv], check=True, env=env, timeout=300)
-    suffix = "-resumed" if "--resume" in flags else ""
-    return [json.loads((tmp_path / f"rank{r}{suffix}.json").read_text()) for r in range(processes)]
-
-
-def check_budget(records: list[dict], budget: int) -> None:
-    """The same subset on every rank each epoch; together the ranks train exactly it."""
-    for epoch, subset in records[0]["subsets"].items():
-        assert all(r["subsets"][epoch] == subset for r in records)
-        assert sorted(i for r in records for i in r["trained"][epoch]) == subset
-        assert len(subset) == budget
-    for r in records:
-        assert r["global_step"] == r["max_steps"] == r["total_steps"]
+        records.torchrun(hf_job.__file__, argv, processes)
+    return records.read(tmp_path, processes, "--resume" in flags)
 
 
 def test_one_process_trains_the_budget_with_exact_steps_and_logs(tmp_path):
     # 8 batches an epoch in windows of 3: 3 + 3 + 2, so 3 steps an epoch
-    records = run(tmp_path, "--accumulate", "3")
-    check_budget(records, 64)
-    assert records[0]["global_step"] == 9
-    logged = records[0]["metrics"]
+    (record,) = run(tmp_path, "--accumulate", "3")
+    records.check_budget([record], 64)
+    assert record["steps"] == 9
+    logged = record["metrics"]
     assert [m["dataprune/samples_used"] for m in logged] == [64.0] * 3
     assert all(m["dataprune/fraction_pruned"] == 0.5 for m in logged)
     assert "dataprune/kept_mean_loss" in logged[-1]
@@ -76,7 +61,7 @@ def test_resume_from_a_trainer_checkpoint_selects_as_an_uninterrupted_run(tmp_pa
 
 def test_two_processes_under_torchrun_share_subsets_budget_steps_and_resume(tmp_path):
     whole = run(tmp_path / "whole", processes=2)
-    check_budget(whole, 64)
+    records.check_budget(whole, 64)
     run(tmp_path / "split", "--stop-after", "0", processes=2)
     resumed = run(tmp_path / "split", "--resume", processes=2)
     for rank in (0, 1):

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import sys
@@ -14,13 +13,14 @@ pytest.importorskip("lightning", reason="the [lightning] extra is not installed"
 
 sys.path.insert(0, str(Path(__file__).parent / "jobs"))
 import lightning_job  # noqa: E402
+import records  # noqa: E402
 
 if not (lightning_job.DATA / "fashion-mnist").is_dir():
     pytest.skip("Fashion-MNIST not found in ../shared/data", allow_module_level=True)
 
 
 def run(tmp_path: Path, *flags: str, devices: int = 1) -> list[dict]:
-    """Runs the job (in-process for one device); returns each rank's record."""
+    """Runs the job (in-process for one device; else Lightning launches the processes)."""
     argv = ["--out", str(tmp_path), "--devices", str(devices), *flags]
     if devices == 1:
         lightning_job.run(lightning_job.parse(argv))
@@ -29,34 +29,19 @@ def run(tmp_path: Path, *flags: str, devices: int = 1) -> list[dict]:
         subprocess.run(
             [sys.executable, lightning_job.__file__, *argv], check=True, env=env, timeout=300
         )
-    suffix = "-resumed" if "--resume" in flags else ""
-    return [json.loads((tmp_path / f"rank{r}{suffix}.json").read_text()) for r in range(devices)]
-
-
-def check_budget(records: list[dict], num_samples: int, prune: float) -> None:
-    """Every rank sees the same subset each epoch, and the ranks together train exactly it."""
-    for epoch in records[0]["epochs"]:
-        subsets = [r["epochs"][epoch]["subset"] for r in records]
-        assert all(s == subsets[0] for s in subsets)
-        trained = sorted(i for r in records for i in r["epochs"][epoch]["trained"])
-        assert trained == subsets[0]
-        assert len(trained) == round((1 - prune) * num_samples)
-    for r in records:
-        assert r["global_step"] == r["total_steps"] == r["estimated_stepping_batches"]
+    return records.read(tmp_path, devices, "--resume" in flags)
 
 
 @pytest.mark.parametrize("method, accumulate", [("ucb", 1), ("infobatch", 3)])
 def test_one_process_trains_the_exact_budget_and_logs_metrics(tmp_path, method, accumulate):
     (record,) = run(tmp_path, "--method", method, "--accumulate", str(accumulate))
-    epochs = record["epochs"]
-    for epoch in ("0", "1"):  # infobatch anneals its last epoch on full data
-        assert sorted(epochs[epoch]["trained"]) == epochs[epoch]["subset"]
-        assert len(epochs[epoch]["subset"]) == 256
-    assert len(epochs["2"]["trained"]) == (512 if method == "infobatch" else 256)
-    assert record["global_step"] == record["total_steps"] == record["estimated_stepping_batches"]
+    last = record["trained"].pop("2")  # infobatch anneals its last epoch on full data
+    assert sorted(last) == record["subsets"].pop("2")
+    assert len(last) == (512 if method == "infobatch" else 256)
+    records.check_budget([record], 256)
     metrics = record["metrics"]
     assert metrics["dataprune/fraction_pruned"] == (0.0 if method == "infobatch" else 0.5)
-    assert metrics["dataprune/samples_used"] == len(epochs["2"]["trained"])
+    assert metrics["dataprune/samples_used"] == len(last)
     assert "dataprune/selection_seconds" in metrics
 
 
@@ -72,19 +57,19 @@ def test_resume_from_a_lightning_checkpoint_selects_as_an_uninterrupted_run(tmp_
     run(tmp_path / "split", "--stop-after", "0")
     (resumed,) = run(tmp_path / "split", "--resume")
     for epoch in ("1", "2"):
-        assert resumed["epochs"][epoch]["subset"] == whole["epochs"][epoch]["subset"]
-        assert resumed["epochs"][epoch]["trained"] == whole["epochs"][epoch]["trained"]
+        assert resumed["subsets"][epoch] == whole["subsets"][epoch]
+        assert resumed["trained"][epoch] == whole["trained"][epoch]
     assert resumed["losses"] == pytest.approx(whole["losses"][8:], rel=1e-4)
 
 
 def test_two_ddp_processes_share_subsets_budget_steps_and_resume(tmp_path):
     whole = run(tmp_path / "whole", devices=2)
-    check_budget(whole, 512, 0.5)
+    records.check_budget(whole, 256)
     run(tmp_path / "split", "--stop-after", "0", devices=2)
     resumed = run(tmp_path / "split", "--resume", devices=2)
     for rank in (0, 1):
         for epoch in ("1", "2"):
-            assert resumed[rank]["epochs"][epoch] == whole[rank]["epochs"][epoch]
+            assert resumed[rank]["trained"][epoch] == whole[rank]["trained"][epoch]
 
 
 def test_lightning_sharding_the_subset_again_is_refused(tmp_path):

@@ -87,8 +87,8 @@ def run(args) -> None:
     record = {
         "trained": getattr(trainer, "trained", {}),
         "subsets": getattr(trainer, "subsets", {}),
-        "global_step": trainer.state.global_step,
-        "max_steps": trainer.state.max_steps,
+        "steps": trainer.state.global_step,
+        "planned_steps": trainer.state.max_steps,
         "total_steps": None
         if args.plain
         else trainer.pruner.total_steps(args.batch_size, accumulate=args.accumulate),

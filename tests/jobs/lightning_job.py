@@ -33,19 +33,20 @@ class Audit(pl.Callback):
 
     def __init__(self, pruning, out: Path, stop_after: int | None):
         self.pruning, self.out, self.stop_after = pruning, out, stop_after
-        self.epochs: dict[int, dict] = {}
+        self.trained: dict[int, list[int]] = {}
+        self.subsets: dict[int, list[int]] = {}
 
     def on_train_start(self, trainer, pl_module):
         self.estimated = trainer.estimated_stepping_batches
 
     def on_train_epoch_start(self, trainer, pl_module):
-        subset = None if self.pruning is None else self.pruning.pruner.indices().tolist()
-        self.epochs[trainer.current_epoch] = {"subset": subset, "trained": []}
+        self.trained[trainer.current_epoch] = []
+        if self.pruning is not None:
+            self.subsets[trainer.current_epoch] = self.pruning.pruner.indices().tolist()
 
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
-        index = batch[0] if self.pruning is not None else None
-        if index is not None:
-            self.epochs[trainer.current_epoch]["trained"] += index.tolist()
+        if self.pruning is not None:
+            self.trained[trainer.current_epoch] += batch[0].tolist()
 
     def on_train_epoch_end(self, trainer, pl_module):
         if trainer.current_epoch == self.stop_after:
@@ -55,9 +56,10 @@ class Audit(pl.Callback):
     def on_train_end(self, trainer, pl_module):
         pruner = None if self.pruning is None else self.pruning.pruner
         record = {
-            "epochs": self.epochs,
-            "global_step": trainer.global_step,
-            "estimated_stepping_batches": self.estimated,
+            "trained": self.trained,
+            "subsets": self.subsets,
+            "steps": trainer.global_step,
+            "planned_steps": self.estimated,
             "total_steps": None
             if pruner is None
             else pruner.total_steps(

@@ -1,0 +1,92 @@
+"""A plain Accelerate loop on real Fashion-MNIST that writes what each rank trained to JSON.
+
+Run by tests/test_accelerate.py, in-process or under ``torchrun --nproc-per-node 2``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from accelerate import Accelerator
+from torch.utils.data import DataLoader, TensorDataset
+
+import dataprune
+from dataprune.harness.data import load_dataset
+from dataprune.harness.models import build_model
+from dataprune.integrations.accelerate import dataloader
+
+ROOT = Path(__file__).resolve().parents[2]
+DATA = ROOT.parent / "shared" / "data"
+
+
+def run(args) -> None:
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    accelerator = Accelerator(cpu=True)
+    data = load_dataset("fashion-mnist", DATA, train_limit=args.limit, test_limit=10)
+    train_set = TensorDataset(data.train_x, data.train_y)
+    torch.manual_seed(0)
+    model = build_model("mlp", 1, 10, 28)
+    opt = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
+    pruner = None
+    if args.plain:
+        loader = accelerator.prepare(DataLoader(train_set, batch_size=args.batch_size))
+    else:
+        pruner = dataprune.Pruner(len(train_set), args.method, args.prune, args.epochs, seed=3)
+        loader = dataloader(accelerator, pruner, train_set, args.batch_size, not args.no_shuffle)
+        accelerator.register_for_checkpointing(pruner)
+    model, opt = accelerator.prepare(model, opt)
+    start = 0
+    if args.resume:
+        accelerator.load_state(out / "state")
+        start = pruner.epoch + 1
+    record = {"trained": {}, "subsets": {}, "losses": [], "steps": 0}
+    for epoch in range(start, args.epochs):
+        trained = record["trained"].setdefault(epoch, [])
+        loader.set_epoch(epoch)  # Accelerate's epoch counter, forwarded to the pruner
+        if pruner is not None:
+            record["subsets"][epoch] = pruner.indices().tolist()
+        for batch in loader:
+            if pruner is None:
+                x, y = batch
+                loss = F.cross_entropy(model(x), y)
+            else:
+                index, (x, y) = batch
+                trained += index.tolist()
+                loss = pruner.record(index, F.cross_entropy(model(x), y, reduction="none"))
+            opt.zero_grad()
+            accelerator.backward(loss)
+            opt.step()
+            record["losses"].append(loss.item())
+            record["steps"] += 1
+        if epoch == args.stop_after:
+            accelerator.save_state(out / "state")
+            break
+    if pruner is not None:
+        record["total_steps"] = record["planned_steps"] = pruner.total_steps(args.batch_size)
+    name = f"rank{accelerator.process_index}{'-resumed' if args.resume else ''}.json"
+    (out / name).write_text(json.dumps(record))
+
+
+def parse(argv=None):
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--out", required=True)
+    parser.add_argument("--method", default="ucb")
+    parser.add_argument("--prune", type=float, default=0.5)
+    parser.add_argument("--epochs", type=int, default=3)
+    parser.add_argument("--limit", type=int, default=512)
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--stop-after", type=int, default=None)
+    parser.add_argument("--resume", action="store_true")
+    parser.add_argument("--plain", action="store_true")
+    parser.add_argument("--no-shuffle", action="store_true")
+    return parser.parse_args(argv)
+
+
+if __name__ == "__main__":
+    torch.set_num_threads(1)
+    run(parse())
