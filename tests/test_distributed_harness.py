@@ -3,7 +3,8 @@
 Run A trains 3 epochs straight through. Run B stops right after epoch 1's checkpoint
 (``--stop-after 2``, as a preempted job would) and is continued with --resume. Both must learn,
 and B must end bit-identical to A: accuracies, losses, model
-and the pruner's statistics and selections.
+and the pruner's statistics and selections. Then the same launch trains from data on disk
+(``--data-path``), two DataLoader workers a rank.
 """
 
 from __future__ import annotations
@@ -37,11 +38,11 @@ ARGS = [
 ]  # fmt: skip
 
 
-def torchrun(out: Path, *extra: str) -> subprocess.CompletedProcess:
+def torchrun(out: Path, *extra: str, args: list[str] = ARGS) -> subprocess.CompletedProcess:
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     command = [str(TORCHRUN), "--standalone", "--nproc_per_node=2", "-m", "dataprune", "train"]
     return subprocess.run(
-        [*command, *ARGS, "--out", str(out), *extra],
+        [*command, *args, "--out", str(out), *extra],
         env=env,
         cwd=ROOT,
         capture_output=True,
@@ -83,3 +84,33 @@ def test_two_process_training_learns_and_resumes_exactly(tmp_path):
     assert pruner_a["subset"].numel() == 1000
     assert int(pruner_a["selected_count"].sum()) == 3000
     assert pruner_a["churn"] == pruner_b["churn"]
+
+
+DISK = ["--epochs", "2", "--batch-size", "50", "--model", "mlp", "--method", "random"]
+DISK += ["--prune", "0.5", "--no-progress", "--device", "cpu"]
+
+
+@pytest.mark.parametrize("fmt", ["litdata", "webdataset"])
+def test_two_processes_with_two_workers_each_train_from_disk(fmt, tmp_path):
+    """LitData through the sampler is the in-memory run to the bit; WebDataset's ranks take
+    equal steps, each reading its quota of kept samples from its own shards."""
+    pytest.importorskip(fmt)
+    from dataprune.harness import cli
+
+    limits = ["--train-limit", "600", "--test-limit", "200"]
+    argv = ["prepare", "--dataset", "fashion-mnist", "--data-dir", str(DATA), *limits]
+    argv += ["--formats", fmt, "--shard-mb", "0.03", "--out", str(tmp_path / "data")]
+    assert cli.main([*argv, "--no-progress"]) == 0
+    disk = [*DISK, "--data-path", str(tmp_path / "data" / fmt), "--num-workers", "2"]
+    done = torchrun(tmp_path / "disk", args=disk)
+    assert done.returncode == 0, done.stderr[-3000:]
+    result = json.loads((tmp_path / "disk" / "result.json").read_text())
+    # rank 0's share: 300 kept a epoch; WebDataset's 2 x 2 workers yield 300 // 4 each
+    assert result["pruner_summary"]["samples_recorded"] == 2 * 150
+    if fmt == "litdata":
+        memory = [*DISK, "--dataset", "fashion-mnist", "--data-dir", str(DATA), *limits]
+        reference = torchrun(tmp_path / "memory", args=memory)
+        assert reference.returncode == 0, reference.stderr[-3000:]
+        expected = json.loads((tmp_path / "memory" / "result.json").read_text())
+        for key in ("train_loss", "test_accuracy"):
+            assert [e[key] for e in result["epochs"]] == [e[key] for e in expected["epochs"]]
