@@ -1,5 +1,11 @@
 """Optional integrations, each a thin module on the core's public API and one extra library.
 
+Training frameworks (see the README's "Frameworks" section):
+
+- :mod:`dataprune.integrations.lightning`: a Lightning Callback (``[lightning]``).
+- :mod:`dataprune.integrations.hf`: a Hugging Face Trainer subclass (``[hf]``).
+- :mod:`dataprune.integrations.accelerate`: a prepared loader for Accelerate loops (``[hf]``).
+
 Data past memory (each module needs its extra; none needs torchvision):
 
 - :mod:`dataprune.integrations.images`: PNG encode/decode and an on-disk image folder
