@@ -13,6 +13,8 @@ import dataclasses
 import json
 import os
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -302,3 +304,19 @@ def test_a_split_that_does_not_hold_what_its_metadata_says_is_refused(prepared, 
     argv = ["train", "--data-path", str(folder), "--epochs", "1", "--num-workers", "0"]
     assert cli.main([*argv, "--no-progress"]) == 2
     assert f"holds {TRAIN} samples, but {TRAIN - 1} were expected" in capsys.readouterr().err
+
+
+def test_without_pillow_disk_data_and_prepare_say_which_extra_to_install(tmp_path):
+    """The harness needs only the cli extra; data on disk needs the images extra, and says so."""
+    script = (
+        "import sys; sys.modules['PIL'] = None\n"  # any import of Pillow now fails
+        "from dataprune.harness import cli\n"
+        f"assert cli.main(['train', '--data-path', {str(tmp_path)!r}, '--epochs', '1']) == 2\n"
+        f"out = {str(tmp_path / 'out')!r}\n"
+        "assert cli.main(['prepare', '--dataset', 'digits', '--out', out]) == 2\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-2000:]
+    lines = done.stderr.splitlines()
+    assert "needs its library" in lines[0] and "pip install 'dataprune[images]'" in lines[0]
+    assert "prepare needs Pillow" in lines[1] and "pip install 'dataprune[images]'" in lines[1]

@@ -307,24 +307,32 @@ def cmd_compare(args: argparse.Namespace) -> None:
 
 
 def cmd_prepare(args: argparse.Namespace) -> None:
-    from .prepare import prepare_dataset
+    try:
+        from .prepare import prepare_dataset
+    except ImportError as error:
+        raise CLIError(
+            f"dataprune prepare needs Pillow ({error}): pip install 'dataprune[images]'"
+        ) from error
 
     formats = _names("formats", args.formats, DATA_FORMATS)
     if not 0 < args.shard_mb <= 1 << 20:
         raise CLIError(f"--shard-mb {args.shard_mb:g} is outside (0, 1048576]: it is megabytes")
     if Path(args.out).exists() and not args.overwrite:
         raise CLIError(f"--out {args.out} exists: pass --overwrite to replace it")
-    paths = prepare_dataset(
-        args.dataset,
-        args.out,
-        formats,
-        data_dir=args.data_dir,
-        train_limit=args.train_limit,
-        test_limit=args.test_limit,
-        shard_bytes=round(args.shard_mb * 1e6),
-        overwrite=args.overwrite,
-        progress=args.progress,
-    )
+    try:
+        paths = prepare_dataset(
+            args.dataset,
+            args.out,
+            formats,
+            data_dir=args.data_dir,
+            train_limit=args.train_limit,
+            test_limit=args.test_limit,
+            shard_bytes=round(args.shard_mb * 1e6),
+            overwrite=args.overwrite,
+            progress=args.progress,
+        )
+    except ImportError as error:  # a format's library is not installed
+        raise CLIError(str(error)) from error
     for name, path in paths.items():
         print(f"{name}: {path}  (dataprune train --data-path {path})")
 

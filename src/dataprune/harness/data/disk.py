@@ -193,10 +193,10 @@ def _import(data_format: str):
     module, _, extra = FORMATS[data_format]
     try:
         return importlib.import_module(f"dataprune.integrations.{module}")
-    except ImportError as error:
+    except Exception as error:  # noqa: BLE001 - streaming raises RuntimeError beside a bad torchvision
         raise DatasetError(
-            f"reading {data_format} data needs its library ({error.name}): "
-            f"pip install 'dataprune[{extra}]'"
+            f"reading {data_format} data needs its library, which does not import here "
+            f"({type(error).__name__}: {error}): pip install 'dataprune[{extra}]'"
         ) from error
 
 
@@ -288,7 +288,8 @@ def _describe_folder(root: Path) -> dict[str, Any]:
 def load_disk_data(root: str | Path, num_workers: int = 0) -> DiskData:
     """The data folder ``root`` (see the module docstring) as a :class:`DiskData` on the CPU,
     its test split read into memory with ``num_workers`` DataLoader workers."""
-    from ...integrations.prepare import read_metadata  # needs Pillow, an extra
+    _import("folder")  # every format's images are PNG files decoded by Pillow, an extra
+    from ...integrations.prepare import read_metadata
 
     root = Path(root).expanduser()
     missing = [split for split in SPLITS if not (root / split).is_dir()]
