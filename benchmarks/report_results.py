@@ -528,6 +528,66 @@ def large_data_section(folder: Path, files: Sequence[Path] | None = None) -> str
     )
 
 
+#: Targets of the framework integrations at prune 0.5: pruned/full wall time, per-step overhead.
+INTEGRATION_RATIO_TARGET = 0.6
+INTEGRATION_OVERHEAD_TARGET = 0.02
+
+
+def integrations_section(folder: Path) -> str:
+    """The section of ``benchmarks/integrations.py``'s result files (every ``*.json``)."""
+    title = "## Framework integrations: Lightning, the Hugging Face Trainer, Accelerate"
+    files = sorted(folder.glob("*.json"))
+    if not files:
+        return (
+            f"{title}\n\nNot measured yet: `python benchmarks/integrations.py` writes the files "
+            "into `benchmarks/results/integrations/`."
+        )
+    parts = [
+        title,
+        "Measured by `python benchmarks/integrations.py` (files in "
+        "`benchmarks/results/integrations/`): each framework alone on full data, and with "
+        "dataprune's integration, side by side in each repeat, the same epochs; evaluation is "
+        "timed apart. *wall* is the whole fit/train call, every cost counted; the per-step "
+        "overhead is the pruned run's time per step (first step's start to last step's end) "
+        "against the framework alone. Medians of ratios over the repeats.",
+    ]
+    for path in files:
+        run = json.loads(path.read_text())
+        s = run["settings"]
+        parts.append(
+            f"`{path.stem}`: {s['samples']:,} Fashion-MNIST images, the harness's cnn, batch "
+            f"{s['batch']}, {s['epochs']} epochs, {s['method']} at prune {s['prune']:g}, "
+            f"{s['repeats']} repeats; {s['cpus']} CPUs, torch {s['torch']}, {s['date']}."
+        )
+        rows = [
+            "| integration | wall, alone (s) | wall, pruned (s) | pruned / alone | "
+            "per-step overhead | accuracy, alone | accuracy, pruned | targets |",
+            "| --- | ---: | ---: | ---: | ---: | ---: | ---: | --- |",
+        ]
+        for name, r in run["integrations"].items():
+            alone, pruned = r["runs"]["alone"], r["runs"]["pruned"]
+            cells = [
+                f"{statistics.median(x['wall_seconds'] for x in alone):.1f}",
+                f"{statistics.median(x['wall_seconds'] for x in pruned):.1f}",
+                f"{r['wall_ratio']:.2f}",
+                f"{100 * r['step_overhead']:+.1f}%",
+                f"{100 * statistics.mean(x['accuracy'] for x in alone):.2f}%",
+                f"{100 * statistics.mean(x['accuracy'] for x in pruned):.2f}%",
+            ]
+            verdict = "set at prune 0.5 only"
+            if s["prune"] == 0.5:
+                ratio_ok = r["wall_ratio"] <= INTEGRATION_RATIO_TARGET
+                step_ok = r["step_overhead"] <= INTEGRATION_OVERHEAD_TARGET
+                verdict = (
+                    f"ratio {'meets' if ratio_ok else 'misses'} <= "
+                    f"{INTEGRATION_RATIO_TARGET:g}; overhead {'meets' if step_ok else 'misses'} "
+                    f"<= {100 * INTEGRATION_OVERHEAD_TARGET:g}%"
+                )
+            rows.append(f"| {name} | " + " | ".join(cells) + f" | {verdict} |")
+        parts.append("\n".join(rows))
+    return "\n\n".join(parts)
+
+
 def headline(results_dir: Path) -> str:
     """The README's headline: best speed-up within 1 point of full accuracy, and its method."""
     rows = group(load_results(results_dir / "fashion-mnist"))
@@ -576,6 +636,7 @@ def write_results_md(results_dir: Path, out: Path, smoke: bool = False) -> None:
         sections.append(f"**Headline:** {headline(results_dir)}.")
     if not smoke:
         sections.append(large_data_section(results_dir / "large-data"))
+        sections.append(integrations_section(results_dir / "integrations"))
         sections.append(gpu_section(results_dir / "gpu"))
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text("\n\n".join(sections) + "\n")

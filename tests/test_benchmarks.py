@@ -86,3 +86,28 @@ def test_large_data_records_what_each_format_reads_and_the_report_shows_it(tmp_p
     text = large_data_section(tmp_path)
     assert "| folder | `run` |" in text and "| 0.70 | misses <= 0.6 |" in text
     assert "| folder | 300 -> 150 | 300 -> 150 |" in text
+
+
+def test_integrations_benchmark_times_each_framework_alone_and_pruned(tmp_path, capsys):
+    """A tiny run of benchmarks/integrations.py: every framework trains the full and the pruned
+    step counts, and docs/RESULTS.md's section comes from its file."""
+    import json
+
+    pytest.importorskip("lightning")
+    pytest.importorskip("transformers")
+    import integrations
+    from report_results import integrations_section
+
+    if not (integrations.ROOT.parent / "shared" / "data" / "fashion-mnist").is_dir():
+        pytest.skip("Fashion-MNIST not found in ../shared/data")
+    assert "Not measured yet" in integrations_section(tmp_path)
+    path = tmp_path / "run.json"
+    integrations.main(["--samples", "256", "--epochs", "1", "--repeats", "1", "--json", str(path)])
+    run = json.loads(path.read_text())
+    assert sorted(run["integrations"]) == sorted(integrations.INTEGRATIONS)
+    for name, result in run["integrations"].items():
+        (alone,), (pruned,) = result["runs"]["alone"], result["runs"]["pruned"]
+        assert (alone["steps"], pruned["steps"]) == (2, 1), name
+    report = integrations_section(tmp_path)
+    assert report.strip() in capsys.readouterr().out
+    assert "| lightning |" in report and "| hf |" in report
