@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import re
 import sys
 from pathlib import Path
 
 import pytest
+import readme  # noqa: E402
 import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader, TensorDataset
@@ -14,14 +14,11 @@ from torch.utils.data import DataLoader, TensorDataset
 import dataprune
 
 sys.path.insert(0, str(Path(__file__).parent / "jobs"))
-ROOT = Path(__file__).resolve().parents[1]
-FASHION = ROOT.parent / "shared" / "data" / "fashion-mnist"
+FASHION = readme.README.parent.parent / "shared" / "data" / "fashion-mnist"
 
 
 def snippets() -> list[str]:
-    text = (ROOT / "README.md").read_text()
-    section = text.split("\n## Frameworks", 1)[1].split("\n## ", 1)[0]
-    return re.findall(r"```python\n(.*?)```", section, flags=re.DOTALL)
+    return readme.blocks("Frameworks", "python")
 
 
 def snippet(name: str) -> str:

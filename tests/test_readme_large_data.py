@@ -8,6 +8,7 @@ import shlex
 from pathlib import Path
 
 import pytest
+import readme
 import torch
 import torch.nn.functional as F
 from test_integrations import DATA, FORMATS, missing_library
@@ -18,13 +19,8 @@ ROOT = Path(__file__).resolve().parents[1]
 SMALL = ["--train-limit", "500", "--test-limit", "100"]  # the commands, on fewer images
 
 
-def section() -> str:
-    text = (ROOT / "README.md").read_text()
-    return text.split("## Large datasets\n", 1)[1].split("\n## ", 1)[0]
-
-
 def blocks(language: str) -> list[str]:
-    return re.findall(rf"```{language}\n(.*?)```", section(), flags=re.DOTALL)
+    return readme.blocks("Large datasets", language)
 
 
 @pytest.fixture(scope="module")
