@@ -31,12 +31,22 @@ def loss_of(indices: torch.Tensor, epoch: int) -> torch.Tensor:
     return ((idx * 7919 + epoch * 104729 + 13) % 1009).float() / 97.0 + 0.01
 
 
+def prediction_of(indices: torch.Tensor, epoch: int) -> dict[str, torch.Tensor]:
+    """A deterministic ``correct=`` and ``confidence=`` per (sample, epoch), for record()."""
+    idx = indices.long()
+    return {
+        "correct": (idx * 3 + epoch) % 4 != 0,
+        "confidence": ((idx * 13 + epoch * 7) % 10).float() / 10 + 0.05,
+    }
+
+
 def run_epoch(pruner: Pruner, epoch: int, batch_size: int = 8) -> torch.Tensor:
-    """set_epoch, then record every batch of this epoch's sampler; returns the epoch's subset."""
+    """set_epoch, then record every batch of this epoch's sampler (with predictions, which
+    only kakurenbo reads); returns the epoch's subset."""
     pruner.set_epoch(epoch)
     order = torch.tensor(list(pruner.sampler()), dtype=torch.long)
     for batch in order.split(batch_size):
-        pruner.record(batch, loss_of(batch, epoch))
+        pruner.record(batch, loss_of(batch, epoch), **prediction_of(batch, epoch))
     return pruner.indices().clone()
 
 
@@ -532,6 +542,167 @@ def test_seta_first_selection_before_any_loss_is_uniform():
     b.set_epoch(0)
     assert a.indices().numel() == 250
     assert not torch.equal(a.indices(), b.indices())  # its own stream
+
+
+# ------------------------------------------------------------------------- kakurenbo
+HAND_LOSS = torch.tensor([0.1, 0.2, 0.05, 0.3, 0.01, 0.5, 0.02, 0.6, 0.7, 0.8])
+HAND_CORRECT = torch.tensor([1, 1, 0, 1, 1, 1, 0, 1, 1, 1]).bool()
+HAND_CONFIDENCE = torch.tensor([0.9, 0.8, 0.95, 0.6, 0.99, 0.9, 0.9, 0.9, 0.9, 0.9])
+
+
+def _hand_kakurenbo(prune: float, **kw) -> Pruner:
+    """Ten samples recorded once (epoch 0), then epoch 1 selected."""
+    pruner = Pruner(10, "kakurenbo", prune, 3, anneal_epochs=0, **kw)
+    pruner.set_epoch(0)
+    pruner.record(torch.arange(10), HAND_LOSS, correct=HAND_CORRECT, confidence=HAND_CONFIDENCE)
+    pruner.set_epoch(1)
+    return pruner
+
+
+def test_kakurenbo_hides_the_lowest_losses_of_confidently_correct_samples():
+    # 2 and 6 are wrong, 3 is correct at 0.6 < tau=0.7: they are moved back, although 2 and 6
+    # have the 2nd and 3rd lowest losses. Of the rest, the three lowest are 4, 0 and 1.
+    pruner = _hand_kakurenbo(0.3)
+    assert pruner.hidden_indices().tolist() == [0, 1, 4]
+    assert pruner.indices().tolist() == [2, 3, 5, 6, 7, 8, 9]
+    assert pruner.lr_scale() == 10 / 7  # 1 / (1 - F_e), F_e = 3/10
+    assert _hand_kakurenbo(0.3, tau=0.5).hidden_indices().tolist() == [0, 1, 4]  # 3 qualifies now
+    assert _hand_kakurenbo(0.4, tau=0.5).hidden_indices().tolist() == [0, 1, 3, 4]
+
+
+def test_kakurenbo_hides_every_qualifying_sample_and_fills_uniformly_when_too_few():
+    # 7 qualify (0, 1, 4, 5, 7, 8, 9); prune 0.9 hides 9: all 7, and 2 of the 3 others (2, 3, 6)
+    subsets = set()
+    for seed in range(12):
+        pruner = _hand_kakurenbo(0.9, seed=seed)
+        hidden = set(pruner.hidden_indices().tolist())
+        assert {0, 1, 4, 5, 7, 8, 9} <= hidden and len(hidden) == 9
+        subsets.add(tuple(pruner.indices().tolist()))
+        assert torch.equal(pruner.indices(), _hand_kakurenbo(0.9, seed=seed).indices())  # pure
+    assert subsets == {(2,), (3,), (6,)}  # uniform among the non-qualifying, by seed
+    # before any prediction nothing qualifies: the first selection is uniform
+    first = Pruner(500, "kakurenbo", 0.5, 4, seed=1)
+    first.set_epoch(0)
+    assert first.indices().numel() == 250 and first.lr_scale() == 2.0
+
+
+def test_kakurenbo_predictions_keep_the_latest_and_a_repeated_wrong_copy_wins():
+    pruner = Pruner(6, "kakurenbo", 0.5, 2)
+    pruner.set_epoch(0)
+    idx = torch.tensor([0, 1, 1, 2, 3, 4])
+    correct = torch.tensor([True, True, False, True, True, True])
+    confidence = torch.tensor([0.8, 0.9, 0.9, 0.7, 0.6, 0.5])
+    losses = torch.tensor([1.0, 1.0, 1.0, math.nan, 1.0, 1.0])
+    valid = torch.tensor([True, True, True, True, True, False])
+    pruner.record(idx, losses, valid, correct=correct, confidence=confidence)
+    # 1: one wrong copy makes it wrong; 2: NaN loss and 4: invalid keep no prediction
+    assert pruner.stats.correct_confidence.tolist() == pytest.approx([0.8, 0, 0, 0.6, 0, 0])
+    pruner.record(torch.tensor([0]), torch.ones(1), correct=torch.tensor([False]),
+                  confidence=torch.tensor([0.99]))  # fmt: skip
+    assert float(pruner.stats.correct_confidence[0]) == 0.0  # the latest prediction counts
+    pruner.record(torch.tensor([3]), torch.ones(1))  # no prediction: the last one stays
+    assert float(pruner.stats.correct_confidence[3]) == pytest.approx(0.6)
+
+
+def test_kakurenbo_warns_once_without_predictions(caplog):
+    pruner = Pruner(8, "kakurenbo", 0.5, 2)
+    pruner.set_epoch(0)
+    with caplog.at_level("WARNING", logger="dataprune"):
+        pruner.record(torch.arange(4), torch.ones(4))
+        pruner.record(torch.arange(4), torch.ones(4))
+        Pruner(8, "ucb", 0.5, 2).record(torch.arange(4), torch.ones(4))
+    assert len([r for r in caplog.records if "correct= and confidence=" in r.message]) == 1
+
+
+def test_kakurenbo_state_round_trip_keeps_predictions_and_old_states_load():
+    pruner = _hand_kakurenbo(0.3)
+    state = {
+        k: v.clone() if isinstance(v, torch.Tensor) else v for k, v in pruner.state_dict().items()
+    }
+    again = Pruner(10, "kakurenbo", 0.3, 3, anneal_epochs=0)
+    again.load_state_dict(state)
+    assert torch.equal(again.stats.correct_confidence, pruner.stats.correct_confidence)
+    again.set_epoch(2)
+    pruner.set_epoch(2)
+    assert torch.equal(again.indices(), pruner.indices())
+    older = {k: v for k, v in state.items() if k != "correct_confidence"}  # saved before
+    bad = dict(state, correct_confidence=torch.tensor([math.nan, 2.0, -1.0, *[0.5] * 7]))
+    for saved, expected in ((older, [0.0] * 10), (bad, [0.0, 0.0, 0.0, *[0.5] * 7])):
+        loaded = Pruner(10, "kakurenbo", 0.3, 3, anneal_epochs=0)
+        loaded.load_state_dict(saved)
+        assert loaded.stats.correct_confidence.tolist() == expected
+    wrong = dict(state, correct_confidence=torch.zeros(3))
+    with pytest.raises(ValueError, match="'correct_confidence' must be a floating-point tensor"):
+        loaded.load_state_dict(wrong)
+
+
+def test_lr_scale_is_one_except_in_kakurenbo_pruned_epochs():
+    pruner = Pruner(10, "kakurenbo", 0.5, 3, warmup_epochs=1, anneal_epochs=1)
+    with pytest.raises(RuntimeError, match="set_epoch"):
+        pruner.lr_scale()
+    scales = []
+    for epoch in range(3):
+        pruner.set_epoch(epoch)
+        scales.append(pruner.lr_scale())
+    assert scales == [1.0, 2.0, 1.0]
+    assert pruner.hidden_indices().numel() == 0  # anneal: nothing hidden
+    ucb = Pruner(10, "ucb", 0.5, 3)
+    ucb.set_epoch(0)
+    assert ucb.lr_scale() == 1.0
+    scheduled = Pruner(100, "kakurenbo", 0.3, 3, prune_schedule="linear", prune_end=0.1)
+    rates = []
+    for epoch in range(3):
+        scheduled.set_epoch(epoch)
+        rates.append(scheduled.lr_scale())
+    assert rates == [100 / 70, 100 / 80, 100 / 90]  # F decreasing over training
+
+
+YES = torch.ones(3, dtype=torch.bool)
+
+
+@pytest.mark.parametrize(
+    "kwargs, error, message",
+    [
+        ({"correct": YES}, TypeError, "together; got only correct="),
+        ({"confidence": torch.ones(3)}, TypeError, "together; got only confidence="),
+        ({"correct": torch.ones(3), "confidence": torch.ones(3)}, TypeError, "must be a bool"),
+        (
+            {"correct": YES, "confidence": torch.ones(3, dtype=torch.long)},
+            TypeError,
+            "confidence must be a floating-point tensor",
+        ),
+        (
+            {"correct": YES[:2], "confidence": torch.ones(3)},
+            ValueError,
+            r"correct must have the shape of losses, \(3,\); got \(2,\)",
+        ),
+        (
+            {"correct": YES, "confidence": torch.tensor([0.5, 1.5, 0.1])},
+            ValueError,
+            r"confidence must lie in \[0, 1\] .* got values in \[0.1, 1.5\]",
+        ),
+    ],
+)  # fmt: skip
+def test_record_refuses_bad_predictions(kwargs, error, message):
+    pruner = Pruner(10, "kakurenbo", 0.5, 2)
+    pruner.set_epoch(0)
+    with pytest.raises(error, match=message):
+        pruner.record(torch.arange(3), torch.ones(3), **kwargs)
+
+
+def test_kakurenbo_tau_is_checked():
+    with pytest.raises(ValueError, match=r"tau.*1\.5"):
+        Pruner(10, "kakurenbo", 0.5, 2, tau=1.5)
+
+
+def test_classification_predictions():
+    logits = torch.tensor([[2.0, 0.0], [0.0, 0.0], [0.0, 3.0]], requires_grad=True)
+    correct, confidence = dp.classification_predictions(logits, torch.tensor([0, 1, 0]))
+    assert correct.tolist() == [True, False, False]  # a tie goes to the first class
+    assert confidence.tolist() == pytest.approx([0.8808, 0.5, 0.9526], abs=1e-4)
+    assert not confidence.requires_grad
+    with pytest.raises(ValueError, match="logits must be"):
+        dp.classification_predictions(torch.zeros(3), torch.zeros(3))
 
 
 # ---------------------------------------------------------------- selective backprop

@@ -12,7 +12,7 @@ Three lines in a loop::
             ...
 """
 
-from .losses import sequence_losses, token_losses
+from .losses import classification_predictions, sequence_losses, token_losses
 from .policies import POLICIES, Option, Policy, Selection, SelectionContext, methods, register
 from .pruner import Pruner
 from .sampler import IndexedCollator, IndexedDataset, IndexedDictDataset, PrunedSampler
@@ -30,6 +30,7 @@ __all__ = [
     "SampleStats",
     "Selection",
     "SelectionContext",
+    "classification_predictions",
     "methods",
     "register",
     "sequence_losses",

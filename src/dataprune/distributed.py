@@ -33,8 +33,9 @@ def gather_batch(indices: Tensor, losses: Tensor) -> tuple[Tensor, Tensor]:
     """All ranks' ``(indices, losses)``, concatenated in rank order, on the input's device.
 
     Indices travel as int64 and losses as float32 whatever the training dtype, so bf16 never
-    rounds an index. Ranks may hold batches of different sizes: shorter ones are padded with
-    NaN losses, which the statistics ignore.
+    rounds an index. ``losses`` may be ``(B,)`` or ``(B, C)``: C values per sample travel
+    together (a loss and what ``record`` keeps of a prediction). Ranks may hold batches of
+    different sizes: shorter ones are padded with NaN, which the statistics ignore.
     """
     if not is_distributed() or dist.get_world_size() == 1:
         return indices, losses
@@ -46,7 +47,7 @@ def gather_batch(indices: Tensor, losses: Tensor) -> tuple[Tensor, Tensor]:
     pad = max(sizes) - indices.numel()
     if pad:
         indices = torch.cat([indices, indices.new_zeros(pad)])
-        losses = torch.cat([losses, losses.new_full((pad,), math.nan)])
+        losses = torch.cat([losses, losses.new_full((pad, *losses.shape[1:]), math.nan)])
     all_idx = [torch.empty_like(indices) for _ in sizes]
     all_loss = [torch.empty_like(losses) for _ in sizes]
     dist.all_gather(all_idx, indices)

@@ -203,6 +203,7 @@ class Pruner:
         self._nonfinite = torch.zeros((), dtype=torch.int64, device=device)
         self._nonfinite_reported = 0  # the count when NaN/inf losses were last logged
         self._reported_epoch: int | None = -1  # the epoch they were last logged in
+        self._warned_no_predictions = False
         self.churn: list[dict[str, int]] = []  # samples entering/leaving at each re-selection
 
     # ----------------------------------------------------------------- schedule
@@ -354,6 +355,33 @@ class Pruner:
             return torch.arange(self.num_samples, device=self.stats.device)
         return self._subset
 
+    def hidden_indices(self) -> Tensor:
+        """The samples left out of this epoch, sorted (empty in an epoch on all samples).
+
+        ``kakurenbo`` refreshes them: after the epoch, forward them without gradients and
+        ``record`` their losses and predictions, so that a hidden sample whose loss has grown
+        is trained again (under torch.distributed, each rank forwards an equal share, e.g.
+        ``dataprune.sampler.shard(hidden, rank, world_size, drop_last=False)``).
+        """
+        kept = self.indices()
+        hidden = torch.ones(self.num_samples, dtype=torch.bool, device=kept.device)
+        hidden[kept] = False
+        return hidden.nonzero().squeeze(1)
+
+    def lr_scale(self) -> float:
+        """The factor for this epoch's learning rate: ``1 / (1 - F_e)`` for a method that asks
+        for it (``kakurenbo``), with ``F_e = 1 - k_e / N`` the fraction this epoch leaves out,
+        so the epoch's fewer steps travel as far; 1 for every other method and unpruned epoch.
+
+        Multiply each parameter group's ``lr`` by it for the optimizer step and restore it
+        afterwards, so that the LR schedule itself is untouched.
+        """
+        if self.epoch is None:
+            raise RuntimeError("no epoch yet: call pruner.set_epoch(epoch) first")
+        if not self.policy.scales_lr:
+            return 1.0
+        return self.num_samples / self.epoch_size(self.epoch)
+
     def sampler(
         self,
         shuffle: bool = True,
@@ -395,7 +423,15 @@ class Pruner:
         return order[:kept].sort().values
 
     # ------------------------------------------------------------------- record
-    def record(self, indices: Tensor, losses: Tensor, valid: Tensor | None = None) -> Tensor:
+    def record(
+        self,
+        indices: Tensor,
+        losses: Tensor,
+        valid: Tensor | None = None,
+        *,
+        correct: Tensor | None = None,
+        confidence: Tensor | None = None,
+    ) -> Tensor:
         """Store per-sample losses; return their (weighted) mean, ready for ``.backward()``.
 
         ``losses`` must hold one loss per sample (``reduction='none'``). ``valid``, a bool
@@ -409,9 +445,19 @@ class Pruner:
         gathers
         all ranks' indices (int64) and losses (float32), so statistics stay identical. A sample
         repeated within one call is updated once, with the mean of its finite losses.
+
+        ``correct`` (bool) and ``confidence`` (float in [0, 1]), given together and shaped like
+        ``losses``, describe each sample's prediction (:func:`dataprune.classification_predictions`
+        makes them from logits); samples with a finite, valid loss keep the latest one in
+        ``stats.correct_confidence``, gathered over ranks with the losses. ``kakurenbo`` hides
+        only samples predicted correctly with confidence at least its ``tau``; without them,
+        none qualifies (it warns once). Confidence values are checked on the CPU at every call,
+        on an accelerator once an epoch, as indices are.
         """
         start = time.perf_counter()
+        first_in_epoch = self._validated_epoch != self.epoch
         indices = self._check_batch(indices, losses)
+        outcome = self._check_predictions(correct, confidence, losses, first_in_epoch)
         if losses.device != self.stats.device:
             self._to(losses.device)
         if indices.device != losses.device:
@@ -424,7 +470,15 @@ class Pruner:
             observed = torch.where(valid, observed, math.nan)  # the statistics skip NaN
             nonfinite = (valid & ~finite).sum()
             finite = finite & valid
-        all_indices, all_losses = gather_batch(indices, observed)
+        if outcome is None:
+            all_indices, all_losses = gather_batch(indices, observed)
+        else:  # one collective for both; NaN: no prediction kept where no loss is
+            outcome = torch.where(finite, outcome.to(losses.device, non_blocking=True), math.nan)
+            all_indices, gathered = gather_batch(
+                indices, torch.stack([observed.float(), outcome], 1)
+            )
+            all_losses, all_outcomes = gathered.unbind(1)
+            self.stats.update_predictions(all_indices, all_outcomes)
         self.stats.update(all_indices, all_losses)
 
         kept = finite.sum()
@@ -475,6 +529,47 @@ class Pruner:
                 )
             self._validated_epoch = self.epoch
         return indices
+
+    def _check_predictions(
+        self, correct: Any, confidence: Any, losses: Tensor, check_values: bool
+    ) -> Tensor | None:
+        """``confidence`` where ``correct``, else 0 (None without them); refuses bad ones."""
+        if correct is None and confidence is None:
+            if self.policy.uses_predictions and not self._warned_no_predictions:
+                self._warned_no_predictions = True
+                logger.warning(
+                    "method=%r hides only samples predicted correctly and confidently, but "
+                    "record() got no correct= and confidence=: no sample qualifies, so the "
+                    "hidden samples are drawn uniformly (see dataprune.classification_predictions)",
+                    self.method,
+                )
+            return None
+        if correct is None or confidence is None:
+            raise TypeError(
+                "record() takes correct= and confidence= together; got only "
+                f"{'correct' if confidence is None else 'confidence'}="
+            )
+        if not isinstance(correct, Tensor) or correct.dtype != torch.bool:
+            raise TypeError(f"correct must be a bool tensor, got {_describe(correct)}")
+        if not isinstance(confidence, Tensor) or not confidence.is_floating_point():
+            raise TypeError(
+                f"confidence must be a floating-point tensor, got {_describe(confidence)}"
+            )
+        for name, value in (("correct", correct), ("confidence", confidence)):
+            if value.shape != losses.shape:
+                raise ValueError(
+                    f"{name} must have the shape of losses, {tuple(losses.shape)}; got "
+                    f"{tuple(value.shape)}"
+                )
+        confidence = confidence.detach().float()
+        if (confidence.device.type == "cpu" or check_values) and confidence.numel():
+            low, high = (float(v) for v in torch.aminmax(confidence.nan_to_num(-1.0)))
+            if low < 0 or high > 1:
+                raise ValueError(
+                    f"confidence must lie in [0, 1] (a probability); got values in "
+                    f"[{low:g}, {high:g}] (NaN shown as -1)"
+                )
+        return torch.where(correct.to(confidence.device), confidence, 0.0)
 
     @staticmethod
     def _check_valid(valid: Any, losses: Tensor) -> Tensor:
@@ -594,6 +689,7 @@ class Pruner:
             "options": self.policy.state(),
             "shard": None if self.shard is None else list(self.shard),
             "stats": self.stats.table.cpu(),
+            "correct_confidence": self.stats.correct_confidence.cpu(),
             "selected_count": self.selected_count.cpu(),
             "weights": None if self._weights is None else self._weights.cpu(),
             "subset": None if self._subset is None else self._subset.cpu(),
@@ -622,6 +718,7 @@ class Pruner:
         if self.shard is not None:
             state["shard"] = None
             state["stats"] = all_gather_varlen(self.stats.table.flatten()).view(-1, 3).cpu()
+            state["correct_confidence"] = all_gather_varlen(self.stats.correct_confidence).cpu()
             state["selected_count"] = all_gather_varlen(self.selected_count).cpu()
         return state
 
@@ -633,7 +730,8 @@ class Pruner:
         loads either its own shard's state or a whole one (from :meth:`gathered_state_dict` or
         an unsharded pruner), keeping its rows of the latter. Rows that are not valid statistics
         (not finite, a negative variance or count: no version of dataprune writes them) load as
-        unseen samples.
+        unseen samples, and prediction confidences outside [0, 1] as unknown (a state saved
+        before predictions were kept has none: every sample loads as not known correct).
         """
         rows = _check_state(self, state)
         device = self.stats.device
@@ -642,6 +740,13 @@ class Pruner:
         valid = torch.isfinite(table).all(1) & (table[:, VAR] >= 0) & (table[:, SEEN] >= 0)
         table[~valid] = 0.0
         self.stats.table = table
+        # States saved before predictions were kept hold none: no sample is known correct.
+        saved = state.get("correct_confidence")
+        confidence = torch.zeros(table.shape[0], device=device)
+        if saved is not None:
+            confidence = saved[rows].to(device, torch.float32, copy=True)
+            confidence[~((confidence >= 0) & (confidence <= 1))] = 0.0  # NaN too
+        self.stats.correct_confidence = confidence
         self.selected_count = state["selected_count"][rows].to(device, torch.int32, copy=True)
         weights, subset = state["weights"], state["subset"]
         self._weights = None if weights is None else weights.to(device, torch.float32, copy=True)
@@ -802,6 +907,8 @@ def _check_state(pruner: Pruner, state: Any) -> slice:
         )
     saved_rows = n if saved_shard is None else saved_shard[1] - saved_shard[0]
     _check_tensor(state, "stats", (saved_rows, 3), floating=True)
+    if state.get("correct_confidence") is not None:
+        _check_tensor(state, "correct_confidence", (saved_rows,), floating=True)
     if state["weights"] is not None:
         _check_tensor(state, "weights", (n,), floating=True)
         weights = state["weights"]

@@ -52,6 +52,9 @@ class Stream(IntEnum):
     SETA_FIT = 12  # seta: thinning the window to the budget, or topping it up
     SETA_FIT_TIES = 13
     SETA_ANNEAL = 14  # seta: the uniform subsets of the final selections
+    KAKURENBO_TIES = 15  # kakurenbo: equal losses at the hiding threshold
+    KAKURENBO_FILL = 16  # kakurenbo: hidden uniformly when too few qualify
+    KAKURENBO_FILL_TIES = 17
     RS2_ORDER = 0x5252  # rs2: the permutation of each cycle, RandomStream.of(seed, id, cycle)
     SHUFFLE = 0x5348  # the sampler's shuffle order, make_generator(seed, id, epoch)
     RANDOM_MASK_TIES = 0x7469  # random_mask: ties between equal hashed uniforms

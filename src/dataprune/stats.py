@@ -3,7 +3,8 @@
 Each sample has a row ``(mean, var, seen)``: the exponential moving average (EMA) of its loss,
 the EMA variance, and how many updates it received. One gather and one scatter per update keep
 ``update`` cheap on a GPU, where small kernels are launch-bound, and nothing in it synchronises
-the host with the device.
+the host with the device. Beside the table, ``correct_confidence`` holds what is known of each
+sample's latest prediction (for ``kakurenbo``).
 """
 
 from __future__ import annotations
@@ -99,7 +100,8 @@ class SampleStats:
     table, and every entry stays finite: the update runs in float64 and the float32 table keeps
     the result, with a variance past float32's range (a loss jump beyond about 1.8e19)
     saturated at its largest value, 3.4e38. Such a sample then has the largest UCB bonus, so
-    it is kept, like an unseen one, until its losses settle. Memory: 12 bytes per sample.
+    it is kept, like an unseen one, until its losses settle. Memory: 16 bytes per sample, with
+    :attr:`correct_confidence`.
 
     A shard (``total`` given) holds only the rows of samples ``[offset, offset + num_samples)``
     of ``total``: ``update`` still takes global indices and the whole (gathered) batch, merges
@@ -129,6 +131,7 @@ class SampleStats:
         self.offset = offset
         self.total = total  # None: the table holds every sample
         self._rows = torch.zeros(num_samples + 1, 3, device=device)  # + the spare row
+        self._confidence = torch.zeros(num_samples + 1, device=device)  # + the spare entry
 
     @property
     def table(self) -> Tensor:
@@ -155,11 +158,27 @@ class SampleStats:
         return self.table[:, SEEN] > 0
 
     @property
+    def correct_confidence(self) -> Tensor:
+        """Per sample held here, the confidence of its latest recorded prediction if that was
+        correct, else 0 (wrong, or none recorded): ``correct_confidence >= tau`` with
+        ``tau > 0`` says "predicted correctly with confidence at least tau"."""
+        return self._confidence[: self.num_rows]
+
+    @correct_confidence.setter
+    def correct_confidence(self, value: Tensor) -> None:
+        if value.shape != (self.num_rows,):
+            raise ValueError(
+                f"correct_confidence must be ({self.num_rows},), got {tuple(value.shape)}"
+            )
+        self._confidence = torch.cat([value, value.new_zeros(1)])
+
+    @property
     def device(self) -> torch.device:
         return self._rows.device
 
     def to(self, device: torch.device | str) -> None:
         self._rows = self._rows.to(device)
+        self._confidence = self._confidence.to(device)
 
     def update(self, indices: Tensor, losses: Tensor) -> None:
         """Fold one batch of losses in (no host sync)."""
@@ -173,4 +192,17 @@ class SampleStats:
             self.alpha,
             self.offset,
             self.total is not None,
+        )
+
+    def update_predictions(self, indices: Tensor, correct_confidence: Tensor) -> None:
+        """Store each sample's latest prediction: its confidence if correct, 0 if wrong, NaN
+        for none (such entries are skipped). A sample repeated in the batch keeps the least of
+        its values, so one wrong copy makes it wrong, whatever the order (no host sync)."""
+        if indices.numel() == 0:
+            return
+        idx = indices.long() - self.offset
+        keep = ~correct_confidence.isnan() & (idx >= 0) & (idx < self.num_rows)
+        idx = torch.where(keep, idx, self.num_rows)  # the rest to the spare entry
+        self._confidence.scatter_reduce_(
+            0, idx, correct_confidence.float(), "amin", include_self=False
         )

@@ -185,6 +185,10 @@ class Policy:
         selects_in_batch: True if the method thins each batch instead
             (:meth:`dataprune.Pruner.select_batch`; ``prune`` is then the share of each batch
             not back-propagated).
+        uses_predictions: True if the method reads ``stats.correct_confidence``, what
+            ``record(..., correct=, confidence=)`` stores (the harness passes them then).
+        scales_lr: True if the learning rate is to be scaled by
+            :meth:`dataprune.Pruner.lr_scale` (``1 / (1 - F_e)``) in pruned epochs.
         default_alpha: the EMA step size of the loss statistics the method expects.
         default_rescale: whether kept losses are weighted by ``1 / P(kept)`` by default.
         anneal_fraction: the share of final epochs trained on full data by default.
@@ -195,6 +199,8 @@ class Policy:
     reselects: ClassVar[bool] = True
     prunes: ClassVar[bool] = True
     selects_in_batch: ClassVar[bool] = False
+    uses_predictions: ClassVar[bool] = False
+    scales_lr: ClassVar[bool] = False
     default_alpha: ClassVar[float] = 0.8
     default_rescale: ClassVar[bool] = False
     anneal_fraction: ClassVar[float] = 0.0
