@@ -181,7 +181,7 @@ def test_prune_schedule_and_every_reach_train_and_compare(capsys, tmp_path):
 
 
 @pytest.mark.skipif(not FASHION.is_file(), reason="Fashion-MNIST not found in ../shared/data")
-@pytest.mark.parametrize("method", ["seta", "selective-backprop"])
+@pytest.mark.parametrize("method", ["seta", "selective-backprop", "kakurenbo"])
 def test_new_methods_train_and_compare_on_fashion_mnist(capsys, tmp_path, method):
     data = ["--dataset", "fashion-mnist", "--data-dir", str(SHARED), "--model", "mlp"]
     data += ["--train-limit", "2000", "--test-limit", "500", "--no-progress", "--epochs", "3"]
@@ -198,6 +198,32 @@ def test_new_methods_train_and_compare_on_fashion_mnist(capsys, tmp_path, method
         assert summary["samples_backpropagated"] == 3 * (15 * 64 + 40)
     else:
         assert summary["samples_used"] == 3 * 1000
+    if method == "kakurenbo":  # the hidden half is forwarded after each epoch, and recorded
+        assert summary["samples_recorded"] == 3 * 2000
+
+
+def test_kakurenbo_scales_the_step_refreshes_hidden_samples_and_resumes(digits, tmp_path):
+    from dataprune.harness.trainer import _scaled_step
+
+    weight = torch.nn.Parameter(torch.ones(2))
+    optimizer = torch.optim.SGD([weight], lr=0.1)
+    weight.grad = torch.ones(2)
+    _scaled_step(optimizer, 2.0)
+    assert weight.tolist() == pytest.approx([0.8, 0.8])  # a step at lr 0.2
+    assert optimizer.param_groups[0]["lr"] == 0.1  # the schedule's rate, restored
+
+    config = quick(method="kakurenbo", prune=0.5, epochs=3, options={"tau": 0.6})
+    result, _ = train(config, digits)
+    assert result.final_accuracy > 0.8
+    assert [e.samples for e in result.epochs] == [718] * 3
+    assert result.pruner_summary["samples_recorded"] == 3 * 1437  # trained + refreshed
+    # a run stopped after epoch 1 and resumed ends where the uninterrupted one does
+    out = str(tmp_path / "run")
+    train(dataclasses.replace(config, out=out, stop_after=1), digits)
+    resumed, _ = train(dataclasses.replace(config, out=out, resume=True), digits)
+    assert [e.test_accuracy for e in resumed.epochs] == [e.test_accuracy for e in result.epochs]
+    with pytest.raises(ValueError, match="method='kakurenbo' does not apply with data_path"):
+        RunConfig(data_path=str(tmp_path), method="kakurenbo").validate()
 
 
 @pytest.mark.parametrize(

@@ -24,11 +24,12 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .. import Pruner
+from .. import Pruner, classification_predictions
 from .._validation import check_choice, check_float, check_int
 from ..distributed import all_reduce_sum, world
 from ..policies import get_policy
 from ..pruner import MAX_EPOCHS
+from ..sampler import shard
 from ..schedule import PRUNE_SCHEDULES, check_schedule
 from .checkpoint import (
     CHECKPOINT,
@@ -263,6 +264,12 @@ class RunConfig:
             raise ValueError(
                 f"method={self.method!r} does not apply with data_path: the static scorers "
                 "score the training set in memory; use a dynamic method, or a --dataset"
+            )
+        if get_policy(core_method(self.method)).uses_predictions:
+            raise ValueError(
+                f"method={self.method!r} does not apply with data_path: it forwards the "
+                "samples it hid after each epoch, which the harness reads from the training "
+                "set in memory; use another method, or a --dataset"
             )
 
     def for_method(self, method: str, prune: float, seed: int) -> RunConfig:
@@ -620,6 +627,7 @@ def train(
         synchronize(device)
         t_select = time.perf_counter()
         sampler.set_epoch(epoch)
+        lr_scale = pruner.lr_scale()
         t_train = time.perf_counter()
 
         # On the data's device: drawing on the host and copying would sync every step.
@@ -641,14 +649,19 @@ def train(
             with _autocast(device):
                 logits = net(_layout(x))
             losses = _losses(logits, y, config)
-            loss = losses.mean() if thinned else pruner.record(batch, losses)
+            if thinned:
+                loss = losses.mean()
+            else:
+                loss = pruner.record(batch, losses, **_predictions(pruner, logits, y))
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
-            optimizer.step()
+            _scaled_step(optimizer, lr_scale)
             schedule.step()
             loss_sum += loss.detach()
             if on_batch is not None:
                 on_batch(batch, logits.detach(), y)
+        if pruner.policy.uses_predictions and pruner.is_pruned_epoch(epoch):
+            _refresh_hidden(net, data, pruner, config, augment_gen)
         synchronize(device)
         t_eval = time.perf_counter()
         if evaluate_each_epoch or epoch + 1 in (config.train_epochs, stop_after):
@@ -686,6 +699,48 @@ def train(
         if stop_after is not None and epoch + 1 >= stop_after:
             break
     return result, model
+
+
+def _predictions(pruner: Pruner, logits: Tensor, y: Tensor) -> dict[str, Tensor]:
+    """``record``'s ``correct=`` and ``confidence=``, for a method that reads them."""
+    if not pruner.policy.uses_predictions:
+        return {}
+    correct, confidence = classification_predictions(logits, y)
+    return {"correct": correct, "confidence": confidence}
+
+
+def _scaled_step(optimizer: torch.optim.Optimizer, scale: float) -> None:
+    """``optimizer.step()`` at ``scale`` times the schedule's learning rates (kakurenbo's
+    ``1 / (1 - F_e)``), restored afterwards so that the schedule is untouched."""
+    if scale == 1.0:
+        optimizer.step()
+        return
+    rates = [group["lr"] for group in optimizer.param_groups]
+    for group in optimizer.param_groups:
+        group["lr"] *= scale
+    optimizer.step()
+    for group, rate in zip(optimizer.param_groups, rates, strict=True):
+        group["lr"] = rate
+
+
+@torch.no_grad()
+def _refresh_hidden(
+    net: nn.Module, data: ImageData, pruner: Pruner, config: RunConfig, generator: torch.Generator
+) -> None:
+    """Forward the samples hidden this epoch and record their losses and predictions, as
+    KAKURENBO does after each epoch, so that a hidden sample whose loss grew trains again.
+
+    In training mode, augmented, as the training losses they are ranked against; each rank
+    takes an equal share (``record`` is a collective). Its cost is part of the epoch's time.
+    """
+    rank, world_size = world()
+    hidden = shard(pruner.hidden_indices(), rank, world_size, drop_last=False)
+    for batch in hidden.split(config.batch_size):
+        x = data.augment_batch(data.train_x[batch], generator)
+        y = data.train_y[batch]
+        with _autocast(x.device):
+            logits = net(_layout(x))
+        pruner.record(batch, _losses(logits, y, config), **_predictions(pruner, logits, y))
 
 
 def _losses(logits: Tensor, y: Tensor, config: RunConfig) -> Tensor:
