@@ -114,3 +114,18 @@ def test_two_processes_with_two_workers_each_train_from_disk(fmt, tmp_path):
         expected = json.loads((tmp_path / "memory" / "result.json").read_text())
         for key in ("train_loss", "test_accuracy"):
             assert [e[key] for e in result["epochs"]] == [e[key] for e in expected["epochs"]]
+
+
+def test_two_process_kakurenbo_refreshes_hidden_samples_on_every_rank(tmp_path):
+    args = [*ARGS[: ARGS.index("--model")], "--model", "mlp", "--epochs", "2", "--batch-size"]
+    args += ["50", "--method", "kakurenbo", "--prune", "0.5", "--shard-stats", "--no-progress"]
+    done = torchrun(tmp_path / "k", args=[*args, "--device", "cpu"])
+    assert done.returncode == 0, done.stderr[-3000:]
+    state = torch.load(tmp_path / "k" / "checkpoint.pt", weights_only=True)
+    assert [e["samples"] for e in state["result"]["epochs"]] == [1000, 1000]
+    pruner = state["pruner"]
+    # each epoch, every sample is trained or refreshed once, half by each rank
+    assert bool((pruner["stats"][:, 2] == 2).all())
+    assert pruner["samples_recorded"] == 2 * (500 + 500)  # rank 0's: trained + refreshed
+    assert pruner["correct_confidence"].shape == (2000,)
+    assert bool((pruner["correct_confidence"] > 0.7).any())
