@@ -84,10 +84,27 @@ def test_resume_after_interruption_matches_uninterrupted_run(digits, tmp_path, m
         assert torch.equal(tensor, resumed_state[name]), name
 
 
-def test_full_matched_trains_proportionally_fewer_epochs(digits):
-    result, _ = train(quick(method="full-matched", prune=0.5, epochs=6), digits)
-    assert len(result.epochs) == 3
-    assert all(e.samples == 1437 for e in result.epochs)
+@pytest.mark.parametrize(
+    "pruning",
+    [
+        dict(prune=0.5),
+        dict(prune=0.7),
+        dict(prune=0.3, prune_schedule="linear", prune_end=0.7, warmup_epochs=1),
+    ],
+)
+def test_full_matched_trains_exactly_the_pruned_runs_steps(digits, pruning):
+    pruned, _ = train(quick(method="random", epochs=5, **pruning), digits)
+    matched, _ = train(quick(method="full-matched", epochs=5, **pruning), digits)
+    assert matched.steps == pruned.steps == matched.config.step_budget(1437)
+    # full data each epoch, up to the budget, which ends within the last epoch
+    assert [e.samples for e in matched.epochs[:-1]] == [1437] * (len(matched.epochs) - 1)
+    assert 0 < matched.epochs[-1].samples <= 1437
+    assert abs(matched.samples_used - pruned.samples_used) < 64 * 5  # a batch an epoch at most
+
+
+def test_full_matched_budgets_differ_by_prune_rate():
+    steps = [quick(method="full-matched", prune=p, epochs=5).step_budget(1437) for p in (0.5, 0.7)]
+    assert steps == [5 * 12, 5 * 7]  # ceil(719 / 64) and ceil(431 / 64) steps an epoch
 
 
 # ------------------------------------------------------------------------------------ CLI
@@ -305,7 +322,7 @@ def test_schedules_with_few_steps_and_full_data_with_warmup_flags(digits):
     # 1437 training samples at batch 360: exactly 4 steps, where OneCycleLR divides by zero.
     result, _ = train(quick(method="full", epochs=1, batch_size=360), digits)
     assert len(result.epochs) == 1
-    # full-matched trains fewer epochs than asked (warm-up/anneal flags are refused for it).
-    config = quick(method="full-matched", prune=0.5, epochs=2)
+    # full-matched's budget, half of 2 epochs of 4 steps, is exactly one full epoch.
+    config = quick(method="full-matched", prune=0.5, epochs=2, batch_size=360)
     result, _ = train(config, digits)
-    assert [e.samples for e in result.epochs] == [1437]
+    assert [(e.samples, e.steps) for e in result.epochs] == [(1437, 4)]

@@ -3,7 +3,7 @@
 Every registered policy runs under its own name, except ``static-score``, which the harness
 feeds from its static scorers: ``el2n``, ``grand`` and ``forgetting`` each score the samples
 once (their cost charged to the run), then ``static-score`` keeps the top k. ``full-matched`` is
-full data for the pruned run's sample budget.
+full data for exactly the optimizer steps of the pruned run at its prune rate and schedule.
 """
 
 from __future__ import annotations

@@ -58,7 +58,8 @@ def run(config: RunConfig, data: ImageData | None = None) -> RunResult:
             result, _ = run_static(config, data)
         else:
             result, _ = train(config, data)
-        finished = len(result.epochs) == config.train_epochs  # not stopped by --stop-after
+        # not stopped by --stop-after
+        finished = len(result.epochs) == config.train_epochs(data.num_train)
         if out is not None and finished and is_main_process():
             write_json(out / RESULT, result.to_dict())
     return result
@@ -83,8 +84,8 @@ def _guard_out(config: RunConfig, out: Path) -> RunConfig:
     if saved == current:
         done = len(state["result"]["epochs"])
         raise RunError(
-            f"--out {out} already holds this run's checkpoint ({done} of {config.train_epochs} "
-            "epochs): pass --resume to continue it, or --overwrite to start afresh"
+            f"--out {out} already holds this run's checkpoint ({done} epochs "
+            "done): pass --resume to continue it, or --overwrite to start afresh"
         )
     raise RunError(
         f"--out {out} holds a checkpoint of another configuration "

@@ -218,7 +218,7 @@ class RunConfig:
         if self.score_epochs is not None:
             check_int("score_epochs", self.score_epochs, low=1, high=self.epochs)
         if self.stop_after is not None:
-            check_int("stop_after", self.stop_after, low=1, high=self.train_epochs)
+            check_int("stop_after", self.stop_after, low=1, high=self.epochs)
         if self.resume and self.overwrite:
             raise ValueError(
                 "resume and overwrite cannot both be set: resume continues the checkpoint in "
@@ -286,32 +286,56 @@ class RunConfig:
             **{name: FIELD_DEFAULTS[name] for name in unused if name != "prune"},
         )
 
-    @property
-    def train_epochs(self) -> int:
-        """Epochs actually trained: ``full-matched`` trains ``round((1 - prune) * epochs)``."""
-        if self.method == FULL_MATCHED:
-            return max(1, round((1 - self.prune) * self.epochs))
-        return self.epochs
+    def step_budget(self, num_train: int) -> int | None:
+        """``full-matched``'s optimizer steps (None for every other method): exactly those of a
+        pruned run at its prune rate and schedule, warm-up, anneal and ``every`` on
+        ``num_train`` samples (the budgets every exact method shares), so that full data gets
+        the pruned run's sample budget and an LR schedule sized to it."""
+        if self.method != FULL_MATCHED:
+            return None
+        pruned = Pruner(
+            num_train,
+            method="random",
+            prune=self.prune,
+            prune_schedule=self.prune_schedule,
+            prune_end=self.prune_end,
+            epochs=self.epochs,
+            seed=self.seed,
+            every=self.every,
+            warmup_epochs=self.warmup_epochs,
+            anneal_epochs=self.anneal_epochs or 0,
+        )
+        return pruned.total_steps(self.batch_size)
+
+    def train_epochs(self, num_train: int) -> int:
+        """Epochs actually trained: ``full-matched`` stops within the epoch that spends its
+        :meth:`step_budget`."""
+        steps = self.step_budget(num_train)
+        if steps is None:
+            return self.epochs
+        per_epoch = Pruner(num_train, method="full", epochs=1).total_steps(self.batch_size)
+        return math.ceil(steps / per_epoch)
 
     @property
     def scoring_epochs(self) -> int:
         """E_s, the epochs each scoring run trains."""
         return min(5, self.epochs) if self.score_epochs is None else self.score_epochs
 
-    def pruner_kwargs(self) -> dict[str, Any]:
-        """Arguments for :class:`dataprune.Pruner` (the core method and its options)."""
+    def pruner_kwargs(self, num_train: int) -> dict[str, Any]:
+        """Arguments for :class:`dataprune.Pruner` over ``num_train`` samples (the core method
+        and its options)."""
         method = core_method(self.method)
         policy = get_policy(method)
         full_data = not policy.prunes
         return dict(
             method=method,
             prune=0.0 if full_data and not policy.selects_in_batch else self.prune,
-            prune_schedule=self.prune_schedule,
-            prune_end=self.prune_end,
-            epochs=self.train_epochs,
+            # full data in every epoch anyway (full-matched's pruning fields size its budget)
+            prune_schedule="constant" if full_data else self.prune_schedule,
+            prune_end=None if full_data else self.prune_end,
+            epochs=self.train_epochs(num_train),
             seed=self.seed,
-            every=self.every,
-            # full data in every epoch anyway (and full-matched has fewer epochs to fit them in)
+            every=1 if full_data else self.every,
             warmup_epochs=0 if full_data else self.warmup_epochs,
             anneal_epochs=0 if full_data else self.anneal_epochs,
             rescale=self.rescale,
@@ -345,6 +369,8 @@ FIELD_DEFAULTS = {
     for f in dataclasses.fields(RunConfig)
 }
 _PRUNING = ("prune_schedule", "prune_end", "warmup_epochs", "anneal_epochs", "rescale", "alpha")
+#: The pruning fields that size full-matched's step budget (with prune, every and epochs).
+_BUDGET = ("prune_schedule", "prune_end", "warmup_epochs", "anneal_epochs")
 _SCORING = ("score_epochs", "score_runs", "class_balanced", "scores_file")
 
 
@@ -356,11 +382,13 @@ def unused_fields(method: str) -> dict[str, str]:
         full = "it trains on every sample"
         if policy.selects_in_batch:
             full = "it forwards every sample and thins each batch by --prune"
-        unused |= {name: full for name in _PRUNING}
-        # full-matched's prune rate sets its sample budget, an in-batch method's its batches
+        # full-matched's prune rate and schedule set its step budget, an in-batch method's
+        # prune rate its batches
+        budget = _BUDGET if method == FULL_MATCHED else ()
+        unused |= {name: full for name in _PRUNING if name not in budget}
         if method != FULL_MATCHED and not policy.selects_in_batch:
             unused["prune"] = full
-    if not (policy.prunes and policy.reselects):
+    if not (policy.prunes and policy.reselects) and method != FULL_MATCHED:
         unused["every"] = "it never selects again"
     if method not in SCORERS:
         unused |= {name: "it is not a static scorer" for name in _SCORING}
@@ -381,6 +409,7 @@ class EpochRecord:
     wall_seconds: float  # cumulative: scoring, selection, training, evaluation, checkpoints
     checkpoint_seconds: float = 0.0  # writing the previous epoch's checkpoint
     nonfinite_losses: int = 0  # NaN or inf training losses, left out of statistics and loss
+    steps: int = 0  # optimizer steps on one rank (0 in results written before it was kept)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -410,6 +439,11 @@ class RunResult:
     @property
     def samples_used(self) -> int:
         return sum(e.samples for e in self.epochs)
+
+    @property
+    def steps(self) -> int:
+        """Optimizer steps of the run on one rank."""
+        return sum(e.steps for e in self.epochs)
 
     def time_to_accuracy(self, target: float) -> float | None:
         """Wall-clock seconds (every cost counted) at which test accuracy first reached target."""
@@ -591,7 +625,9 @@ def train(
         net = torch.compile(net)
 
     options: dict[str, Any] = {"scores": scores} if scores is not None else {}
-    pruner = Pruner(data.num_train, device=device, **config.pruner_kwargs(), **options)
+    pruner = Pruner(
+        data.num_train, device=device, **config.pruner_kwargs(data.num_train), **options
+    )
     sampler = pruner.sampler(shuffle=True)
     batches = data.batches(pruner, sampler, config.batch_size)
     optimizer = torch.optim.SGD(
@@ -601,7 +637,10 @@ def train(
         weight_decay=config.weight_decay,
         nesterov=config.momentum > 0,  # Nesterov needs a momentum
     )
-    schedule = _make_schedule(optimizer, config, pruner.total_steps(config.batch_size))
+    step_budget = config.step_budget(data.num_train)
+    total_steps = pruner.total_steps(config.batch_size) if step_budget is None else step_budget
+    schedule = _make_schedule(optimizer, config, total_steps)
+    train_epochs = config.train_epochs(data.num_train)
     result = RunResult(
         config=config,
         scoring_seconds=scoring_seconds,
@@ -615,7 +654,7 @@ def train(
         start_epoch = _load_checkpoint(out, config, model, optimizer, schedule, pruner, result)
 
     stop_after = config.stop_after
-    epochs = range(start_epoch, config.train_epochs)
+    epochs = range(start_epoch, train_epochs)
     if config.progress and is_main_process():
         from tqdm.auto import tqdm
 
@@ -635,6 +674,8 @@ def train(
         loss_sum = torch.zeros((), device=device)
         samples = steps = 0
         for batch, x, y in batches:
+            if step_budget is not None and schedule.last_epoch >= step_budget:
+                break  # full-matched's budget ends within its last epoch
             x = data.augment_batch(x, augment_gen)
             samples, steps = samples + batch.numel(), steps + 1
             thinned = pruner.policy.selects_in_batch
@@ -664,7 +705,7 @@ def train(
             _refresh_hidden(net, data, pruner, config, augment_gen)
         synchronize(device)
         t_eval = time.perf_counter()
-        if evaluate_each_epoch or epoch + 1 in (config.train_epochs, stop_after):
+        if evaluate_each_epoch or epoch + 1 in (train_epochs, stop_after):
             accuracy = evaluate(model, data)  # unwrapped: no DDP collectives in evaluation
         t_end = time.perf_counter()
 
@@ -679,7 +720,9 @@ def train(
         result.epochs.append(
             EpochRecord(
                 epoch=epoch,
-                samples=pruner.epoch_size(epoch),
+                # all ranks' samples, short of the budget in full-matched's last epoch (and
+                # not counting the copies a rank's shard is padded with)
+                samples=min(pruner.epoch_size(epoch), counts[1]),
                 train_loss=float(loss_sum) / max(1, steps) if counts[0] < counts[1] else math.nan,
                 test_accuracy=accuracy,
                 train_seconds=t_eval - t_train,
@@ -688,6 +731,7 @@ def train(
                 checkpoint_seconds=checkpoint_seconds,
                 wall_seconds=previous + checkpoint_seconds + (t_end - t_select),
                 nonfinite_losses=counts[0],
+                steps=steps,
             )
         )
         _stop_if_diverged(epoch, *counts)  # before the checkpoint, which keeps the last good epoch
