@@ -13,7 +13,7 @@ import torch
 from dataprune.harness import cli
 from dataprune.harness.data import formats, load_dataset, locate
 from dataprune.harness.runner import run
-from dataprune.harness.trainer import RunConfig, train
+from dataprune.harness.trainer import RunConfig, RunError, train
 
 SHARED = Path(__file__).resolve().parents[1] / ".." / "shared" / "data"
 FASHION = SHARED / "fashion-mnist" / "train-images-idx3-ubyte.gz"
@@ -316,6 +316,28 @@ def test_interrupted_grid_resumes_unfinished_runs(digits, tmp_path):
     straight, _ = train(dataclasses.replace(config, out=None), digits)
     assert [e.epoch for e in resumed.epochs] == [0, 1, 2, 3]
     assert [e.test_accuracy for e in resumed.epochs] == [e.test_accuracy for e in straight.epochs]
+
+
+def test_grid_reuses_a_result_only_of_the_same_code_and_data(tmp_path):
+    from dataprune.harness.provenance import git_commit
+    from dataprune.harness.runner import run_grid
+
+    config = quick(method="random", prune=0.5, epochs=1, train_limit=500, out=str(tmp_path))
+    (first,) = run_grid([config], out=None, progress=False)
+    saved = json.loads((tmp_path / "result.json").read_text())["provenance"]
+    assert saved == {
+        "commit": git_commit(),
+        "torch": torch.__version__,
+        "train_samples": 500,
+        "test_samples": 360,
+    }  # digits is embedded: no files to checksum
+    (again,) = run_grid([config], out=None, progress=False)
+    assert again.epochs == first.epochs  # reused, not rerun
+    result = json.loads((tmp_path / "result.json").read_text())
+    result["provenance"]["torch"] = "1.0"
+    (tmp_path / "result.json").write_text(json.dumps(result))
+    with pytest.raises(RunError, match=r"^\S+ was produced from other code or data \(torch='1.0'"):
+        run_grid([config], out=None, progress=False)
 
 
 def test_schedules_with_few_steps_and_full_data_with_warmup_flags(digits):

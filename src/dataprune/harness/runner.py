@@ -9,12 +9,14 @@ import logging
 import re
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from .checkpoint import CHECKPOINT, CheckpointError, identity_difference, read_checkpoint
 from .data import ImageData
 from .data.disk import DiskData
 from .files import locked_folder, write_json
 from .methods import SCORERS
+from .provenance import provenance
 from .trainer import (
     FIELD_DEFAULTS,
     RunConfig,
@@ -30,8 +32,12 @@ RESULT = "result.json"
 logger = logging.getLogger("dataprune")
 
 
-def run(config: RunConfig, data: ImageData | None = None) -> RunResult:
+def run(
+    config: RunConfig, data: ImageData | None = None, origin: dict[str, Any] | None = None
+) -> RunResult:
     """Train one configuration: static scorers score first (and are charged), others train.
+
+    The result records ``origin``, the data's :func:`provenance` (computed when not given).
 
     With ``config.out`` the folder is locked for the run (a second run into it is refused), and
     a checkpoint already there is never overwritten unless ``config.overwrite``: ``resume``
@@ -58,6 +64,7 @@ def run(config: RunConfig, data: ImageData | None = None) -> RunResult:
             result, _ = run_static(config, data)
         else:
             result, _ = train(config, data)
+        result.provenance = provenance(data) if origin is None else origin
         # not stopped by --stop-after
         finished = len(result.epochs) == config.train_epochs(data.num_train)
         if out is not None and finished and is_main_process():
@@ -123,7 +130,7 @@ def run_grid(configs: Sequence[RunConfig], out: Path | None, progress: bool = Tr
     checkpoint of the same configuration resumes from it. So an interrupted comparison
     continues where it stopped.
     """
-    data_cache: dict[tuple, ImageData] = {}
+    data_cache: dict[tuple, tuple[ImageData, dict[str, Any]]] = {}
     results: list[RunResult] = []
     iterator = configs
     if progress and is_main_process():
@@ -134,26 +141,30 @@ def run_grid(configs: Sequence[RunConfig], out: Path | None, progress: bool = Tr
     for config in iterator:
         if out is not None:
             config = dataclasses.replace(config, out=str(out / run_name(config)))
+        key = (config.dataset, config.data_dir, config.train_limit, config.test_limit)
+        key += (config.data_path, config.num_workers)
+        if key not in data_cache:
+            data = config.load_data().to(setup_device(config.device))
+            data_cache[key] = data, provenance(data)  # checksummed once per dataset
+        data, origin = data_cache[key]
         if config.out:
-            done = None if config.overwrite else _finished(config)
+            done = None if config.overwrite else _finished(config, origin)
             if done is not None:
                 results.append(done)
                 continue
             # run() resumes a checkpoint of this configuration and refuses any other.
             has_checkpoint = (Path(config.out) / CHECKPOINT).exists()
             config = dataclasses.replace(config, resume=has_checkpoint)
-        key = (config.dataset, config.data_dir, config.train_limit, config.test_limit)
-        key += (config.data_path, config.num_workers)
-        if key not in data_cache:
-            data_cache[key] = config.load_data().to(setup_device(config.device))
         if not warmed:
-            warm_up(config, data_cache[key])
+            warm_up(config, data)
             warmed = True
-        results.append(run(config, data_cache[key]))
+        results.append(run(config, data, origin))
     return results
 
 
-def _finished(config: RunConfig) -> RunResult | None:
+def _finished(config: RunConfig, origin: dict[str, Any]) -> RunResult | None:
+    """The finished result of ``config`` in its folder, if any; refuses one of the same
+    configuration but another provenance (``origin``), naming the field that differs."""
     path = Path(config.out) / RESULT
     if not path.is_file():
         return None
@@ -161,7 +172,14 @@ def _finished(config: RunConfig) -> RunResult | None:
         result = RunResult.from_dict(json.loads(path.read_text()))
     except (ValueError, KeyError, TypeError):
         return None
-    return result if result.config.identity() == config.identity() else None
+    if result.config.identity() != config.identity():
+        return None
+    if result.provenance != origin:
+        raise RunError(
+            f"{path} was produced from other code or data "
+            f"({identity_difference(result.provenance, origin)}): pass --overwrite to rerun it"
+        )
+    return result
 
 
 def warm_up(config: RunConfig, data: ImageData) -> None:

@@ -423,6 +423,8 @@ class RunResult:
     scores_source: str = ""  # "computed", or the file the scores were loaded from
     pruner_summary: dict[str, Any] = field(default_factory=dict)
     device_name: str = ""
+    #: the code, torch and data it came from (:func:`dataprune.harness.provenance.provenance`)
+    provenance: dict[str, Any] = field(default_factory=dict)
 
     @property
     def final_accuracy(self) -> float:
@@ -463,6 +465,7 @@ class RunResult:
             "samples_used": self.samples_used,
             "device_name": self.device_name,
             "pruner_summary": self.pruner_summary,
+            "provenance": self.provenance,
             "epochs": [e.to_dict() for e in self.epochs],
         }
 
@@ -475,6 +478,7 @@ class RunResult:
             scores_source=data.get("scores_source", ""),
             pruner_summary=data.get("pruner_summary", {}),
             device_name=data.get("device_name", ""),
+            provenance=data.get("provenance", {}),
         )
 
 
