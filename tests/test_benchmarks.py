@@ -111,3 +111,26 @@ def test_integrations_benchmark_times_each_framework_alone_and_pruned(tmp_path, 
     report = integrations_section(tmp_path)
     assert report.strip() in capsys.readouterr().out
     assert "| lightning |" in report and "| hf |" in report
+
+
+def test_reproduce_defines_three_settings_of_every_method_prune_rate_and_seed():
+    from reproduce import suites
+
+    from dataprune.harness.methods import run_methods
+    from dataprune.harness.trainer import unused_fields
+
+    by_name = {s.name: s for s in suites(smoke=False, data_dir=None, device="cpu")}
+    settings = [by_name[n] for n in ("fashion-mnist", "fashion-mnist-table", "cifar10-subset")]
+    for suite in settings:
+        runs = {(c.method, c.prune, c.seed) for c in suite.configs}
+        for method in run_methods():
+            prunes = (0.0,) if "prune" in unused_fields(method) else (0.3, 0.5, 0.7)
+            assert {(method, p, s) for p in prunes for s in (0, 1, 2)} <= runs, suite.name
+        # the size is fixed here, not by the data folder found first
+        assert all(c.train_limit and c.test_limit for c in suite.configs)
+    short, table, long = (s.configs[0] for s in settings)
+    assert (short.epochs, short.schedule) == (5, "onecycle")
+    assert (table.epochs, table.schedule, table.batch_size, table.lr) == (8, "cosine", 128, 0.05)
+    assert long.epochs >= 30 and long.train_limit == 5_000
+    every = {c.every for c in by_name["ablations"].configs}
+    assert every == {1, 2} and {c.epochs for c in by_name["ablations"].configs} == {8}
