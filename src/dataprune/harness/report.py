@@ -242,3 +242,45 @@ def plot_accuracy_vs_prune(rows: Sequence[Row], path: Path) -> None:
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
+
+
+def pareto_front(rows: Sequence[Row]) -> list[Row]:
+    """The rows no other row beats: none is both as fast (mean wall time, every cost counted)
+    and as accurate (mean final accuracy) and better in one of them. Ordered by time."""
+    points = sorted(rows, key=lambda r: (r.wall_seconds[0], -r.final_accuracy[0]))
+    front: list[Row] = []
+    for row in points:  # faster rows come first: keep each one more accurate than all before
+        if not front or row.final_accuracy[0] > front[-1].final_accuracy[0]:
+            front.append(row)
+    return front
+
+
+def plot_frontier(rows: Sequence[Row], path: Path, title: str) -> None:
+    """Final accuracy against wall time (means over seeds, every cost counted) of every method
+    and prune rate, one marker per method, with the Pareto front (:func:`pareto_front`) drawn."""
+    plt = pyplot()
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for method in sorted({r.method for r in rows}):
+        mine = sorted((r for r in rows if r.method == method), key=lambda r: r.prune)
+        times = [r.wall_seconds[0] for r in mine]
+        ax.scatter(times, [100 * r.final_accuracy[0] for r in mine], s=18, label=method)
+        for r, t in zip(mine, times, strict=True):
+            if r.method != "full":
+                ax.annotate(f"{r.prune:g}", (t, 100 * r.final_accuracy[0]), fontsize=6)
+    front = pareto_front(rows)
+    ax.step(
+        [r.wall_seconds[0] for r in front],
+        [100 * r.final_accuracy[0] for r in front],
+        where="post",
+        color="black",
+        lw=1,
+        label="Pareto front",
+    )
+    ax.set_title(title, fontsize=9)
+    ax.set_xlabel("wall-clock seconds, mean over seeds (scoring, selection, training, evaluation)")
+    ax.set_ylabel("final test accuracy %, mean over seeds")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=6, ncol=2)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
