@@ -8,10 +8,11 @@ same epochs on the same data and model (the harness's ``cnn``, batch 128):
 
 After one untimed epoch of each run (first calls, thread pools and caches warm up), each run
 is timed twice. ``wall`` is the whole ``fit``/``train`` call (framework start-up,
-selection, every step); evaluation follows and is timed apart. ``steps`` is the window from the
-first step's start to the last step's end, divided by the steps taken: the per-step time, from
-which the integration's per-step overhead is ``pruned / alone - 1`` (record(), selection and
-the sampler, against the framework's own loop). The integrations and the run order within
+selection, every step); evaluation follows and is timed apart. The per-step time is each
+epoch's window from its first step's start to its last step's end, summed and divided by the
+steps taken: loading and ``record()`` count, the framework's fixed work between epochs does not
+(a pruned run has half the steps to spread it over). The integration's per-step overhead is
+``pruned / alone - 1`` against the framework's own loop. The integrations and the run order within
 each are interleaved over ``--repeats`` so that a shared machine's noise hits all alike; the
 ratios are medians of ratios measured side by side in one repeat.
 
@@ -59,23 +60,35 @@ LR = 0.05
 
 
 class StepClock:
-    """The window from the first step's start to the last step's end, and the steps in it."""
+    """Each epoch's window from its first step's start to its last step's end, and the steps in
+    them: the time per step, loading included, the frameworks' work between epochs not."""
 
     def __init__(self):
-        self.start: float | None = None
-        self.end = 0.0
+        self.epoch: int | None = None
+        self.start = self.end = self.spans = 0.0
         self.steps = 0
 
-    def begin(self) -> None:
-        if self.start is None:
-            self.start = time.perf_counter()
+    def begin(self, epoch: int) -> None:
+        if epoch != self.epoch:
+            self.spans += self.end - self.start
+            self.epoch, self.start = epoch, time.perf_counter()
 
     def done(self) -> None:
         self.steps += 1
         self.end = time.perf_counter()
 
     def per_step(self) -> float:
-        return (self.end - self.start) / self.steps
+        return (self.spans + self.end - self.start) / self.steps
+
+
+def batch_loss(model, batch, recorder) -> torch.Tensor:
+    """The loss of a ``(x, y)`` batch; with a recorder (a Pruner, or the Lightning callback),
+    of an ``(index, (x, y))`` batch through its ``record``."""
+    if recorder is None:
+        x, y = batch
+        return F.cross_entropy(model(x), y)
+    index, (x, y) = batch
+    return recorder.record(index, F.cross_entropy(model(x), y, reduction="none"))
 
 
 def sgd(model):
@@ -96,13 +109,8 @@ def run_plain(train_set, pruner_args, epochs, clock) -> torch.nn.Module:
         if pruner is not None:
             pruner.set_epoch(epoch)
         for batch in loader:
-            clock.begin()
-            if pruner is None:
-                x, y = batch
-                loss = F.cross_entropy(model(x), y)
-            else:
-                index, (x, y) = batch
-                loss = pruner.record(index, F.cross_entropy(model(x), y, reduction="none"))
+            clock.begin(epoch)
+            loss = batch_loss(model, batch, pruner)
             opt.zero_grad()
             loss.backward()
             opt.step()
@@ -124,14 +132,10 @@ def run_lightning(train_set, pruner_args, epochs, clock) -> torch.nn.Module:
             return pruning.dataloader(train_set, batch_size=BATCH)
 
         def training_step(self, batch, batch_idx):
-            if pruning is None:
-                x, y = batch
-                return F.cross_entropy(self.net(x), y)
-            index, (x, y) = batch
-            return pruning.record(index, F.cross_entropy(self.net(x), y, reduction="none"))
+            return batch_loss(self.net, batch, pruning)
 
         def on_train_batch_start(self, batch, batch_idx):
-            clock.begin()
+            clock.begin(self.current_epoch)
 
         def on_train_batch_end(self, outputs, batch, batch_idx):
             clock.done()
@@ -185,7 +189,7 @@ class DictImages(torch.utils.data.Dataset):
 def run_hf(train_set, pruner_args, epochs, clock, out: Path) -> torch.nn.Module:
     class Clock(TrainerCallback):
         def on_step_begin(self, args, state, control, **kwargs):
-            clock.begin()
+            clock.begin(int(state.epoch))
 
         def on_step_end(self, args, state, control, **kwargs):
             clock.done()
@@ -230,13 +234,8 @@ def run_accelerate(train_set, pruner_args, epochs, clock) -> torch.nn.Module:
     for epoch in range(epochs):
         loader.set_epoch(epoch)
         for batch in loader:
-            clock.begin()
-            if pruner is None:
-                x, y = batch
-                loss = F.cross_entropy(model(x), y)
-            else:
-                index, (x, y) = batch
-                loss = pruner.record(index, F.cross_entropy(model(x), y, reduction="none"))
+            clock.begin(epoch)
+            loss = batch_loss(model, batch, pruner)
             opt.zero_grad()
             accelerator.backward(loss)
             opt.step()

@@ -548,8 +548,9 @@ def integrations_section(folder: Path) -> str:
         "`benchmarks/results/integrations/`): each framework alone on full data, and with "
         "dataprune's integration, side by side in each repeat, the same epochs; evaluation is "
         "timed apart. *wall* is the whole fit/train call, every cost counted; the per-step "
-        "overhead is the pruned run's time per step (first step's start to last step's end) "
-        "against the framework alone. Medians of ratios over the repeats.",
+        "overhead is the pruned run's time per step (each epoch from its first step's start to "
+        "its last step's end: loading and record() count, the framework's fixed work between "
+        "epochs does not) against the framework alone. Medians of ratios over the repeats.",
     ]
     for path in files:
         run = json.loads(path.read_text())

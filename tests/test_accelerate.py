@@ -18,12 +18,7 @@ if not (accelerate_job.DATA / "fashion-mnist").is_dir():
 
 
 def run(tmp_path: Path, *flags: str, processes: int = 1) -> list[dict]:
-    argv = ["--out", str(tmp_path), *flags]
-    if processes == 1:
-        accelerate_job.run(accelerate_job.parse(argv))
-    else:
-        records.torchrun(accelerate_job.__file__, argv, processes)
-    return records.read(tmp_path, processes, "--resume" in flags)
+    return records.run_job(accelerate_job, tmp_path, flags, processes)
 
 
 def test_one_process_trains_the_budget_and_full_equals_the_plain_loop(tmp_path):
@@ -38,11 +33,10 @@ def test_two_processes_shard_by_batches_once_and_resume_through_save_state(tmp_p
     records.check_budget(whole, 256)
     run(tmp_path / "split", "--stop-after", "0", processes=2)
     resumed = run(tmp_path / "split", "--resume", processes=2)
-    for rank in (0, 1):
-        for epoch in ("1", "2"):
-            assert resumed[rank]["trained"][epoch] == whole[rank]["trained"][epoch]
-        steps = whole[rank]["losses"][4:]  # 256 samples / 2 ranks / 32 a batch = 4 an epoch
-        assert resumed[rank]["losses"] == pytest.approx(steps, rel=1e-4)
+    records.check_resumed(whole, resumed)
+    for a, b in zip(whole, resumed, strict=True):
+        steps = a["losses"][4:]  # 256 samples / 2 ranks / 32 a batch = 4 an epoch
+        assert b["losses"] == pytest.approx(steps, rel=1e-4)
 
 
 def test_split_batches_is_refused_with_what_to_change():

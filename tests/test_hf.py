@@ -18,12 +18,7 @@ from dataprune.integrations.hf import DataPruningTrainer  # noqa: E402
 
 
 def run(tmp_path: Path, *flags: str, processes: int = 1) -> list[dict]:
-    argv = ["--out", str(tmp_path), *flags]
-    if processes == 1:
-        hf_job.run(hf_job.parse(argv))
-    else:
-        records.torchrun(hf_job.__file__, argv, processes)
-    return records.read(tmp_path, processes, "--resume" in flags)
+    return records.run_job(hf_job, tmp_path, flags, processes)
 
 
 def test_one_process_trains_the_budget_with_exact_steps_and_logs(tmp_path):
@@ -52,9 +47,7 @@ def test_resume_from_a_trainer_checkpoint_selects_as_an_uninterrupted_run(tmp_pa
     (whole,) = run(tmp_path / "whole")
     run(tmp_path / "split", "--stop-after", "0")
     (resumed,) = run(tmp_path / "split", "--resume")
-    for epoch in ("1", "2"):
-        assert resumed["subsets"][epoch] == whole["subsets"][epoch]
-        assert resumed["trained"][epoch] == whole["trained"][epoch]
+    records.check_resumed([whole], [resumed])
     # the resumed state's log history starts with the checkpoint's (epoch 0)
     assert resumed["losses"] == pytest.approx(whole["losses"], rel=1e-4)
 
@@ -64,9 +57,7 @@ def test_two_processes_under_torchrun_share_subsets_budget_steps_and_resume(tmp_
     records.check_budget(whole, 64)
     run(tmp_path / "split", "--stop-after", "0", processes=2)
     resumed = run(tmp_path / "split", "--resume", processes=2)
-    for rank in (0, 1):
-        for epoch in ("1", "2"):
-            assert resumed[rank]["trained"][epoch] == whole[rank]["trained"][epoch]
+    records.check_resumed(whole, resumed)
 
 
 def make(tmp_path, pruning=None, **options):

@@ -5,10 +5,10 @@ Run by tests/test_accelerate.py, in-process or under ``torchrun --nproc-per-node
 
 from __future__ import annotations
 
-import argparse
 import json
 from pathlib import Path
 
+import records  # beside this file: on sys.path when run as a script or by the tests
 import torch
 import torch.nn.functional as F
 from accelerate import Accelerator
@@ -74,17 +74,7 @@ def run(args) -> None:
 
 
 def parse(argv=None):
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--out", required=True)
-    parser.add_argument("--method", default="ucb")
-    parser.add_argument("--prune", type=float, default=0.5)
-    parser.add_argument("--epochs", type=int, default=3)
-    parser.add_argument("--limit", type=int, default=512)
-    parser.add_argument("--batch-size", type=int, default=32)
-    parser.add_argument("--stop-after", type=int, default=None)
-    parser.add_argument("--resume", action="store_true")
-    parser.add_argument("--plain", action="store_true")
-    parser.add_argument("--no-shuffle", action="store_true")
+    parser = records.job_parser(limit=512, batch_size=32)
     return parser.parse_args(argv)
 
 

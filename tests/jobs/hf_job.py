@@ -5,11 +5,10 @@ Run by tests/test_hf.py, in-process or under ``torchrun --nproc-per-node 2``.
 
 from __future__ import annotations
 
-import argparse
-import importlib.util
 import json
 from pathlib import Path
 
+import records  # beside this file: on sys.path when run as a script or by the tests
 import torch
 from transformers import TrainerCallback
 
@@ -19,12 +18,7 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def load_example():
-    spec = importlib.util.spec_from_file_location(
-        "hf_trainer_lm", ROOT / "examples" / "hf_trainer_lm.py"
-    )
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return records.load_example("hf_trainer_lm")
 
 
 class StopAfter(TrainerCallback):
@@ -102,19 +96,9 @@ def run(args) -> None:
 
 
 def parse(argv=None):
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--out", required=True)
-    parser.add_argument("--method", default="ucb")
-    parser.add_argument("--prune", type=float, default=0.5)
-    parser.add_argument("--epochs", type=int, default=3)
+    parser = records.job_parser(limit=128, batch_size=8)
     parser.add_argument("--length", type=int, default=32)
-    parser.add_argument("--limit", type=int, default=128)
-    parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--accumulate", type=int, default=1)
-    parser.add_argument("--stop-after", type=int, default=None)
-    parser.add_argument("--resume", action="store_true")
-    parser.add_argument("--plain", action="store_true")
-    parser.add_argument("--no-shuffle", action="store_true")
     parser.add_argument("--fixed-length", action="store_true")
     return parser.parse_args(argv)
 

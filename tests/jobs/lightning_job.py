@@ -6,12 +6,11 @@ launcher starts the second process by running this script again).
 
 from __future__ import annotations
 
-import argparse
-import importlib.util
 import json
 from pathlib import Path
 
 import lightning.pytorch as pl
+import records  # beside this file: on sys.path when run as a script or by the tests
 
 from dataprune.harness.data import load_dataset
 
@@ -20,12 +19,7 @@ DATA = ROOT.parent / "shared" / "data"
 
 
 def load_example():
-    spec = importlib.util.spec_from_file_location(
-        "lightning_fmnist", ROOT / "examples" / "lightning_fmnist.py"
-    )
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return records.load_example("lightning_fmnist")
 
 
 class Audit(pl.Callback):
@@ -97,19 +91,9 @@ def run(args) -> None:
 
 
 def parse(argv=None):
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--out", required=True)
+    parser = records.job_parser(limit=512, batch_size=32)
     parser.add_argument("--devices", type=int, default=1)
-    parser.add_argument("--method", default="ucb")
-    parser.add_argument("--prune", type=float, default=0.5)
-    parser.add_argument("--epochs", type=int, default=3)
-    parser.add_argument("--limit", type=int, default=512)
-    parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--accumulate", type=int, default=1)
-    parser.add_argument("--stop-after", type=int, default=None)
-    parser.add_argument("--resume", action="store_true")
-    parser.add_argument("--plain", action="store_true")
-    parser.add_argument("--no-shuffle", action="store_true")
     return parser.parse_args(argv)
 
 

@@ -1,12 +1,26 @@
-"""What the framework jobs write: per rank, each epoch's subset and the indices it trained."""
+"""Shared by the framework jobs and their tests: the examples they run, how they are launched,
+and what they write (per rank, each epoch's subset and the indices it trained)."""
 
 from __future__ import annotations
 
+import argparse
+import importlib.util
 import json
 import os
 import subprocess
 import sys
 from pathlib import Path
+from types import ModuleType
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def load_example(name: str) -> ModuleType:
+    """``examples/{name}.py`` as a module."""
+    spec = importlib.util.spec_from_file_location(name, ROOT / "examples" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def torchrun(script: str, argv: list[str], processes: int) -> None:
@@ -15,6 +29,16 @@ def torchrun(script: str, argv: list[str], processes: int) -> None:
     launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone"]
     command = [*launcher, f"--nproc-per-node={processes}", script, *argv]
     subprocess.run(command, check=True, env=env, timeout=300)
+
+
+def run_job(job: ModuleType, out: Path, flags: tuple[str, ...], processes: int) -> list[dict]:
+    """Runs a torchrun-able job in this process (one) or under torchrun; reads its records."""
+    argv = ["--out", str(out), *flags]
+    if processes == 1:
+        job.run(job.parse(argv))
+    else:
+        torchrun(job.__file__, argv, processes)
+    return read(out, processes, "--resume" in flags)
 
 
 def read(out: Path, processes: int, resumed: bool) -> list[dict]:
@@ -31,3 +55,28 @@ def check_budget(records: list[dict], budget: int) -> None:
         assert len(subset) == budget
     for r in records:
         assert r["steps"] == r["total_steps"] == r["planned_steps"]
+
+
+def job_parser(limit: int, batch_size: int) -> argparse.ArgumentParser:
+    """The flags every framework job takes; a job adds its own."""
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--out", required=True)
+    parser.add_argument("--method", default="ucb")
+    parser.add_argument("--prune", type=float, default=0.5)
+    parser.add_argument("--epochs", type=int, default=3)
+    parser.add_argument("--limit", type=int, default=limit)
+    parser.add_argument("--batch-size", type=int, default=batch_size)
+    parser.add_argument("--stop-after", type=int, default=None)
+    parser.add_argument("--resume", action="store_true")
+    parser.add_argument("--plain", action="store_true")
+    parser.add_argument("--no-shuffle", action="store_true")
+    return parser
+
+
+def check_resumed(whole: list[dict], resumed: list[dict], epochs=("1", "2")) -> None:
+    """Each rank selected and trained the same samples, in the same order, after the resume as
+    without it."""
+    for rank, (a, b) in enumerate(zip(whole, resumed, strict=True)):
+        for epoch in epochs:
+            assert b["subsets"][epoch] == a["subsets"][epoch], (rank, epoch)
+            assert b["trained"][epoch] == a["trained"][epoch], (rank, epoch)
