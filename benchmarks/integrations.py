@@ -12,7 +12,9 @@ selection, every step); evaluation follows and is timed apart. The per-step time
 epoch's window from its first step's start to its last step's end, summed and divided by the
 steps taken: loading and ``record()`` count, the framework's fixed work between epochs does not
 (a pruned run has half the steps to spread it over). The integration's per-step overhead is
-``pruned / alone - 1`` against the framework's own loop. The integrations and the run order within
+``pruned / alone - 1`` against the framework's own loop; since two noisy timings make that
+difference, the time inside ``record()`` and selection (``Pruner.summary()``) is also given as
+a share of the pruned run's step time, measured directly. The integrations and the run order within
 each are interleaved over ``--repeats`` so that a shared machine's noise hits all alike; the
 ratios are medians of ratios measured side by side in one repeat.
 
@@ -81,6 +83,10 @@ class StepClock:
         return (self.spans + self.end - self.start) / self.steps
 
 
+#: What a run gives back: the trained model, and its Pruner (None when the framework ran alone).
+Trained = tuple[torch.nn.Module, "dataprune.Pruner | None"]
+
+
 def batch_loss(model, batch, recorder) -> torch.Tensor:
     """The loss of a ``(x, y)`` batch; with a recorder (a Pruner, or the Lightning callback),
     of an ``(index, (x, y))`` batch through its ``record``."""
@@ -95,7 +101,7 @@ def sgd(model):
     return torch.optim.SGD(model.parameters(), lr=LR, momentum=0.9, nesterov=True)
 
 
-def run_plain(train_set, pruner_args, epochs, clock) -> torch.nn.Module:
+def run_plain(train_set, pruner_args, epochs, clock) -> Trained:
     torch.manual_seed(0)
     model = build_model("cnn", 1, 10, 28)
     opt = sgd(model)
@@ -115,10 +121,10 @@ def run_plain(train_set, pruner_args, epochs, clock) -> torch.nn.Module:
             loss.backward()
             opt.step()
             clock.done()
-    return model
+    return model, pruner
 
 
-def run_lightning(train_set, pruner_args, epochs, clock) -> torch.nn.Module:
+def run_lightning(train_set, pruner_args, epochs, clock) -> Trained:
     pruning = None if pruner_args is None else DataPruning(**pruner_args)
 
     class Module(pl.LightningModule):
@@ -157,7 +163,7 @@ def run_lightning(train_set, pruner_args, epochs, clock) -> torch.nn.Module:
         enable_model_summary=False,
     )
     trainer.fit(module)
-    return module.net
+    return module.net, None if pruning is None else pruning.pruner
 
 
 class ImageClassifier(torch.nn.Module):
@@ -186,7 +192,7 @@ class DictImages(torch.utils.data.Dataset):
         return {"pixel_values": self.x[i], "labels": self.y[i]}
 
 
-def run_hf(train_set, pruner_args, epochs, clock, out: Path) -> torch.nn.Module:
+def run_hf(train_set, pruner_args, epochs, clock, out: Path) -> Trained:
     class Clock(TrainerCallback):
         def on_step_begin(self, args, state, control, **kwargs):
             clock.begin(int(state.epoch))
@@ -216,10 +222,10 @@ def run_hf(train_set, pruner_args, epochs, clock, out: Path) -> torch.nn.Module:
     else:
         trainer = DataPruningTrainer(**common, callbacks=[Clock()], pruning=pruner_args)
     trainer.train()
-    return model.net
+    return model.net, getattr(trainer, "pruner", None)
 
 
-def run_accelerate(train_set, pruner_args, epochs, clock) -> torch.nn.Module:
+def run_accelerate(train_set, pruner_args, epochs, clock) -> Trained:
     accelerator = Accelerator(cpu=True)
     torch.manual_seed(0)
     model = build_model("cnn", 1, 10, 28)
@@ -240,7 +246,7 @@ def run_accelerate(train_set, pruner_args, epochs, clock) -> torch.nn.Module:
             accelerator.backward(loss)
             opt.step()
             clock.done()
-    return accelerator.unwrap_model(model)
+    return accelerator.unwrap_model(model), pruner
 
 
 @torch.no_grad()
@@ -254,24 +260,29 @@ def measure(name: str, pruned: bool, data, args, out: Path) -> dict:
     train_set = TensorDataset(data.train_x, data.train_y)
     pruner_args = {"method": args.method, "prune": args.prune} if pruned else None
     clock = StepClock()
-    runners: dict[str, Callable[[], torch.nn.Module]] = {
+    runners: dict[str, Callable[[], Trained]] = {
         "plain": lambda: run_plain(train_set, pruner_args, args.epochs, clock),
         "lightning": lambda: run_lightning(train_set, pruner_args, args.epochs, clock),
         "hf": lambda: run_hf(train_set, pruner_args, args.epochs, clock, out / "hf"),
         "accelerate": lambda: run_accelerate(train_set, pruner_args, args.epochs, clock),
     }
     start = time.perf_counter()
-    model = runners[name]()
+    model, pruner = runners[name]()
     wall = time.perf_counter() - start
     start = time.perf_counter()
     acc = accuracy(model, data)
-    return {
+    result = {
         "wall_seconds": wall,
         "eval_seconds": time.perf_counter() - start,
         "per_step_seconds": clock.per_step(),
         "steps": clock.steps,
         "accuracy": acc,
     }
+    if pruner is not None:  # measured directly, so the machine's noise does not blur it
+        summary = pruner.summary()
+        machinery = summary["record_seconds"] + summary["selection_seconds"]
+        result["machinery_share"] = machinery / (clock.steps * clock.per_step())
+    return result
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -322,6 +333,7 @@ def main(argv: list[str] | None = None) -> None:
             "wall_ratio": statistics.median(
                 p["wall_seconds"] / a["wall_seconds"] for a, p in zip(alone, pruned, strict=True)
             ),
+            "machinery_share": statistics.median(p["machinery_share"] for p in pruned),
             "step_overhead": statistics.median(
                 p["per_step_seconds"] / a["per_step_seconds"] - 1
                 for a, p in zip(alone, pruned, strict=True)

@@ -177,14 +177,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         results = ROOT / "runs" / "smoke"
     from report_results import write_results_md
 
-    selected = [
-        s for s in suites(args.smoke, args.data_dir, args.device) if args.suite in (None, s.name)
-    ]
+    every = suites(args.smoke, args.data_dir, args.device)
+    selected = [s for s in every if args.suite in (None, s.name)]
     if not args.report:
         for suite in selected:
             run_suite(suite, results)
     out = results / "RESULTS.md" if args.smoke else ROOT / "docs" / "RESULTS.md"
-    write_results_md(results, out, smoke=args.smoke)
+    sections = [(s.name, s.title) for s in every if s.name != "ablations"]
+    write_results_md(results, out, sections, smoke=args.smoke)
     print(f"report written to {out}")
     return 0
 

@@ -260,10 +260,12 @@ def plot_frontier(rows: Sequence[Row], path: Path, title: str) -> None:
     and prune rate, one marker per method, with the Pareto front (:func:`pareto_front`) drawn."""
     plt = pyplot()
     fig, ax = plt.subplots(figsize=(7, 4.5))
-    for method in sorted({r.method for r in rows}):
+    for i, method in enumerate(sorted({r.method for r in rows})):
         mine = sorted((r for r in rows if r.method == method), key=lambda r: r.prune)
         times = [r.wall_seconds[0] for r in mine]
-        ax.scatter(times, [100 * r.final_accuracy[0] for r in mine], s=18, label=method)
+        accs = [100 * r.final_accuracy[0] for r in mine]
+        # more methods than colours: the marker tells apart those that share one
+        ax.scatter(times, accs, s=18, marker="os^D"[i // 10 % 4], label=method)
         for r, t in zip(mine, times, strict=True):
             if r.method != "full":
                 ax.annotate(f"{r.prune:g}", (t, 100 * r.final_accuracy[0]), fontsize=6)
