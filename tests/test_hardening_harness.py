@@ -123,7 +123,7 @@ def test_training_never_overwrites_a_checkpoint_without_being_asked(capsys, tmp_
     err = error_of(capsys, "train", *QUICK, "--epochs", "3", "--out", out)
     assert "another configuration" in err and "epochs=2 (now 3)" in err and "--overwrite" in err
     err = error_of(capsys, "train", *QUICK, "--epochs", "2", "--out", out)
-    assert "already holds this run's checkpoint (1 of 2 epochs)" in err and "--resume" in err
+    assert "already holds this run's checkpoint (1 epoch done)" in err and "--resume" in err
     train_ok(capsys, "--epochs", "2", "--out", out, "--resume")
     assert "over 3 epochs" in train_ok(capsys, "--epochs", "3", "--out", out, "--overwrite")
 

@@ -70,7 +70,7 @@ def run(args) -> None:
         record["total_steps"] = record["planned_steps"] = pruner.total_steps(args.batch_size)
     name = f"rank{accelerator.process_index}{'-resumed' if args.resume else ''}.json"
     (out / name).write_text(json.dumps(record))
-    accelerator.end_training()  # destroys the process group: gloo's threads end before exit
+    records.finish()
 
 
 def parse(argv=None):

@@ -92,7 +92,7 @@ def run(args) -> None:
     }
     name = f"rank{rank}{'-resumed' if args.resume else ''}.json"
     (out / name).write_text(json.dumps(record))
-    trainer.accelerator.end_training()  # destroys the process group: gloo's threads end first
+    records.finish()
 
 
 def parse(argv=None):

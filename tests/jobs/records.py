@@ -23,6 +23,16 @@ def load_example(name: str) -> ModuleType:
     return module
 
 
+def finish() -> None:
+    """Every rank gets here before any leaves, then the process group ends: gloo aborts a
+    process ("terminate called without an active exception") whose peer closed first."""
+    import torch.distributed as dist
+
+    if dist.is_initialized():
+        dist.barrier()
+        dist.destroy_process_group()
+
+
 def torchrun(script: str, argv: list[str], processes: int) -> None:
     """Runs ``script`` under torchrun on its own free port, one CPU thread per process."""
     env = {**os.environ, "PYTHONWARNINGS": "ignore", "OMP_NUM_THREADS": "1"}

@@ -196,6 +196,17 @@ def pyplot():
     return plt
 
 
+def _save(fig, ax, path: Path, xlabel: str, ylabel: str) -> None:
+    """Labels, grid and legend of an accuracy-against-time plot; writes and closes it."""
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=6, ncol=2)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    pyplot().close(fig)
+
+
 def plot_accuracy_vs_time(results: Sequence[RunResult], path: Path) -> None:
     """Test accuracy against cumulative wall time (scoring counted), one line per run."""
     plt = pyplot()
@@ -208,13 +219,13 @@ def plot_accuracy_vs_time(results: Sequence[RunResult], path: Path) -> None:
         accs = [math.nan] + [100 * e.test_accuracy for e in result.epochs]
         label = c.method if c.method == "full" else f"{c.method} p={c.prune:g}"
         ax.plot(times, accs, marker=".", label=f"{label} s{c.seed}")
-    ax.set_xlabel("wall-clock seconds (scoring, selection, training and evaluation)")
-    ax.set_ylabel("test accuracy %")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=6, ncol=2)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    _save(
+        fig,
+        ax,
+        path,
+        "wall-clock seconds (scoring, selection, training and evaluation)",
+        "test accuracy %",
+    )
 
 
 def plot_accuracy_vs_prune(rows: Sequence[Row], path: Path) -> None:
@@ -279,10 +290,10 @@ def plot_frontier(rows: Sequence[Row], path: Path, title: str) -> None:
         label="Pareto front",
     )
     ax.set_title(title, fontsize=9)
-    ax.set_xlabel("wall-clock seconds, mean over seeds (scoring, selection, training, evaluation)")
-    ax.set_ylabel("final test accuracy %, mean over seeds")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=6, ncol=2)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    _save(
+        fig,
+        ax,
+        path,
+        "wall-clock seconds, mean over seeds (scoring, selection, training, evaluation)",
+        "final test accuracy %, mean over seeds",
+    )

@@ -91,8 +91,9 @@ def _guard_out(config: RunConfig, out: Path) -> RunConfig:
     if saved == current:
         done = len(state["result"]["epochs"])
         raise RunError(
-            f"--out {out} already holds this run's checkpoint ({done} epochs "
-            "done): pass --resume to continue it, or --overwrite to start afresh"
+            f"--out {out} already holds this run's checkpoint ({done} "
+            f"epoch{'' if done == 1 else 's'} done): pass --resume to continue it, or "
+            "--overwrite to start afresh"
         )
     raise RunError(
         f"--out {out} holds a checkpoint of another configuration "
