@@ -319,7 +319,7 @@ def test_interrupted_grid_resumes_unfinished_runs(digits, tmp_path):
 
 
 def test_grid_reuses_a_result_only_of_the_same_code_and_data(tmp_path):
-    from dataprune.harness.provenance import git_commit
+    from dataprune.harness.provenance import git_commit, source_tree
     from dataprune.harness.runner import run_grid
 
     config = quick(method="random", prune=0.5, epochs=1, train_limit=500, out=str(tmp_path))
@@ -327,13 +327,16 @@ def test_grid_reuses_a_result_only_of_the_same_code_and_data(tmp_path):
     saved = json.loads((tmp_path / "result.json").read_text())["provenance"]
     assert saved == {
         "commit": git_commit(),
+        "source": source_tree(),
         "torch": torch.__version__,
         "train_samples": 500,
         "test_samples": 360,
     }  # digits is embedded: no files to checksum
+    result = json.loads((tmp_path / "result.json").read_text())
+    result["provenance"]["commit"] = "0" * 40  # committing results or docs changes only this
+    (tmp_path / "result.json").write_text(json.dumps(result))
     (again,) = run_grid([config], out=None, progress=False)
     assert again.epochs == first.epochs  # reused, not rerun
-    result = json.loads((tmp_path / "result.json").read_text())
     result["provenance"]["torch"] = "1.0"
     (tmp_path / "result.json").write_text(json.dumps(result))
     with pytest.raises(RunError, match=r"^\S+ was produced from other code or data \(torch='1.0'"):

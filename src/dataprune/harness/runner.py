@@ -16,7 +16,7 @@ from .data import ImageData
 from .data.disk import DiskData
 from .files import locked_folder, write_json
 from .methods import SCORERS
-from .provenance import provenance
+from .provenance import identifying, provenance
 from .trainer import (
     FIELD_DEFAULTS,
     RunConfig,
@@ -175,10 +175,11 @@ def _finished(config: RunConfig, origin: dict[str, Any]) -> RunResult | None:
         return None
     if result.config.identity() != config.identity():
         return None
-    if result.provenance != origin:
+    saved, current = identifying(result.provenance), identifying(origin)
+    if saved != current:
         raise RunError(
             f"{path} was produced from other code or data "
-            f"({identity_difference(result.provenance, origin)}): pass --overwrite to rerun it"
+            f"({identity_difference(saved, current)}): pass --overwrite to rerun it"
         )
     return result
 
