@@ -3,6 +3,7 @@ never typed."""
 
 from __future__ import annotations
 
+import json
 import shutil
 import sys
 from pathlib import Path
@@ -134,3 +135,42 @@ def test_reproduce_defines_three_settings_of_every_method_prune_rate_and_seed():
     assert long.epochs >= 30 and long.train_limit == 5_000
     every = {c.every for c in by_name["ablations"].configs}
     assert every == {1, 2} and {c.epochs for c in by_name["ablations"].configs} == {8}
+
+
+def _run(method: str, prune: float, seed: int, accuracy: float, train_s: float):
+    """A one-epoch result: ``train_s`` seconds of training, then 1 s of evaluation."""
+    from dataprune.harness.trainer import EpochRecord, RunConfig, RunResult
+
+    epoch = EpochRecord(0, 100, 0.5, accuracy, train_s, 0.0, 1.0, train_s + 1.0)
+    return RunResult(RunConfig(method=method, prune=prune, seed=seed), epochs=[epoch])
+
+
+def test_targets_name_the_best_method_and_the_margin_of_a_miss(tmp_path):
+    from report_results import headline, targets_section, write_results_md
+
+    from dataprune.harness.report import group
+
+    results = [_run("full", 0.0, s, a, 10.0) for s, a in enumerate((0.900, 0.910, 0.890))]
+    # at 0.5: ucb is the most accurate (0.05 points below full: met), at half the time
+    results += [_run("ucb", 0.5, s, a - 0.0005, 5.0) for s, a in enumerate((0.90, 0.91, 0.89))]
+    results += [_run("random", 0.5, s, a - 0.01, 4.0) for s, a in enumerate((0.90, 0.91, 0.89))]
+    # at 0.7: the best is 0.8 points below full, a miss of 0.3 against the -0.5 target
+    results += [_run("ucb", 0.7, s, a - 0.008, 3.0) for s, a in enumerate((0.90, 0.91, 0.89))]
+    rows = group(results)
+    section = targets_section(rows, next(r for r in rows if r.method == "full"))
+    assert "| 0.5 | ucb | 89.95±" in section
+    assert "| -0.05 [-0.05, -0.05] | -0.1: met | 0.50 | ≤ 0.53: met | ucb, 0.50 |" in section
+    assert "| 0.7 | ucb |" in section and "-0.5: missed by 0.30 | 0.30 | - | none |" in section
+
+    root = tmp_path
+    for r in results:
+        folder = (
+            root / "fashion-mnist-table" / f"{r.config.method}-{r.config.prune}-{r.config.seed}"
+        )
+        folder.mkdir(parents=True)
+        (folder / "result.json").write_text(json.dumps(r.to_dict()))
+    line = headline(root)
+    assert "full training 90.00±2.48%" in line
+    assert "at prune 0.5, `ucb` 89.95±2.48% (-0.05 [-0.05, -0.05] points" in line
+    write_results_md(root, root / "RESULTS.md", [("fashion-mnist-table", "Table")], smoke=True)
+    assert "### Targets: the best method" in (root / "RESULTS.md").read_text()

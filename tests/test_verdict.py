@@ -90,4 +90,5 @@ def test_report_compares_each_row_with_full_by_seed():
     assert by_method["random"]["higher_than_full"] == NO_DIFFERENCE
     table = markdown_table(rows, target=None)
     assert "| -0.50 [-0.50, -0.50] lower |" in table
+    assert "| full | 0 | 90.00 ± 4.97 |" in table  # t(2) = 4.303 times 2 points / sqrt(3)
     assert "vs full, points (95% CI by seed)" in table

@@ -14,7 +14,7 @@ from pathlib import Path
 from .files import write_json
 from .methods import run_methods
 from .trainer import RunResult
-from .verdict import Interval, paired_difference, verdict
+from .verdict import Interval, mean_interval, paired_difference, verdict
 
 
 @dataclass
@@ -86,9 +86,12 @@ def default_target(rows: Sequence[Row], points: float = 1.0) -> float | None:
     return full[0].final_accuracy[0] - points / 100 if full else None
 
 
-def _pct(value: tuple[float, float]) -> str:
-    mean, std = value
-    return f"{100 * mean:.2f} ± {100 * std:.2f}" if std else f"{100 * mean:.2f}"
+def _pct(values: Sequence[float]) -> str:
+    """Mean over seeds ± the half-width of its 95% interval, in percent."""
+    interval = mean_interval(values)
+    if interval.n < 2:
+        return f"{100 * interval.mean:.2f}"
+    return f"{100 * interval.mean:.2f} ± {100 * (interval.high - interval.mean):.2f}"
 
 
 def _secs(value: float | None) -> str:
@@ -134,7 +137,8 @@ def markdown_table(rows: Sequence[Row], target: float | None) -> str:
     """The comparison as a markdown table; wall time counts scoring, selection and evaluation."""
     target_label = "n/a" if target is None else f"{100 * target:.2f}%"
     header = (
-        "| method | prune | final acc % | best acc % | wall s | scoring s | speed-up | "
+        "| method | prune | final acc % (95% CI) | best acc % (95% CI) | wall s | scoring s | "
+        "speed-up | "
         f"time to {target_label} s | samples used | vs full, points (95% CI by seed) |"
     )
     lines = [header, "|" + "---|" * 10]
@@ -144,8 +148,9 @@ def markdown_table(rows: Sequence[Row], target: float | None) -> str:
             scoring += " (loaded)"
         speedup = rec["speedup_over_full"]
         lines.append(
-            f"| {row.method} | {row.prune:g} | {_pct(row.final_accuracy)} | "
-            f"{_pct(row.best_accuracy)} | {row.wall_seconds[0]:.1f} | {scoring} | "
+            f"| {row.method} | {row.prune:g} | {_pct([r.final_accuracy for r in row.runs])} | "
+            f"{_pct([r.best_accuracy for r in row.runs])} | {row.wall_seconds[0]:.1f} | "
+            f"{scoring} | "
             f"{'-' if speedup is None else f'{speedup:.2f}x'} | "
             f"{'-' if target is None else _secs(rec['time_to_target'])} | "
             f"{row.samples_used:,.0f} | {_versus(row, rows)} |"
