@@ -6,12 +6,15 @@
 
 Each run writes ``result.json`` under ``benchmarks/results/<suite>/<run>/``; those files are
 committed, and a rerun skips every finished run. The report is generated from them alone.
+A result of other code (another ``source`` in its provenance) or another torch is refused;
+``--rerun-stale`` runs those again instead.
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -23,6 +26,7 @@ from dataprune import POLICIES
 from dataprune.harness.analyze import load_pruner_state, selection_summary
 from dataprune.harness.files import write_json
 from dataprune.harness.methods import SCORERS, run_methods
+from dataprune.harness.provenance import source_tree
 from dataprune.harness.runner import grid, run_grid, run_name
 from dataprune.harness.trainer import RunConfig
 
@@ -137,22 +141,38 @@ def suites(smoke: bool, data_dir: str | None, device: str) -> list[Suite]:
     ]
 
 
-def run_suite(suite: Suite, results: Path) -> None:
+def run_suite(suite: Suite, results: Path, rerun_stale: bool = False) -> None:
     out = results / suite.name
     configs = []
+    rescored: set[Path] = set()
     for config in suite.configs:
-        scores = None
+        run_dir = out / variant_name(config)
+        stale = rerun_stale and is_stale(run_dir)
+        scores_file = None
         if config.method in SCORERS:
             # One scoring run per method and seed serves every prune rate; its cost is still
             # charged to each run that uses it.
-            scores = str(out / f"scores-{config.method}-s{config.seed}.pt")
+            scores = out / f"scores-{config.method}-s{config.seed}.pt"
+            if stale and scores not in rescored:  # scores of the old code go with its results
+                scores.unlink(missing_ok=True)
+                rescored.add(scores)
+            scores_file = str(scores)
         configs.append(
-            dataclasses.replace(config, out=str(out / variant_name(config)), scores_file=scores)
+            dataclasses.replace(config, out=str(run_dir), scores_file=scores_file, overwrite=stale)
         )
     run_grid(configs, out=None, progress=True)
     for config in configs:
         if _dynamic(config.method) and config.prune == 0.5 and config.seed == 0:
             save_selection(Path(config.out))
+
+
+def is_stale(run_dir: Path) -> bool:
+    """Whether ``run_dir`` holds a result of other code or another torch than this checkout's."""
+    path = run_dir / "result.json"
+    if not path.is_file():
+        return False
+    saved = json.loads(path.read_text()).get("provenance", {})
+    return saved.get("source") != source_tree() or saved.get("torch") != torch.__version__
 
 
 def _dynamic(method: str) -> bool:
@@ -181,6 +201,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--results", default=None, help="results directory")
     parser.add_argument("--suite", default=None, help="run only this suite")
     parser.add_argument("--device", default="cpu", help="cpu or cuda")
+    parser.add_argument(
+        "--rerun-stale",
+        action="store_true",
+        help="rerun results of other code or torch instead of refusing them",
+    )
     args = parser.parse_args(argv)
     results = Path(args.results) if args.results else RESULTS
     if args.smoke and args.results is None:
@@ -191,7 +216,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     selected = [s for s in every if args.suite in (None, s.name)]
     if not args.report:
         for suite in selected:
-            run_suite(suite, results)
+            run_suite(suite, results, args.rerun_stale)
     out = results / "RESULTS.md" if args.smoke else ROOT / "docs" / "RESULTS.md"
     sections = [(s.name, s.title) for s in every if s.name != "ablations"]
     write_results_md(results, out, sections, smoke=args.smoke)

@@ -174,3 +174,26 @@ def test_targets_name_the_best_method_and_the_margin_of_a_miss(tmp_path):
     assert "at prune 0.5, `ucb` 89.95±2.48% (-0.05 [-0.05, -0.05] points" in line
     write_results_md(root, root / "RESULTS.md", [("fashion-mnist-table", "Table")], smoke=True)
     assert "### Targets: the best method" in (root / "RESULTS.md").read_text()
+
+
+def test_reproduce_refuses_results_of_other_code_unless_told_to_rerun_them(tmp_path):
+    from reproduce import Suite, is_stale, run_suite
+
+    from dataprune.harness.runner import RunError
+    from dataprune.harness.trainer import RunConfig
+
+    config = RunConfig(
+        dataset="digits", method="random", prune=0.5, epochs=1, train_limit=300, progress=False
+    )
+    suite = Suite("tiny", "Tiny", [config])
+    run_suite(suite, tmp_path)
+    path = tmp_path / "tiny" / "random-p0.5-s0" / "result.json"
+    assert not is_stale(path.parent)
+    result = json.loads(path.read_text())
+    result["provenance"]["source"] = "older code"
+    path.write_text(json.dumps(result))
+    assert is_stale(path.parent)
+    with pytest.raises(RunError, match="source='older code'"):
+        run_suite(suite, tmp_path)
+    run_suite(suite, tmp_path, rerun_stale=True)
+    assert not is_stale(path.parent)

@@ -155,7 +155,7 @@ def run_grid(configs: Sequence[RunConfig], out: Path | None, progress: bool = Tr
                 continue
             # run() resumes a checkpoint of this configuration and refuses any other.
             has_checkpoint = (Path(config.out) / CHECKPOINT).exists()
-            config = dataclasses.replace(config, resume=has_checkpoint)
+            config = dataclasses.replace(config, resume=has_checkpoint and not config.overwrite)
         if not warmed:
             warm_up(config, data)
             warmed = True
