@@ -81,6 +81,9 @@ def test_settings_the_trainer_cannot_honour_are_refused_with_what_to_change(tmp_
         make(tmp_path, pruning={"method": "infobatch", "prune": 0.5})
     trainer = make(tmp_path, pruning={"method": "infobatch", "prune": 0.5, "anneal_epochs": 0})
     assert trainer.pruner.k == 20
+    for method in ("kakurenbo", "selective-backprop"):  # they need steps inside the loop
+        with pytest.raises(ValueError, match=rf"method='{method}' needs steps .* choose one of"):
+            make(tmp_path, pruning={"method": method, "prune": 0.5})
 
 
 def test_a_resume_from_a_checkpoint_without_the_pruner_says_so(tmp_path):

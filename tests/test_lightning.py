@@ -81,3 +81,14 @@ def test_lightning_sharding_the_subset_again_is_refused(tmp_path):
     )
     with pytest.raises(RuntimeError, match="use_distributed_sampler=False"):
         trainer.fit(model)
+
+
+def test_methods_that_need_steps_inside_the_loop_are_refused_with_the_choices():
+    from dataprune.integrations import framework_methods
+    from dataprune.integrations.lightning import DataPruning
+
+    for method in ("kakurenbo", "selective-backprop"):
+        with pytest.raises(ValueError, match=rf"method='{method}' needs steps .* choose one of"):
+            DataPruning(method=method, prune=0.5)
+    assert {"ucb", "infobatch", "seta"} <= set(framework_methods())
+    assert not {"kakurenbo", "selective-backprop"} & set(framework_methods())

@@ -49,6 +49,7 @@ from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, get_last_checkpoin
 
 from .. import IndexedCollator, IndexedDictDataset, Pruner
 from ..losses import counted_tokens, sequence_losses
+from . import check_framework_method
 
 PRUNER_FILE = "dataprune_pruner.pt"
 INDEX_KEY = "index"
@@ -99,6 +100,7 @@ class DataPruningTrainer(Trainer):
             )
         pruning = {"seed": self.args.seed, **(pruning or {})}
         self.pruner = Pruner(len(self.train_dataset), epochs=int(epochs), **pruning)
+        check_framework_method(self.pruner.method, "DataPruningTrainer")
         if not self.pruner.uniform_epochs():
             sizes = [self.pruner.epoch_size(e) for e in range(self.pruner.epochs)]
             raise ValueError(

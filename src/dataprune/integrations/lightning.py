@@ -43,6 +43,7 @@ from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from .. import IndexedDataset, IndexedDictDataset, PrunedSampler, Pruner
+from . import check_framework_method
 
 METRIC_PREFIX = "dataprune/"
 
@@ -76,6 +77,7 @@ class DataPruning(pl.Callback):
         self, method: str = "epsilon-greedy", prune: float = 0.3, seed: int = 0, **pruner_options
     ):
         super().__init__()
+        check_framework_method(method, "the Lightning callback")
         self.pruner_args = {"method": method, "prune": prune, "seed": seed, **pruner_options}
         self.pruner: Pruner | None = None
         self._trainer: pl.Trainer | None = None
