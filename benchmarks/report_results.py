@@ -714,7 +714,10 @@ def write_results_md(
         if folder.is_dir():
             text, _ = suite_section(folder, figures, rel, title)
         else:
-            text = f"## {title}\n\nNot measured yet.\n"
+            text = (
+                f"## {title}\n\nNot measured yet with this code: "
+                f"`python benchmarks/reproduce.py --suite {name}` runs it (resumable).\n"
+            )
         sections.append(text)
     if not smoke:
         sections.append(f"**Headline:** {headline(results_dir)}.")
