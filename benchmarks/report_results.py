@@ -132,6 +132,17 @@ def targets_section(rows: Sequence[Row], full: Row) -> str:
         + ". A target is met on the mean over seeds; the interval says how surely.\n\n"
         + "\n".join(lines)
     )
+    for prune in TARGETS:
+        same_steps, best = _row(rows, "full-matched", prune), best_at(rows, prune, full)
+        if same_steps is None or best is None or _gap(same_steps, full) >= 0:
+            continue
+        loss, kept = _gap(same_steps, full), _gap(best, full)
+        text += (
+            f"\n\nAt prune {prune:g}, `full-matched` (full data, the pruned runs' step count) "
+            f"is {_paired(same_steps, full)[0]} points from full: what {100 * prune:g}% fewer "
+            f"steps cost in this setting. {best.method} recovers "
+            f"{100 * (1 - kept / loss):.0f}% of that."
+        )
     matched = [r for r in rows if r.method == "full-matched" and r.prune in TARGETS]
     if matched and full.runs[0].steps:
         drift = statistics.fmean(step_seconds(r) for r in matched) / step_seconds(full)
