@@ -79,19 +79,17 @@ def step_seconds(row: Row) -> float:
     )
 
 
+def _saves_time(row: Row, full: Row) -> bool:
+    return training_seconds(row) < training_seconds(full)
+
+
 def best_at(rows: Sequence[Row], prune: float, full: Row) -> Row | None:
     """The most accurate method (mean final accuracy over seeds) at ``prune`` among those that
     train in less time than ``full``: one that costs more saves nothing, whatever its accuracy."""
-    cheaper = training_seconds(full)
     candidates = [
-        r for r in rows if r.prune == prune and r.method != "full" and training_seconds(r) < cheaper
+        r for r in rows if r.prune == prune and r.method != "full" and _saves_time(r, full)
     ]
     return max(candidates, key=_acc, default=None)
-
-
-def costlier_than_full(rows: Sequence[Row], prune: float, full: Row) -> list[Row]:
-    """The rows at ``prune`` that take at least full's training time."""
-    return [r for r in rows if r.prune == prune and training_seconds(r) >= training_seconds(full)]
 
 
 def targets_section(rows: Sequence[Row], full: Row) -> str:
@@ -123,7 +121,7 @@ def targets_section(rows: Sequence[Row], full: Row) -> str:
             )
             + " |"
         )
-    slower = sorted({r.method for p in TARGETS for r in costlier_than_full(rows, p, full)})
+    slower = sorted({r.method for r in rows if r.prune in TARGETS and not _saves_time(r, full)})
     text = (
         f"Full training: {_fmt_acc(full)} in {training_seconds(full):.1f} s of training "
         "(wall time less evaluation, every other cost counted). The best method is the most "

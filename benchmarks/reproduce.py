@@ -26,7 +26,7 @@ from dataprune import POLICIES
 from dataprune.harness.analyze import load_pruner_state, selection_summary
 from dataprune.harness.files import write_json
 from dataprune.harness.methods import SCORERS, run_methods
-from dataprune.harness.provenance import source_tree
+from dataprune.harness.provenance import code_identity
 from dataprune.harness.runner import grid, run_grid, run_name
 from dataprune.harness.trainer import RunConfig
 
@@ -172,7 +172,7 @@ def is_stale(run_dir: Path) -> bool:
     if not path.is_file():
         return False
     saved = json.loads(path.read_text()).get("provenance", {})
-    return saved.get("source") != source_tree() or saved.get("torch") != torch.__version__
+    return any(saved.get(field) != value for field, value in code_identity().items())
 
 
 def _dynamic(method: str) -> bool:

@@ -70,14 +70,18 @@ def identifying(fields: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in fields.items() if k not in INFORMATIVE}
 
 
+def code_identity() -> dict[str, str]:
+    """The provenance fields that identify the code: the package source and torch."""
+    return {"source": source_tree(), "torch": torch.__version__}
+
+
 def provenance(data: ImageData) -> dict[str, Any]:
     """The run's provenance: git commit, the package source's tree, torch version, the
     dataset's size and the sha256 of each of its files (one flat field per file, so that a
     difference names the file)."""
     fields: dict[str, Any] = {
         "commit": git_commit(),
-        "source": source_tree(),
-        "torch": torch.__version__,
+        **code_identity(),
         "train_samples": data.num_train,
         "test_samples": data.num_test,
     }
