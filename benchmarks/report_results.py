@@ -6,6 +6,7 @@ Every number and verdict below is computed here from ``benchmarks/results/**/res
 
 from __future__ import annotations
 
+import inspect
 import json
 import math
 import re
@@ -13,7 +14,7 @@ import statistics
 from collections.abc import Sequence
 from pathlib import Path
 
-from dataprune import POLICIES, methods
+from dataprune import POLICIES, Pruner, methods
 from dataprune.harness.methods import SCORERS
 from dataprune.harness.report import (
     Row,
@@ -24,8 +25,15 @@ from dataprune.harness.report import (
     plot_frontier,
     pyplot,
 )
-from dataprune.harness.trainer import RunResult
-from dataprune.harness.verdict import NO_DIFFERENCE, mean_interval, overall, tally, verdict
+from dataprune.harness.trainer import RunConfig, RunResult
+from dataprune.harness.verdict import (
+    HOLDS,
+    NO_DIFFERENCE,
+    mean_interval,
+    overall,
+    tally,
+    verdict,
+)
 
 STATIC = SCORERS
 DYNAMIC = tuple(m for m, p in POLICIES.items() if p.prunes and p.reselects)
@@ -303,76 +311,111 @@ def claim_speedup(rows: Sequence[Row], full: Row) -> str:
     )
 
 
+def _variant(config: RunConfig) -> tuple:
+    """What tells an ablation variant from the main grid's run of the same method."""
+    return (
+        config.method,
+        config.every,
+        config.options.get("bonus", "std"),
+        config.rescale,
+        config.anneal_epochs,
+    )
+
+
+def _ablation_rows(ablation: Sequence[RunResult]) -> list[Row]:
+    """The ablation runs, one row per variant over its seeds."""
+    variants: dict[tuple, Row] = {}
+    for r in ablation:
+        key = _variant(r.config)
+        variants.setdefault(key, Row(r.config.method, r.config.prune, [])).runs.append(r)
+    return [variants[key] for key in sorted(variants, key=str)]
+
+
 def claim_rescale_and_matched(rows: Sequence[Row], ablation: Sequence[RunResult]) -> str:
     parts = []
-    # 5a: rescale + anneal on/off at the ablation prune rate.
+    # 5a: rescale + anneal on (off, for infobatch) against the main grid's run, paired by seed.
     if ablation:
-        lines = ["| run | rescale | anneal epochs | final accuracy |", "|---|---|---|---|"]
-        by_key: dict[tuple, list[float]] = {}
-        for r in ablation:
-            c = r.config
-            key = (c.method, c.every, c.options.get("bonus", "std"), c.rescale, c.anneal_epochs)
-            by_key.setdefault(key, []).append(100 * r.final_accuracy)
-        main = {(r.method, r.prune): _acc(r) for r in rows}
+        lines = [
+            "| method | rescale | anneal epochs | final accuracy | − main grid's run, points | "
+            "verdict |",
+            "|---|---|---|---|---|---|",
+        ]
+        verdicts = []
         p = ablation[0].config.prune
-        hits = total = 0
-        for (method, every, bonus, rescale, anneal), accs in sorted(by_key.items(), key=str):
-            if every != 1 or bonus != "std":
+        for variant in _ablation_rows(ablation):
+            config = variant.runs[0].config
+            base = _row(rows, variant.method, p)
+            if config.every != 1 or config.options or base is None:
                 continue
-            mean = statistics.fmean(accs)
-            lines.append(f"| {method} | {rescale} | {anneal} | {mean:.2f}% |")
-            base = main.get((method, p))
-            if base is None:
-                continue
-            total += 1
-            with_both = bool(rescale) and (anneal or 0) > 0
-            # With rescale+anneal should be better than the main grid's variant without it.
-            hits += (mean > base) if with_both else (mean < base)
+            both = bool(config.rescale) and (config.anneal_epochs or 0) > 0
+            diff = variant.versus(base)
+            word = NO_DIFFERENCE if diff is None else verdict(diff, "higher" if both else "lower")
+            verdicts.append(word)
+            lines.append(
+                f"| {variant.method} | {config.rescale} | {config.anneal_epochs} | "
+                f"{_fmt_acc(variant)} | {_paired(variant, base)[0]} | {word} |"
+            )
         parts.append(
-            f"**5a. Verdict: {_verdict(hits, total)}.** In {hits} of {total} ablation pairs at "
-            f"prune {p:g}, turning rescaling plus full-data annealing on raised accuracy (or "
-            f"turning it off for infobatch lowered it), against the main grid's runs.\n\n"
-            + "\n".join(lines)
+            f"**5a. Verdict: {overall(verdicts)}.** Turning rescaling plus full-data annealing "
+            f"on raises accuracy (turning it off, for infobatch, lowers it), against the main "
+            f"grid's runs at prune {p:g}, paired by seed with a 95% interval: "
+            f"{tally(verdicts)} ablations.\n\n" + "\n".join(lines)
         )
-    # 5b: random subsets vs full data with proportionally fewer epochs.
-    lines = ["| prune | random | full-matched |", "|---|---|---|"]
-    hits = total = 0
+    # 5b: random subsets vs full data for the same optimizer steps, paired by seed.
+    lines = [
+        "| prune | random | full-matched | random − full-matched, points | verdict |",
+        "|---|---|---|---|---|",
+    ]
+    verdicts = []
     for r in rows:
-        if r.method != "random":
-            continue
         matched = _row(rows, "full-matched", r.prune)
-        if matched is None:
+        if r.method != "random" or matched is None:
             continue
-        total += 1
-        hits += _acc(r) <= _acc(matched)
-        lines.append(f"| {r.prune:g} | {_fmt_acc(r)} | {_fmt_acc(matched)} |")
+        diff = r.versus(matched)
+        word = NO_DIFFERENCE if diff is None else verdict(diff, "lower")
+        verdicts.append(word)
+        lines.append(
+            f"| {r.prune:g} | {_fmt_acc(r)} | {_fmt_acc(matched)} | {_paired(r, matched)[0]} | "
+            f"{word} |"
+        )
     parts.append(
-        f"**5b. Verdict: {_verdict(hits, total)}.** Random dynamic pruning is no better than "
-        f"full data with proportionally fewer epochs at {hits} of {total} prune rates.\n\n"
-        + "\n".join(lines)
+        f"**5b. Verdict: {overall(verdicts)}.** Random dynamic pruning is no more accurate than "
+        f"full data for the same optimizer steps, paired by seed with a 95% interval "
+        f'("no difference measured" is what the claim predicts; "fails" means random is '
+        f"measurably better): {tally(verdicts)} prune rates.\n\n" + "\n".join(lines)
     )
     return "\n\n".join(parts)
 
 
-def ablation_table(ablation: Sequence[RunResult], main: Sequence[RunResult]) -> str:
-    """The ablation runs beside the main grid's runs of the same methods at the same rate."""
+def _steps(row: Row) -> float:
+    """Mean optimizer steps per run: a cost that does not depend on the machine's speed."""
+    return statistics.fmean(sum(e.steps for e in r.epochs) for r in row.runs)
+
+
+def ablation_table(ablation: Sequence[RunResult], main: Sequence[Row]) -> str:
+    """Each ablation variant beside the main grid's run of the same method at the same rate,
+    paired by seed; cost in optimizer steps, since the two may be measured on other days."""
     p = ablation[0].config.prune
-    methods = {r.config.method for r in ablation}
-    baseline = [r for r in main if r.config.method in methods and r.config.prune == p]
-    rows: dict[tuple, list[RunResult]] = {}
-    for r in [*baseline, *ablation]:
-        c = r.config
-        rows.setdefault(
-            (c.method, c.every, c.options.get("bonus", "std"), c.rescale, c.anneal_epochs), []
-        ).append(r)
     lines = [
-        "| method | every | ucb bonus | rescale | anneal | final acc % | wall s |",
-        "|---|---|---|---|---|---|---|",
+        "| method | every | ucb bonus | rescale | anneal | final acc (95% CI) | "
+        "− main grid's run, points | verdict | optimizer steps |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
-    for (m, every, bonus, rescale, anneal), runs in sorted(rows.items(), key=str):
-        acc = statistics.fmean(100 * r.final_accuracy for r in runs)
-        wall = statistics.fmean(r.wall_seconds for r in runs)
-        lines.append(f"| {m} | {every} | {bonus} | {rescale} | {anneal} | {acc:.2f} | {wall:.1f} |")
+    variants = _ablation_rows(ablation)
+    for row in [r for r in main if r.prune == p and r.method in {v.method for v in variants}]:
+        method, every, bonus, rescale, anneal = _variant(row.runs[0].config)
+        lines.append(
+            f"| {method} (main grid) | {every} | {bonus} | {rescale} | {anneal} | "
+            f"{_fmt_acc(row)} | - | - | {_steps(row):,.0f} |"
+        )
+    for variant in variants:
+        method, every, bonus, rescale, anneal = _variant(variant.runs[0].config)
+        base = _row(main, method, p)
+        diff, word = _paired(variant, base) if base is not None else ("-", "-")
+        lines.append(
+            f"| {method} | {every} | {bonus} | {rescale} | {anneal} | {_fmt_acc(variant)} | "
+            f"{diff} | {word} | {_steps(variant):,.0f} |"
+        )
     return "\n".join(lines)
 
 
@@ -465,8 +508,11 @@ def suite_section(folder: Path, figures: Path, rel: str, title: str) -> tuple[st
         ]
     if ablation:
         body += [
-            "### Ablations (prune 0.5; the main grid's runs included for reference)",
-            ablation_table(ablation, results),
+            "### Ablations at prune 0.5, against the main grid's runs",
+            "Each variant's accuracy minus the main grid's run of the same method, paired by "
+            "seed; cost in optimizer steps rather than seconds, since the ablations may run on "
+            "another day than the main grid, on a shared machine whose speed drifts.",
+            ablation_table(ablation, rows),
         ]
     return "\n\n".join(body) + "\n", rows
 
@@ -720,6 +766,52 @@ def integrations_section(folder: Path) -> str:
     return "\n\n".join(parts)
 
 
+#: The method a Pruner runs when none is named: the choice the settings table checks.
+DEFAULT_METHOD = inspect.signature(Pruner).parameters["method"].default
+
+
+def settings_section(results_dir: Path, suites: Sequence[tuple[str, str]]) -> str:
+    """Which method wins depends on the setting: in each measured setting and prune rate, the
+    most accurate method that trains faster than full, and the default method, against full
+    and against each other (paired by seed, 95% intervals)."""
+    lines = [
+        "| setting | prune | best method | vs full, points | training time / full's | "
+        f"`{DEFAULT_METHOD}` (the default) vs full | best − default | verdict |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    verdicts = []
+    for name, title in suites:
+        rows = group(load_results(results_dir / name))
+        full = _row(rows, "full")
+        if full is None:
+            continue
+        for prune in sorted({r.prune for r in rows if r.method != "full"}):
+            best, default = best_at(rows, prune, full), _row(rows, DEFAULT_METHOD, prune)
+            if best is None or default is None:
+                continue
+            share = training_seconds(best) / training_seconds(full)
+            if best is default:
+                diff, word = "-", "-"
+            else:
+                diff, word = _paired(best, default)
+                verdicts.append(word)
+            lines.append(
+                f"| {title} | {prune:g} | `{best.method}` {_fmt_acc(best)} | "
+                f"{_paired(best, full)[0]} | {share:.2f} | {_paired(default, full)[0]} | "
+                f"{diff} | {word} |"
+            )
+    if len(lines) == 2:
+        return "No setting is measured yet."
+    better = verdicts.count(HOLDS)
+    return (
+        "The best method is the most accurate of those that train in less time than full "
+        "(training time: wall time less evaluation, every other cost counted); *verdict* says "
+        f"whether it is measurably more accurate than the default, `{DEFAULT_METHOD}`. It is in "
+        f"{better} of the {len(verdicts)} cells where another method is best.\n\n"
+        + "\n".join(lines)
+    )
+
+
 def headline(results_dir: Path) -> str:
     """The README's headline, in the table's setting: the most accurate method at each prune
     rate that trains faster than full (:func:`best_at`), its accuracy and its paired difference
@@ -764,6 +856,8 @@ def write_results_md(
         "CIFAR-10 subset instead of full CIFAR-10/100), a small CNN on two CPU cores instead of "
         "ResNets on GPUs, and few epochs. Verdicts are about this setting only.",
     ]
+    if not smoke:
+        sections += ["## Which method, in which setting", settings_section(results_dir, suites)]
     for name, title in suites:
         folder = results_dir / name
         if folder.is_dir():

@@ -202,3 +202,58 @@ def test_reproduce_refuses_results_of_other_code_unless_told_to_rerun_them(tmp_p
         run_suite(suite, tmp_path)
     run_suite(suite, tmp_path, rerun_stale=True)
     assert not is_stale(path.parent)
+
+
+def _write(root: Path, suite: str, results) -> None:
+    for r in results:
+        c = r.config
+        folder = root / suite / f"{c.method}-{c.prune}-{c.seed}-{c.rescale}-{c.every}"
+        folder.mkdir(parents=True)
+        (folder / "result.json").write_text(json.dumps(r.to_dict()))
+
+
+def test_settings_table_and_ablations_compare_paired_by_seed(tmp_path):
+    """Which method wins in each setting, against the default; ablations against the main
+    grid's run of the same method, paired by seed, with a verdict only where the interval
+    excludes zero, and their cost in optimizer steps."""
+    import dataclasses
+
+    from report_results import DEFAULT_METHOD, settings_section, write_results_md
+
+    assert DEFAULT_METHOD == "epsilon-greedy"  # the Pruner's own default, read from it
+    accs = (0.900, 0.910, 0.890)
+    full = [_run("full", 0.0, s, a, 10.0) for s, a in enumerate(accs)]
+    default = [_run(DEFAULT_METHOD, 0.5, s, a - 0.010, 5.0) for s, a in enumerate(accs)]
+    # setting A: ucb beats the default by 0.5 points in every seed (a measured difference)
+    ucb = [_run("ucb", 0.5, s, a - 0.005, 5.0) for s, a in enumerate(accs)]
+    _write(tmp_path, "a", [*full, *default, *ucb])
+    # setting B: ucb is best on the mean, but not in every seed (no difference measured)
+    noisy = [_run("ucb", 0.5, s, a, 5.0) for s, a in enumerate((0.900, 0.890, 0.890))]
+    _write(tmp_path, "b", [*full, *default, *noisy])
+    text = settings_section(tmp_path, [("a", "Setting A"), ("b", "Setting B"), ("c", "None")])
+    rows = [line for line in text.splitlines() if line.startswith("| Setting")]
+    assert len(rows) == 2
+    assert rows[0].startswith("| Setting A | 0.5 | `ucb` 89.50±2.48% | -0.50 [-0.50, -0.50] |")
+    assert rows[0].endswith("| -1.00 [-1.00, -1.00] | +0.50 [+0.50, +0.50] | holds |")
+    assert rows[1].startswith("| Setting B | 0.5 | `ucb` ")
+    assert rows[1].endswith("| no difference measured |")
+    assert "It is in 1 of the 2 cells where another method is best." in text
+
+    # ablations: ucb with rescale + anneal, 0.2 points above the main grid's ucb in each seed
+    def variant(r):
+        config = dataclasses.replace(r.config, rescale=True, anneal_epochs=1)
+        epochs = [
+            dataclasses.replace(e, test_accuracy=e.test_accuracy + 0.002, steps=7) for e in r.epochs
+        ]
+        return dataclasses.replace(r, config=config, epochs=epochs)
+
+    root = tmp_path / "report"
+    _write(root, "fashion-mnist-table", [*full, *default, *ucb])
+    _write(root, "ablations", [variant(r) for r in ucb])
+    out = root / "RESULTS.md"
+    write_results_md(root, out, [("fashion-mnist-table", "Table")])
+    report = out.read_text()
+    assert "## Which method, in which setting" in report
+    assert "| ucb | True | 1 | 89.70±2.48% | +0.20 [+0.20, +0.20] | holds |" in report
+    assert "**5a. Verdict: holds.**" in report
+    assert "| ucb | 1 | std | True | 1 | 89.70±2.48% | +0.20 [+0.20, +0.20] | holds | 7 |" in report
