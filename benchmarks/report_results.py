@@ -807,8 +807,9 @@ def settings_section(results_dir: Path, suites: Sequence[tuple[str, str]]) -> st
         "The best method is the most accurate of those that train in less time than full "
         "(training time: wall time less evaluation, every other cost counted); *verdict* says "
         f"whether it is measurably more accurate than the default, `{DEFAULT_METHOD}`. It is in "
-        f"{better} of the {len(verdicts)} cells where another method is best.\n\n"
-        + "\n".join(lines)
+        f"{better} of the {len(verdicts)} cells where another method is best. The most accurate "
+        "of a dozen methods on the mean is flattered by chance (the winner's curse): its "
+        "paired interval against the default, not its rank, is the evidence.\n\n" + "\n".join(lines)
     )
 
 

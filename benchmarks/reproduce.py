@@ -71,19 +71,23 @@ def ablation_suite(base: RunConfig, seeds: Sequence[int]) -> Suite:
 
     ``every=2`` over ``base``'s epochs (8) re-selects 4 times: a test of re-selecting less
     often, where a single selection over 5 epochs would be a static subset."""
-    p = ABLATION_PRUNE
-    variants = []
-    for seed in seeds:
-        b = dataclasses.replace(base, prune=p, seed=seed)
-        variants += [
-            dataclasses.replace(b, method="ucb", every=2),
-            dataclasses.replace(b, method="random", every=2),
-            dataclasses.replace(b, method="ucb", options={"bonus": "var"}),
-            dataclasses.replace(b, method="ucb", rescale=True, anneal_epochs=_anneal(b)),
-            dataclasses.replace(b, method="epsilon-greedy", rescale=True, anneal_epochs=_anneal(b)),
-            dataclasses.replace(b, method="random", rescale=True, anneal_epochs=_anneal(b)),
-            dataclasses.replace(b, method="infobatch", rescale=False, anneal_epochs=0),
-        ]
+    anneal = _anneal(base)
+    changes = [
+        ("ucb", {"every": 2}),
+        ("random", {"every": 2}),
+        ("ucb", {"options": {"bonus": "var"}}),
+        ("ucb", {"rescale": True, "anneal_epochs": anneal}),
+        ("epsilon-greedy", {"rescale": True, "anneal_epochs": anneal}),
+        ("random", {"rescale": True, "anneal_epochs": anneal}),
+        ("infobatch", {"rescale": False, "anneal_epochs": 0}),
+    ]
+    # each the main grid's configuration of its method (for_method, as grid() makes it), with
+    # one thing changed
+    variants = [
+        dataclasses.replace(base.for_method(method, ABLATION_PRUNE, seed), **change)
+        for seed in seeds
+        for method, change in changes
+    ]
     return Suite("ablations", "Ablations on Fashion-MNIST, the table's setting", variants)
 
 

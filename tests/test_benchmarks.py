@@ -133,6 +133,8 @@ def test_reproduce_defines_three_settings_of_every_method_prune_rate_and_seed():
     assert (short.epochs, short.schedule) == (5, "onecycle")
     assert (table.epochs, table.schedule, table.batch_size, table.lr) == (8, "cosine", 128, 0.05)
     assert long.epochs >= 30 and long.train_limit == 5_000
+    for config in by_name["ablations"].configs:
+        config.validate()  # each a valid run (a scorer's fields left on a bandit's are refused)
     every = {c.every for c in by_name["ablations"].configs}
     assert every == {1, 2} and {c.epochs for c in by_name["ablations"].configs} == {8}
 
