@@ -452,6 +452,18 @@ def sometimes_section(folder: Path, figures: Path, rel: str) -> str:
     )
 
 
+def code_line(results: Sequence[RunResult]) -> str:
+    """Which code produced ``results``: the package source's hash and the commit of each."""
+    codes = sorted(
+        {
+            (r.provenance.get("source", "unknown")[:12], r.provenance.get("commit", "unknown")[:7])
+            for r in results
+        }
+    )
+    named = ", ".join(f"source {source} (commit {commit})" for source, commit in codes)
+    return f"Code: {named}." if len(codes) == 1 else f"Code, {len(codes)} versions: {named}."
+
+
 def suite_section(folder: Path, figures: Path, rel: str, title: str) -> tuple[str, list[Row]]:
     results = load_results(folder)
     rows = group(results)
@@ -480,7 +492,8 @@ def suite_section(folder: Path, figures: Path, rel: str, title: str) -> tuple[st
             if checkpoints
             else "not in these wall times (the runs "
             "predate that accounting; the harness counts them now)."
-        ),
+        )
+        + f" {code_line(results)}",
         "### All runs",
         markdown_table(rows, full.final_accuracy[0] - 0.01),
         targets_table(rows, full),
