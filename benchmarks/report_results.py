@@ -27,6 +27,7 @@ from dataprune.harness.report import (
 )
 from dataprune.harness.trainer import RunConfig, RunResult
 from dataprune.harness.verdict import (
+    FAILS,
     HOLDS,
     NO_DIFFERENCE,
     mean_interval,
@@ -398,7 +399,7 @@ def ablation_table(ablation: Sequence[RunResult], main: Sequence[Row]) -> str:
     p = ablation[0].config.prune
     lines = [
         "| method | every | ucb bonus | rescale | anneal | final acc (95% CI) | "
-        "− main grid's run, points | verdict | optimizer steps |",
+        "− main grid's run, points | measured | optimizer steps |",
         "|---|---|---|---|---|---|---|---|---|",
     ]
     variants = _ablation_rows(ablation)
@@ -412,6 +413,7 @@ def ablation_table(ablation: Sequence[RunResult], main: Sequence[Row]) -> str:
         method, every, bonus, rescale, anneal = _variant(variant.runs[0].config)
         base = _row(main, method, p)
         diff, word = _paired(variant, base) if base is not None else ("-", "-")
+        word = {HOLDS: "higher", FAILS: "lower"}.get(word, word)
         lines.append(
             f"| {method} | {every} | {bonus} | {rescale} | {anneal} | {_fmt_acc(variant)} | "
             f"{diff} | {word} | {_steps(variant):,.0f} |"

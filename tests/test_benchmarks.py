@@ -258,4 +258,6 @@ def test_settings_table_and_ablations_compare_paired_by_seed(tmp_path):
     assert "## Which method, in which setting" in report
     assert "| ucb | True | 1 | 89.70±2.48% | +0.20 [+0.20, +0.20] | holds |" in report
     assert "**5a. Verdict: holds.**" in report
-    assert "| ucb | 1 | std | True | 1 | 89.70±2.48% | +0.20 [+0.20, +0.20] | holds | 7 |" in report
+    assert (
+        "| ucb | 1 | std | True | 1 | 89.70±2.48% | +0.20 [+0.20, +0.20] | higher | 7 |" in report
+    )
