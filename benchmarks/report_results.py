@@ -227,12 +227,13 @@ def claim_static_cost(rows: Sequence[Row], full: Row) -> str:
     return text + "\n\n" + "\n".join(lines)
 
 
-def _paired(a: Row, b: Row) -> tuple[str, str]:
-    """``a``'s accuracy minus ``b``'s, paired by seed (points, 95% CI), and whether a is higher."""
+def _paired(a: Row, b: Row, claim: str = "higher") -> tuple[str, str]:
+    """``a``'s accuracy minus ``b``'s, paired by seed (points, 95% CI), and the verdict on the
+    claim that ``a`` is ``claim`` ("higher" or "lower") than ``b``."""
     diff = a.versus(b)
     if diff is None:
         return "no common seed", NO_DIFFERENCE
-    return diff.format(scale=100), verdict(diff, "higher")
+    return diff.format(scale=100), verdict(diff, claim)
 
 
 def claim_random_beats_static(rows: Sequence[Row]) -> str:
@@ -349,12 +350,11 @@ def claim_rescale_and_matched(rows: Sequence[Row], ablation: Sequence[RunResult]
             if config.every != 1 or config.options or base is None:
                 continue
             both = bool(config.rescale) and (config.anneal_epochs or 0) > 0
-            diff = variant.versus(base)
-            word = NO_DIFFERENCE if diff is None else verdict(diff, "higher" if both else "lower")
+            diff, word = _paired(variant, base, "higher" if both else "lower")
             verdicts.append(word)
             lines.append(
                 f"| {variant.method} | {config.rescale} | {config.anneal_epochs} | "
-                f"{_fmt_acc(variant)} | {_paired(variant, base)[0]} | {word} |"
+                f"{_fmt_acc(variant)} | {diff} | {word} |"
             )
         parts.append(
             f"**5a. Verdict: {overall(verdicts)}.** Turning rescaling plus full-data annealing "
@@ -372,13 +372,9 @@ def claim_rescale_and_matched(rows: Sequence[Row], ablation: Sequence[RunResult]
         matched = _row(rows, "full-matched", r.prune)
         if r.method != "random" or matched is None:
             continue
-        diff = r.versus(matched)
-        word = NO_DIFFERENCE if diff is None else verdict(diff, "lower")
+        diff, word = _paired(r, matched, "lower")
         verdicts.append(word)
-        lines.append(
-            f"| {r.prune:g} | {_fmt_acc(r)} | {_fmt_acc(matched)} | {_paired(r, matched)[0]} | "
-            f"{word} |"
-        )
+        lines.append(f"| {r.prune:g} | {_fmt_acc(r)} | {_fmt_acc(matched)} | {diff} | {word} |")
     parts.append(
         f"**5b. Verdict: {overall(verdicts)}.** Random dynamic pruning is no more accurate than "
         f"full data for the same optimizer steps, paired by seed with a 95% interval "
@@ -390,7 +386,7 @@ def claim_rescale_and_matched(rows: Sequence[Row], ablation: Sequence[RunResult]
 
 def _steps(row: Row) -> float:
     """Mean optimizer steps per run: a cost that does not depend on the machine's speed."""
-    return statistics.fmean(sum(e.steps for e in r.epochs) for r in row.runs)
+    return statistics.fmean(r.steps for r in row.runs)
 
 
 def ablation_table(ablation: Sequence[RunResult], main: Sequence[Row]) -> str:
