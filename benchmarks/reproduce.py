@@ -145,11 +145,16 @@ def suites(smoke: bool, data_dir: str | None, device: str) -> list[Suite]:
     ]
 
 
-def run_suite(suite: Suite, results: Path, rerun_stale: bool = False) -> None:
+def run_suite(
+    suite: Suite, results: Path, rerun_stale: bool = False, method: str | None = None
+) -> None:
+    """Run ``suite``'s unfinished runs (only ``method``'s, if given) into ``results``."""
     out = results / suite.name
     configs = []
     rescored: set[Path] = set()
     for config in suite.configs:
+        if method not in (None, config.method):
+            continue
         run_dir = out / variant_name(config)
         stale = rerun_stale and is_stale(run_dir)
         scores_file = None
@@ -204,6 +209,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--data-dir", default=None, help="dataset directory")
     parser.add_argument("--results", default=None, help="results directory")
     parser.add_argument("--suite", default=None, help="run only this suite")
+    parser.add_argument(
+        "--method",
+        default=None,
+        choices=run_methods(),
+        help="run only this method's runs (with --rerun-stale: rerun a method after a fix)",
+    )
     parser.add_argument("--device", default="cpu", help="cpu or cuda")
     parser.add_argument(
         "--rerun-stale",
@@ -220,7 +231,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     selected = [s for s in every if args.suite in (None, s.name)]
     if not args.report:
         for suite in selected:
-            run_suite(suite, results, args.rerun_stale)
+            run_suite(suite, results, args.rerun_stale, args.method)
     out = results / "RESULTS.md" if args.smoke else ROOT / "docs" / "RESULTS.md"
     sections = [(s.name, s.title) for s in every if s.name != "ablations"]
     write_results_md(results, out, sections, smoke=args.smoke)

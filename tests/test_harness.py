@@ -243,6 +243,25 @@ def test_kakurenbo_scales_the_step_refreshes_hidden_samples_and_resumes(digits, 
         RunConfig(data_path=str(tmp_path), method="kakurenbo").validate()
 
 
+def test_kakurenbo_refresh_records_hidden_samples_without_changing_the_model(digits):
+    from dataprune import Pruner
+    from dataprune.harness.models import build_model
+    from dataprune.harness.trainer import _refresh_hidden
+
+    config = quick(method="kakurenbo", prune=0.7)
+    pruner = Pruner(digits.num_train, **config.pruner_kwargs(digits.num_train))
+    pruner.set_epoch(0)
+    torch.manual_seed(0)
+    net = build_model("cnn", digits.in_channels, digits.num_classes, digits.image_size)
+    before = {name: value.clone() for name, value in net.state_dict().items()}
+    assert any("running_mean" in name for name in before)  # BatchNorm, whose statistics move
+    _refresh_hidden(net, digits, pruner, config, torch.Generator().manual_seed(0))
+    # every hidden sample's loss recorded, and the model (buffers included) left as it was
+    assert pruner.summary()["samples_recorded"] == pruner.hidden_indices().numel() == 1006
+    assert all(torch.equal(value, net.state_dict()[name]) for name, value in before.items())
+    assert all(p.grad is None for p in net.parameters())
+
+
 @pytest.mark.parametrize(
     "argv, message",
     [

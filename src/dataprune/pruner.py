@@ -361,7 +361,9 @@ class Pruner:
         ``kakurenbo`` refreshes them: after the epoch, forward them without gradients and
         ``record`` their losses and predictions, so that a hidden sample whose loss has grown
         is trained again (under torch.distributed, each rank forwards an equal share, e.g.
-        ``dataprune.sampler.shard(hidden, rank, world_size, drop_last=False)``).
+        ``dataprune.sampler.shard(hidden, rank, world_size, drop_last=False)``). Leave the
+        model as it was: in training mode, BatchNorm's running statistics would otherwise be
+        set by the hidden (easiest) samples alone, so restore the buffers afterwards.
         """
         kept = self.indices()
         hidden = torch.ones(self.num_samples, dtype=torch.bool, device=kept.device)

@@ -778,17 +778,24 @@ def _refresh_hidden(
     """Forward the samples hidden this epoch and record their losses and predictions, as
     KAKURENBO does after each epoch, so that a hidden sample whose loss grew trains again.
 
-    In training mode, augmented, as the training losses they are ranked against; each rank
-    takes an equal share (``record`` is a collective). Its cost is part of the epoch's time.
+    In training mode, augmented, as the training losses they are ranked against, but a
+    measurement only: no gradients, and the model's buffers are restored afterwards. A
+    training-mode pass over the hidden samples alone would otherwise leave BatchNorm's running
+    statistics set by the easiest samples, just before evaluation. Each rank takes an equal
+    share (``record`` is a collective). Its cost is part of the epoch's time.
     """
     rank, world_size = world()
     hidden = shard(pruner.hidden_indices(), rank, world_size, drop_last=False)
-    for batch in hidden.split(config.batch_size):
-        x = data.augment_batch(data.train_x[batch], generator)
-        y = data.train_y[batch]
-        with _autocast(x.device):
-            logits = net(_layout(x))
-        pruner.record(batch, _losses(logits, y, config), **_predictions(pruner, logits, y))
+    saved = [(buffer, buffer.clone()) for buffer in net.buffers()]
+    with torch.no_grad():
+        for batch in hidden.split(config.batch_size):
+            x = data.augment_batch(data.train_x[batch], generator)
+            y = data.train_y[batch]
+            with _autocast(x.device):
+                logits = net(_layout(x))
+            pruner.record(batch, _losses(logits, y, config), **_predictions(pruner, logits, y))
+        for buffer, value in saved:
+            buffer.copy_(value)
 
 
 def _losses(logits: Tensor, y: Tensor, config: RunConfig) -> Tensor:

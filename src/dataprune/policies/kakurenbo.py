@@ -31,7 +31,8 @@ class Kakurenbo(Policy):
     The paper lowers F over training (F, then 0.8F, 0.6F, 0.4F at its LR milestones): pass
     ``prune_schedule="linear"`` (or a callable) with ``prune_end``. Hidden samples keep stale
     statistics unless refreshed: forward :meth:`dataprune.Pruner.hidden_indices` after each
-    epoch without gradients and record them, as the paper does (the harness does).
+    epoch without gradients and record them, as the paper does, then restore the model's
+    buffers (BatchNorm's statistics), as the harness does.
     """
 
     name = "kakurenbo"
