@@ -12,6 +12,7 @@ import math
 import re
 import statistics
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 from dataprune import POLICIES, Pruner, methods
@@ -46,6 +47,30 @@ AGGRESSIVE = (0.7, 0.9)
 TABLE_SETTING = "fashion-mnist-table"
 #: prune rate -> (accuracy target: points below full's, training-time target: share of full's)
 TARGETS = {0.5: (-0.1, 0.53), 0.7: (-0.5, None)}
+
+
+@dataclass(frozen=True)
+class Erratum:
+    """A defect found after results were measured: the method whose runs it touched, the
+    package sources (prefixes of ``provenance["source"]``) that carry it, and what it did.
+    Runs measured before the fix and rerun since are kept under
+    ``benchmarks/results/errata/<method>/<suite>/``, so that the report measures the defect."""
+
+    method: str
+    sources: tuple[str, ...]
+    fixed_in: str
+    what: str
+
+
+ERRATA = (
+    Erratum(
+        method="kakurenbo",
+        sources=("e192c934c759", "a7c17008242e"),
+        fixed_in="30d803a",
+        what="the harness refreshed the hidden samples' losses in training mode, so every "
+        "evaluation used BatchNorm statistics of the hidden (easiest) samples alone",
+    ),
+)
 
 
 def load_results(folder: Path) -> list[RunResult]:
@@ -225,6 +250,73 @@ def claim_static_cost(rows: Sequence[Row], full: Row) -> str:
         f"time with scoring counted is at least full training's {full_wall:.1f} s."
     )
     return text + "\n\n" + "\n".join(lines)
+
+
+def erratum_of(row: Row) -> Erratum | None:
+    """The erratum whose defect ``row``'s runs carry, if any."""
+    for erratum in ERRATA:
+        sources = (r.provenance.get("source", "") for r in row.runs)
+        if row.method == erratum.method and any(s.startswith(erratum.sources) for s in sources):
+            return erratum
+    return None
+
+
+def _marked(row: Row) -> str:
+    """``row``'s method, marked ‡ when its runs carry a defect fixed since."""
+    return f"`{row.method}`" + ("‡" if erratum_of(row) else "")
+
+
+def errata_lines(folder: Path, rows: Sequence[Row]) -> list[str]:
+    """A paragraph per erratum that touches the suite in ``folder``: for rows still from the
+    defective code, what to rerun; for rows rerun since, the fix's effect, paired by seed."""
+    lines = []
+    for erratum in ERRATA:
+        mine = [r for r in rows if r.method == erratum.method]
+        stale = [r for r in mine if erratum_of(r)]
+        head = f"**Erratum (`{erratum.method}`):** {erratum.what}; fixed in {erratum.fixed_in}."
+        if stale:
+            lines.append(
+                f"{head} Its runs here predate the fix and understate it. Rerun: "
+                f"`python benchmarks/reproduce.py --suite {folder.name} --method "
+                f"{erratum.method} --rerun-stale`."
+            )
+            continue
+        before = group(load_results(folder.parent / "errata" / erratum.method / folder.name))
+        effects = []
+        for old in before:
+            new = _row(mine, old.method, old.prune)
+            if new is not None:
+                effects.append(
+                    f"prune {old.prune:g}: {_fmt_acc(old)} before, {_fmt_acc(new)} after "
+                    f"({_paired(new, old)[0]} points)"
+                )
+        if effects:
+            lines.append(
+                f"{head} Rerun here with the fix after the rest of the suite, paired by seed: "
+                f"{'; '.join(effects)}. {_speed_check(before, rows)}"
+            )
+    return lines
+
+
+def _speed_check(before: Sequence[Row], rows: Sequence[Row]) -> str:
+    """How fast the machine ran for a rerun, against the suite: full training's seeds run
+    again beside the rerun (kept with the erratum's runs), if any, against the suite's."""
+    again, suite = _row(before, "full"), _row(rows, "full")
+    if again is None or suite is None:
+        return "Its time ratios assume the machine's speed held; no speed check was run."
+    seeds = {r.config.seed for r in again.runs}
+    then = [r for r in suite.runs if r.config.seed in seeds]
+    ratio = sum(r.wall_seconds for r in again.runs) / sum(r.wall_seconds for r in then)
+    same = {r.config.seed: r.final_accuracy for r in again.runs} == {
+        r.config.seed: r.final_accuracy for r in then
+    }
+    return (
+        f"Full training (seed{'s' * (len(seeds) > 1)} {', '.join(map(str, sorted(seeds)))}) "
+        "run again beside the "
+        f"rerun took {ratio:.2f}x its time in the suite"
+        + (", at the same accuracy" if same else "")
+        + ": the rerun's time ratios against full are off by about that factor."
+    )
 
 
 def _paired(a: Row, b: Row, claim: str = "higher") -> tuple[str, str]:
@@ -492,6 +584,7 @@ def suite_section(folder: Path, figures: Path, rel: str, title: str) -> tuple[st
             "predate that accounting; the harness counts them now)."
         )
         + f" {code_line(results)}",
+        *errata_lines(folder, rows),
         "### All runs",
         markdown_table(rows, full.final_accuracy[0] - 0.01),
         targets_table(rows, full),
@@ -807,7 +900,7 @@ def settings_section(results_dir: Path, suites: Sequence[tuple[str, str]]) -> st
                 diff, word = _paired(best, default)
                 verdicts.append(word)
             lines.append(
-                f"| {title} | {prune:g} | `{best.method}` {_fmt_acc(best)} | "
+                f"| {title} | {prune:g} | {_marked(best)} {_fmt_acc(best)} | "
                 f"{_paired(best, full)[0]} | {share:.2f} | {_paired(default, full)[0]} | "
                 f"{diff} | {word} |"
             )
@@ -820,7 +913,14 @@ def settings_section(results_dir: Path, suites: Sequence[tuple[str, str]]) -> st
         f"whether it is measurably more accurate than the default, `{DEFAULT_METHOD}`. It is in "
         f"{better} of the {len(verdicts)} cells where another method is best. The most accurate "
         "of a dozen methods on the mean is flattered by chance (the winner's curse): its "
-        "paired interval against the default, not its rank, is the evidence.\n\n" + "\n".join(lines)
+        "paired interval against the default, not its rank, is the evidence."
+        + (
+            " ‡: runs from code with a defect fixed since (the setting's erratum says which)."
+            if any("‡" in line for line in lines)
+            else ""
+        )
+        + "\n\n"
+        + "\n".join(lines)
     )
 
 
@@ -839,7 +939,7 @@ def headline(results_dir: Path) -> str:
             continue
         share = training_seconds(best) / training_seconds(full)
         parts.append(
-            f"at prune {prune:g}, `{best.method}` {_fmt_acc(best)} ({_paired(best, full)[0]} "
+            f"at prune {prune:g}, {_marked(best)} {_fmt_acc(best)} ({_paired(best, full)[0]} "
             f"points against full, {share:.2f}x its training time)"
         )
     seeds = len(full.runs)

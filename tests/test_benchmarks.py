@@ -261,3 +261,40 @@ def test_settings_table_and_ablations_compare_paired_by_seed(tmp_path):
     assert (
         "| ucb | 1 | std | True | 1 | 89.70±2.48% | +0.20 [+0.20, +0.20] | higher | 7 |" in report
     )
+
+
+def test_errata_mark_rows_of_defective_code_and_measure_the_fix(tmp_path):
+    """Rows whose runs come from code with a known defect are marked and say what to rerun;
+    once rerun, the erratum compares the runs kept from before the fix, paired by seed."""
+    import dataclasses
+
+    from report_results import ERRATA, errata_lines, load_results, settings_section
+
+    from dataprune.harness.report import group
+
+    erratum = ERRATA[0]
+    accs = (0.900, 0.910, 0.890)
+
+    def made_by(results, source):
+        return [dataclasses.replace(r, provenance={"source": source}) for r in results]
+
+    full = [_run("full", 0.0, s, a, 10.0) for s, a in enumerate(accs)]
+    default = [_run("epsilon-greedy", 0.5, s, a - 0.010, 5.0) for s, a in enumerate(accs)]
+    before = [_run(erratum.method, 0.5, s, a - 0.040, 4.0) for s, a in enumerate(accs)]
+    after = [_run(erratum.method, 0.5, s, a - 0.005, 4.0) for s, a in enumerate(accs)]
+    _write(tmp_path, "old", [*full, *default, *made_by(after, erratum.sources[0] + "ff")])
+    lines = errata_lines(tmp_path / "old", group(load_results(tmp_path / "old")))
+    assert len(lines) == 1 and "predate the fix" in lines[0]
+    assert f"--suite old --method {erratum.method} --rerun-stale" in lines[0]
+    assert f"| `{erratum.method}`‡ 89.50" in settings_section(tmp_path, [("old", "Old")])
+
+    _write(tmp_path, "new", [*full, *default, *made_by(after, "fixed")])
+    _write(tmp_path / "errata" / erratum.method, "new", made_by(before, erratum.sources[0]))
+    (line,) = errata_lines(tmp_path / "new", group(load_results(tmp_path / "new")))
+    assert "prune 0.5: 86.00±2.48% before, 89.50±2.48% after (+3.50 [+3.50, +3.50] points)" in line
+    assert "no speed check was run" in line
+    assert "‡" not in settings_section(tmp_path, [("new", "New")])
+    # full training run again beside the rerun, at 0.8x its time in the suite
+    _write(tmp_path / "errata" / erratum.method, "new", [_run("full", 0.0, 0, 0.900, 7.8)])
+    (line,) = errata_lines(tmp_path / "new", group(load_results(tmp_path / "new")))
+    assert "(seed 0) run again beside the rerun took 0.80x its time in the suite, at the" in line
