@@ -272,9 +272,8 @@ def errata_lines(folder: Path, rows: Sequence[Row]) -> list[str]:
     lines = []
     for erratum in ERRATA:
         mine = [r for r in rows if r.method == erratum.method]
-        stale = [r for r in mine if erratum_of(r)]
         head = f"**Erratum (`{erratum.method}`):** {erratum.what}; fixed in {erratum.fixed_in}."
-        if stale:
+        if any(erratum_of(r) for r in mine):
             lines.append(
                 f"{head} Its runs here predate the fix and understate it. Rerun: "
                 f"`python benchmarks/reproduce.py --suite {folder.name} --method "
