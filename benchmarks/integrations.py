@@ -46,11 +46,11 @@ from torch.utils.data import DataLoader, TensorDataset
 from transformers import Trainer, TrainerCallback, TrainingArguments
 
 import dataprune
+from dataprune.frameworks.accelerate import dataloader
+from dataprune.frameworks.hf import DataPruningTrainer
+from dataprune.frameworks.lightning import DataPruning
 from dataprune.harness.data import load_dataset
 from dataprune.harness.models import build_model
-from dataprune.integrations.accelerate import dataloader
-from dataprune.integrations.hf import DataPruningTrainer
-from dataprune.integrations.lightning import DataPruning
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))

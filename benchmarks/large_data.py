@@ -186,8 +186,8 @@ def main(argv: list[str] | None = None) -> None:
     if "folder" not in usable:
         sys.exit("Pillow is needed: pip install 'dataprune[images]'")
 
+    from dataprune.formats.prepare import pixels, prepare
     from dataprune.harness.data import load_dataset
-    from dataprune.integrations.prepare import pixels, prepare
 
     data = load_dataset("fashion-mnist", args.data_dir, download=False, train_limit=args.samples)
     if data.num_train < args.samples:

@@ -20,7 +20,7 @@ from pathlib import Path
 import torch
 from transformers import GPT2Config, GPT2LMHeadModel, Trainer, TrainingArguments
 
-from dataprune.integrations.hf import DataPruningTrainer
+from dataprune.frameworks.hf import DataPruningTrainer
 
 PAD = 256  # byte tokens are 0..255
 STDLIB = Path(os.__file__).parent

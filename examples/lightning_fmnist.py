@@ -16,9 +16,9 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader, TensorDataset
 
+from dataprune.frameworks.lightning import DataPruning
 from dataprune.harness.data import load_dataset
 from dataprune.harness.models import build_model
-from dataprune.integrations.lightning import DataPruning
 
 
 class FashionModel(pl.LightningModule):

@@ -44,7 +44,7 @@ def test_split_batches_is_refused_with_what_to_change():
     from accelerate.utils import DataLoaderConfiguration
 
     import dataprune
-    from dataprune.integrations.accelerate import dataloader
+    from dataprune.frameworks.accelerate import dataloader
 
     accelerator = Accelerator(
         cpu=True, dataloader_config=DataLoaderConfiguration(split_batches=True)

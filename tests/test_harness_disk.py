@@ -24,12 +24,12 @@ import torch
 from PIL import Image
 from test_integrations import DATA, FORMATS, missing_library
 
+from dataprune.formats.images import ImageFolder
 from dataprune.harness import cli
 from dataprune.harness.data import DatasetError, load_dataset
 from dataprune.harness.data.disk import Decode, load_disk_data
 from dataprune.harness.runner import run
 from dataprune.harness.trainer import RunConfig, train
-from dataprune.integrations.images import ImageFolder
 
 TRAIN, TEST = 600, 200
 fmt = test_integrations.fmt  # the fixture: each format, skipped where its library is absent

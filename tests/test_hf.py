@@ -14,7 +14,7 @@ sys.path.insert(0, str(Path(__file__).parent / "jobs"))
 import hf_job  # noqa: E402
 import records  # noqa: E402
 
-from dataprune.integrations.hf import DataPruningTrainer  # noqa: E402
+from dataprune.frameworks.hf import DataPruningTrainer  # noqa: E402
 
 
 def run(tmp_path: Path, *flags: str, processes: int = 1) -> list[dict]:

@@ -54,8 +54,8 @@ def fashion() -> tuple[np.ndarray, np.ndarray]:
     """The first N Fashion-MNIST training images (uint8 N x 28 x 28) and labels."""
     if not (DATA / "fashion-mnist" / "train-images-idx3-ubyte.gz").is_file():
         pytest.skip("Fashion-MNIST not found in ../shared/data")
+    from dataprune.formats.prepare import pixels
     from dataprune.harness.data import load_dataset
-    from dataprune.integrations.prepare import pixels
 
     data = load_dataset("fashion-mnist", DATA, download=False, train_limit=N, test_limit=1)
     return pixels(data.train_x, data.mean, data.std), data.train_y.numpy()
@@ -64,7 +64,7 @@ def fashion() -> tuple[np.ndarray, np.ndarray]:
 @pytest.fixture(scope="session")
 def shards(fashion, tmp_path_factory) -> Path:
     """Every available format, written once from the same images by its own library."""
-    from dataprune.integrations.prepare import prepare
+    from dataprune.formats.prepare import prepare
 
     available = [f for f in FORMATS if missing_library(f) is None]
     if not available:
@@ -88,7 +88,7 @@ class Decode:
                 f.write(f"{index}\n")
 
     def __call__(self, sample):
-        from dataprune.integrations.images import decode_image, decode_sample
+        from dataprune.formats.images import decode_image, decode_sample
 
         if isinstance(sample, bytes):  # the folder's decoder
             self.log(-1)
@@ -105,7 +105,7 @@ class Decode:
 def open_loader(fmt: str, root: Path, pruner: Pruner, decode: Decode, workers: int = 2):
     """A DataLoader over ``fmt`` that yields ``(index, (image, label, stored index))``."""
     if fmt == "folder":
-        from dataprune.integrations.images import ImageFolder
+        from dataprune.formats.images import ImageFolder
 
         folder = ImageFolder(root / "folder", decode=decode)
         # the file name is the sample's index in the source (its stored index)
@@ -114,19 +114,19 @@ def open_loader(fmt: str, root: Path, pruner: Pruner, decode: Decode, workers: i
     elif fmt == "mds":
         from streaming import StreamingDataset
 
-        from dataprune.integrations.mosaic import MosaicIndexed
+        from dataprune.formats.mosaic import MosaicIndexed
 
         dataset = MosaicIndexed(StreamingDataset(local=str(root / "mds"), batch_size=BATCH), decode)
     elif fmt == "litdata":
         import litdata
 
-        from dataprune.integrations.litdata import LitDataIndexed
+        from dataprune.formats.litdata import LitDataIndexed
 
         dataset = LitDataIndexed(
             litdata.StreamingDataset(str(root / "litdata"), batch_decode=0), decode
         )
     else:
-        from dataprune.integrations.webdataset import PrunedWebDataset
+        from dataprune.formats.webdataset import PrunedWebDataset
 
         urls = sorted(str(p) for p in (root / "webdataset").glob("*.tar"))
         dataset = PrunedWebDataset(urls, pruner, decode)

@@ -84,8 +84,8 @@ def test_lightning_sharding_the_subset_again_is_refused(tmp_path):
 
 
 def test_methods_that_need_steps_inside_the_loop_are_refused_with_the_choices():
-    from dataprune.integrations import framework_methods
-    from dataprune.integrations.lightning import DataPruning
+    from dataprune.frameworks import framework_methods
+    from dataprune.frameworks.lightning import DataPruning
 
     for method in ("kakurenbo", "selective-backprop"):
         with pytest.raises(ValueError, match=rf"method='{method}' needs steps .* choose one of"):

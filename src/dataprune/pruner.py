@@ -394,7 +394,7 @@ class Pruner:
         """A ``torch.utils.data.Sampler`` over the current subset (this rank's equal share).
 
         ``num_replicas=1`` yields the whole subset on every rank, for loaders that Accelerate
-        shards by batches (see ``dataprune.integrations.accelerate``).
+        shards by batches (see ``dataprune.frameworks.accelerate``).
         """
         return PrunedSampler(
             self, shuffle=shuffle, drop_last=drop_last, num_replicas=num_replicas, rank=rank
@@ -623,7 +623,7 @@ class Pruner:
         ``samples_used`` is what the selection planned (``epoch_size`` of each epoch started);
         ``samples_recorded`` is what this process passed to ``record()``, the realised budget
         where a sequential reader gives ranks unequal shares (see
-        ``dataprune.integrations.webdataset``). ``record_seconds`` is host time: on CUDA,
+        ``dataprune.formats.webdataset``). ``record_seconds`` is host time: on CUDA,
         record() only queues kernels.
         """
         self._report_nonfinite()

@@ -15,9 +15,9 @@ from accelerate import Accelerator
 from torch.utils.data import DataLoader, TensorDataset
 
 import dataprune
+from dataprune.frameworks.accelerate import dataloader
 from dataprune.harness.data import load_dataset
 from dataprune.harness.models import build_model
-from dataprune.integrations.accelerate import dataloader
 
 ROOT = Path(__file__).resolve().parents[2]
 DATA = ROOT.parent / "shared" / "data"

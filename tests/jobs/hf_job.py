@@ -12,7 +12,7 @@ import records  # beside this file: on sys.path when run as a script or by the t
 import torch
 from transformers import TrainerCallback
 
-from dataprune.integrations.hf import DataPruningTrainer
+from dataprune.frameworks.hf import DataPruningTrainer
 
 ROOT = Path(__file__).resolve().parents[2]
 

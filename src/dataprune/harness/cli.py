@@ -19,7 +19,7 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-from ..integrations import FORMATS as DATA_FORMATS
+from ..formats import FORMATS as DATA_FORMATS
 from .data import DATASETS
 from .files import check_writable
 from .methods import FULL_MATCHED, method_options, run_methods

@@ -3,7 +3,7 @@
 Each format gets its own data folder, ``OUT/<format>/`` with ``train/``, ``test/`` and
 ``dataprune.json`` (class names, image shape, counts, the training split's pixel mean/std and
 the dataset's augmentation), so a run from disk normalises and augments exactly as a run from
-memory does. The writers are :mod:`dataprune.integrations.prepare`'s.
+memory does. The writers are :mod:`dataprune.formats.prepare`'s.
 
 Output is atomic: everything is written into a hidden folder beside ``OUT``
 (``.OUT.<random>.partial``), which is renamed to ``OUT`` once complete; an error or a signal
@@ -20,9 +20,9 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from .._validation import check_int
-from ..integrations import FORMATS
-from ..integrations.images import SHARD_BYTES
-from ..integrations.prepare import class_folder_names, pixels, prepare, write_metadata
+from ..formats import FORMATS
+from ..formats.images import SHARD_BYTES
+from ..formats.prepare import class_folder_names, pixels, prepare, write_metadata
 from .data import load_dataset
 from .files import current_umask
 

@@ -25,7 +25,7 @@ UNKNOWN = "unknown"
 #: recorded but not compared: the commit changes with every commit of results or docs
 INFORMATIVE = ("commit",)
 PACKAGE = Path(__file__).resolve().parents[1]
-EXCLUDED = "integrations/"
+EXCLUDED = "frameworks/"
 
 
 def _git(*args: str) -> str | None:

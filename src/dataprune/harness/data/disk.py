@@ -4,8 +4,8 @@ A data folder (``--data-path``) holds two splits, ``train/`` and ``test/``, in o
 
 - an image folder, one sub-folder per class (``train/<class>/<image>.png``, PNG or JPEG);
 - or a folder written by ``dataprune prepare`` in any format of
-  :data:`dataprune.integrations.FORMATS` (image folder, MDS, LitData, WebDataset),
-  with its ``dataprune.json`` (:func:`~dataprune.integrations.prepare.write_metadata`).
+  :data:`dataprune.formats.FORMATS` (image folder, MDS, LitData, WebDataset),
+  with its ``dataprune.json`` (:func:`~dataprune.formats.prepare.write_metadata`).
 
 Training samples stay on disk: each epoch the pruner's sampler (or, for WebDataset, its filter
 on member names) chooses what the workers read, so a pruned sample is never read nor decoded.
@@ -30,7 +30,7 @@ import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
-from ...integrations import FORMATS
+from ...formats import FORMATS
 from ...pruner import Pruner
 from ...sampler import IndexedDataset, PrunedSampler
 from .formats import DatasetError
@@ -53,7 +53,7 @@ class Decode:
 
     def __call__(self, sample: Any) -> Any:
         # Pillow is an extra: imported where images are decoded, not with the harness
-        from ...integrations.images import decode_image, decode_sample
+        from ...formats.images import decode_image, decode_sample
 
         if isinstance(sample, bytes):  # an image folder's file
             image: Tensor = decode_image(sample)
@@ -106,7 +106,7 @@ class EpochReader:
 
     Indexable formats are read through ``sampler`` (this rank's share of ``pruner``'s subset,
     in its order) by persistent DataLoader workers. WebDataset is read through
-    :class:`~dataprune.integrations.webdataset.PrunedWebDataset`, whose workers read the
+    :class:`~dataprune.formats.webdataset.PrunedWebDataset`, whose workers read the
     pruner's subset, so they start anew after each ``set_epoch``; each batches the samples of
     its own shards, so its last batch is short: batches are regrouped here into ``batch_size``
     samples (the epoch's last one short), and an epoch takes as many steps as the sampler's.
@@ -192,7 +192,7 @@ def _regroup(batches: Iterable[tuple[Tensor, ...]], size: int) -> Iterator[tuple
 def _import(data_format: str):
     module, _, extra = FORMATS[data_format]
     try:
-        return importlib.import_module(f"dataprune.integrations.{module}")
+        return importlib.import_module(f"dataprune.formats.{module}")
     except Exception as error:  # noqa: BLE001 - streaming raises RuntimeError beside a bad torchvision
         raise DatasetError(
             f"reading {data_format} data needs its library, which does not import here "
@@ -289,7 +289,7 @@ def load_disk_data(root: str | Path, num_workers: int = 0) -> DiskData:
     """The data folder ``root`` (see the module docstring) as a :class:`DiskData` on the CPU,
     its test split read into memory with ``num_workers`` DataLoader workers."""
     _import("folder")  # every format's images are PNG files decoded by Pillow, an extra
-    from ...integrations.prepare import read_metadata
+    from ...formats.prepare import read_metadata
 
     root = Path(root).expanduser()
     missing = [split for split in SPLITS if not (root / split).is_dir()]

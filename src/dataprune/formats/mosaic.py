@@ -14,8 +14,8 @@ Needs ``pip install 'dataprune[mosaic]'``. ``import streaming`` imports torchvis
 ``streaming.vision``) and transformers below 5; dataprune itself uses neither.
 
     from streaming import StreamingDataset
-    from dataprune.integrations.images import decode_sample
-    from dataprune.integrations.mosaic import MosaicIndexed
+    from dataprune.formats.images import decode_sample
+    from dataprune.formats.mosaic import MosaicIndexed
 
     data = MosaicIndexed(StreamingDataset(local="shards/mds", batch_size=B), decode_sample)
     pruner = dataprune.Pruner(len(data), "epsilon-greedy", prune=0.5, epochs=E)

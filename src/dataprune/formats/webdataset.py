@@ -25,8 +25,8 @@ Use it with ``persistent_workers=False`` (the default): each epoch's workers mus
 
 Needs ``pip install 'dataprune[webdataset]'`` (no torchvision).
 
-    from dataprune.integrations.images import decode_sample
-    from dataprune.integrations.webdataset import PrunedWebDataset
+    from dataprune.formats.images import decode_sample
+    from dataprune.formats.webdataset import PrunedWebDataset
 
     pruner = dataprune.Pruner(N, "epsilon-greedy", prune=0.5, epochs=E)
     data = PrunedWebDataset(sorted(glob.glob("shards/wds/*.tar")), pruner, decode_sample)

@@ -4,7 +4,7 @@ The writers use each format's own library (Pillow, ``MDSWriter``, ``litdata.opti
 ``webdataset.ShardWriter``); every format stores the same PNG bytes, the label and the sample
 index, so a run reads identical samples from any of them::
 
-    from dataprune.integrations.prepare import prepare
+    from dataprune.formats.prepare import prepare
     paths = prepare("shards", images, labels, formats=("folder", "webdataset"))
 
 With ``split``, each format gets one folder per split (``shards/<format>/train``,

@@ -118,7 +118,7 @@ def write_image_folder(
 
 
 def decode_sample(sample: Mapping[str, Any]) -> tuple[Tensor, int]:
-    """``(image, label)`` of a sample dict written by :mod:`dataprune.integrations.prepare`.
+    """``(image, label)`` of a sample dict written by :mod:`dataprune.formats.prepare`.
 
     Decodes ``sample["png"]`` (:func:`decode_image`); ``sample["label"]`` may be an int or, as
     WebDataset gives it, the bytes of its decimal text.

@@ -14,8 +14,8 @@ Needs ``pip install 'dataprune[litdata]'``. litdata's metadata asks for torchvis
 imports torchvision only to encode and decode video: reading and writing bytes works without it.
 
     import litdata
-    from dataprune.integrations.images import decode_sample
-    from dataprune.integrations.litdata import LitDataIndexed
+    from dataprune.formats.images import decode_sample
+    from dataprune.formats.litdata import LitDataIndexed
 
     data = LitDataIndexed(litdata.StreamingDataset("shards/litdata", batch_decode=0), decode_sample)
     pruner = dataprune.Pruner(len(data), "epsilon-greedy", prune=0.5, epochs=E)
