@@ -19,10 +19,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import test_integrations
+import test_formats
 import torch
 from PIL import Image
-from test_integrations import DATA, FORMATS, missing_library
+from test_formats import DATA, FORMATS, missing_library
 
 from dataprune.formats.images import ImageFolder
 from dataprune.harness import cli
@@ -32,7 +32,7 @@ from dataprune.harness.runner import run
 from dataprune.harness.trainer import RunConfig, train
 
 TRAIN, TEST = 600, 200
-fmt = test_integrations.fmt  # the fixture: each format, skipped where its library is absent
+fmt = test_formats.fmt  # the fixture: each format, skipped where its library is absent
 MEMORY = dict(dataset="fashion-mnist", data_dir=str(DATA), train_limit=TRAIN, test_limit=TEST)
 
 

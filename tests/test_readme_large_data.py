@@ -11,7 +11,7 @@ import pytest
 import readme
 import torch
 import torch.nn.functional as F
-from test_integrations import DATA, FORMATS, missing_library
+from test_formats import DATA, FORMATS, missing_library
 
 from dataprune.harness import cli
 

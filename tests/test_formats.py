@@ -290,7 +290,7 @@ def test_folder_litdata_and_webdataset_read_without_torchvision(shards):
         sys.modules["torchvision"] = None  # any import of torchvision now raises ImportError
         sys.path.insert(0, {str(ROOT / "tests")!r})
         from pathlib import Path
-        import test_integrations as t
+        import test_formats as t
         for fmt in {formats!r}:
             orders, _ = t.train(fmt, Path({str(shards)!r}), t.make_pruner(), range(2))
             assert orders[1].numel() == t.N // 2, fmt
