@@ -89,7 +89,7 @@ def test_large_data_records_what_each_format_reads_and_the_report_shows_it(tmp_p
     assert "| folder | 300 -> 150 | 300 -> 150 |" in text
 
 
-def test_formats_benchmark_times_each_framework_alone_and_pruned(tmp_path, capsys):
+def test_integrations_benchmark_times_each_framework_alone_and_pruned(tmp_path, capsys):
     """A tiny run of benchmarks/integrations.py: every framework trains the full and the pruned
     step counts, and docs/RESULTS.md's section comes from its file."""
     import json
