@@ -9,6 +9,8 @@ from typing import Any
 
 import torch
 
+from .errors import InvalidType, InvalidValue
+
 #: The largest float32: every float option ends up in float32 tensor arithmetic.
 FLOAT32_MAX = float(torch.finfo(torch.float32).max)
 
@@ -16,25 +18,25 @@ FLOAT32_MAX = float(torch.finfo(torch.float32).max)
 def check_choice(name: str, value: Any, choices: Iterable[str]) -> str:
     choices = tuple(choices)
     if not isinstance(value, str) or value not in choices:
-        raise ValueError(f"{name}={value!r} is not known; choose one of: {', '.join(choices)}")
+        raise InvalidValue(f"{name}={value!r} is not known; choose one of: {', '.join(choices)}")
     return value
 
 
 def check_bool(name: str, value: Any) -> bool:
     if not isinstance(value, bool):
-        raise TypeError(f"{name} must be True or False, got {value!r} ({type(value).__name__})")
+        raise InvalidType(f"{name} must be True or False, got {value!r} ({type(value).__name__})")
     return value
 
 
 def check_int(name: str, value: Any, *, low: int | None = None, high: int | None = None) -> int:
     """``value`` as an int (numpy integers too) if it lies in ``[low, high]``."""
     if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-        raise TypeError(f"{name} must be an int, got {value!r} ({type(value).__name__})")
+        raise InvalidType(f"{name} must be an int, got {value!r} ({type(value).__name__})")
     value = int(value)
     if low is not None and value < low:
-        raise ValueError(f"{name}={value} must be >= {low}")
+        raise InvalidValue(f"{name}={value} must be >= {low}")
     if high is not None and value > high:
-        raise ValueError(f"{name}={value} must be <= {high}")
+        raise InvalidValue(f"{name}={value} must be <= {high}")
     return value
 
 
@@ -50,11 +52,11 @@ def check_float(
     """``value`` as a float if it is a finite number in the range (NaN and inf never are, nor
     anything past float32's range, where the arithmetic happens)."""
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        raise TypeError(f"{name} must be a number, got {value!r} ({type(value).__name__})")
+        raise InvalidType(f"{name} must be a number, got {value!r} ({type(value).__name__})")
     try:
         value = float(value)
     except OverflowError:
-        raise ValueError(f"{name}={value} is too large for a float") from None
+        raise InvalidValue(f"{name}={value} is too large for a float") from None
     lo = "(" if low_open or low is None else "["
     hi = ")" if high_open or high is None else "]"
     allowed = f"{lo}{low if low is not None else '-inf'}, {high if high is not None else 'inf'}{hi}"
@@ -64,7 +66,9 @@ def check_float(
         or (high is not None and (value > high or (high_open and value == high)))
     )
     if bad:
-        raise ValueError(f"{name}={value} is not allowed: it must be a finite number in {allowed}")
+        raise InvalidValue(
+            f"{name}={value} is not allowed: it must be a finite number in {allowed}"
+        )
     if abs(value) > FLOAT32_MAX:
-        raise ValueError(f"{name}={value} is beyond float32's range (at most {FLOAT32_MAX:.3g})")
+        raise InvalidValue(f"{name}={value} is beyond float32's range (at most {FLOAT32_MAX:.3g})")
     return value

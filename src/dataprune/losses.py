@@ -19,6 +19,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from .errors import InvalidValue
+
 REDUCTIONS = ("mean", "sum")
 
 
@@ -58,12 +60,12 @@ def token_losses(
     Ignored tokens get loss 0.
     """
     if logits.dim() != 3 or labels.shape != logits.shape[:2]:
-        raise ValueError(
+        raise InvalidValue(
             f"logits must be (batch, length, vocab) and labels (batch, length); got logits "
             f"{tuple(logits.shape)} and labels {tuple(labels.shape)}"
         )
     if attention_mask is not None and attention_mask.shape != labels.shape:
-        raise ValueError(
+        raise InvalidValue(
             f"attention_mask must have the shape of labels, {tuple(labels.shape)}; got "
             f"{tuple(attention_mask.shape)}"
         )
@@ -94,7 +96,7 @@ def sequence_losses(
     ``pruner.record(indices, losses, valid)``.
     """
     if reduction not in REDUCTIONS:
-        raise ValueError(f"reduction={reduction!r} is not one of {REDUCTIONS}")
+        raise InvalidValue(f"reduction={reduction!r} is not one of {REDUCTIONS}")
     losses, counts = token_losses(
         logits, labels, ignore_index=ignore_index, attention_mask=attention_mask, causal=causal
     )
@@ -113,7 +115,7 @@ def classification_predictions(logits: Tensor, targets: Tensor) -> tuple[Tensor,
     takes. No host sync.
     """
     if logits.dim() != 2 or targets.shape != logits.shape[:1]:
-        raise ValueError(
+        raise InvalidValue(
             f"logits must be (batch, classes) and targets (batch,); got logits "
             f"{tuple(logits.shape)} and targets {tuple(targets.shape)}"
         )

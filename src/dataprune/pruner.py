@@ -20,6 +20,7 @@ from .distributed import (
     host_group,
     world,
 )
+from .errors import InvalidType, InvalidValue
 from .policies import Selection, SelectionContext, get_policy
 from .sampler import PrunedSampler
 from .schedule import PruneSchedule, budget, check_schedule, epoch_budgets
@@ -148,7 +149,7 @@ class Pruner:
             and asks_to_prune
             and self.warmup_epochs + self.anneal_epochs >= self.epochs
         ):
-            raise ValueError(
+            raise InvalidValue(
                 f"warmup_epochs={self.warmup_epochs} + anneal_epochs={self.anneal_epochs} leave "
                 f"none of the {self.epochs} epochs pruned: method={method!r} would train on "
                 "full data throughout; lower them, or use method='full'"
@@ -252,7 +253,7 @@ class Pruner:
         if epoch == self.epoch:
             return
         if self.epoch is not None and epoch < self.epoch:
-            raise ValueError(
+            raise InvalidValue(
                 f"set_epoch({epoch}) after epoch {self.epoch}: epochs run forward, and the "
                 f"statistics already hold the losses of epoch {self.epoch}. To train epoch "
                 f"{epoch} again, build a new Pruner or load a state_dict saved before it"
@@ -417,7 +418,9 @@ class Pruner:
                 f"(selective-backprop); method={self.method!r} selects whole epochs"
             )
         if not isinstance(losses, Tensor) or not losses.is_floating_point() or losses.dim() != 1:
-            raise TypeError(f"losses must be a 1-D floating-point tensor, got {_describe(losses)}")
+            raise InvalidType(
+                f"losses must be a 1-D floating-point tensor, got {_describe(losses)}"
+            )
         kept = budget(losses.numel(), self.prune) if losses.numel() else 0
         keys = losses.detach().float().nan_to_num(-math.inf, math.inf, -math.inf)
         order = torch.sort(keys, descending=True, stable=True).indices
@@ -502,21 +505,21 @@ class Pruner:
 
     def _check_batch(self, indices: Tensor, losses: Tensor) -> Tensor:
         if not isinstance(losses, Tensor) or not losses.is_floating_point():
-            raise TypeError(f"losses must be a floating-point tensor, got {_describe(losses)}")
+            raise InvalidType(f"losses must be a floating-point tensor, got {_describe(losses)}")
         if losses.is_meta or (isinstance(indices, Tensor) and indices.is_meta):
-            raise TypeError("record() needs real tensors, not tensors on the 'meta' device")
+            raise InvalidType("record() needs real tensors, not tensors on the 'meta' device")
         if losses.dim() == 0:
-            raise ValueError(
+            raise InvalidValue(
                 "losses is a scalar, but record() needs one loss per sample: compute the loss "
                 "with reduction='none', e.g. F.cross_entropy(logits, y, reduction='none')"
             )
         if not isinstance(indices, Tensor) or indices.dtype not in (torch.int64, torch.int32):
-            raise TypeError(
+            raise InvalidType(
                 f"indices must be an int64 (or int32) tensor of dataset indices, got "
                 f"{_describe(indices)}"
             )
         if losses.dim() != 1 or indices.shape != losses.shape:
-            raise ValueError(
+            raise InvalidValue(
                 f"losses must have shape (batch,) matching indices; got losses "
                 f"{tuple(losses.shape)} and indices {tuple(indices.shape)}"
             )
@@ -547,19 +550,19 @@ class Pruner:
                 )
             return None
         if correct is None or confidence is None:
-            raise TypeError(
+            raise InvalidType(
                 "record() takes correct= and confidence= together; got only "
                 f"{'correct' if confidence is None else 'confidence'}="
             )
         if not isinstance(correct, Tensor) or correct.dtype != torch.bool:
-            raise TypeError(f"correct must be a bool tensor, got {_describe(correct)}")
+            raise InvalidType(f"correct must be a bool tensor, got {_describe(correct)}")
         if not isinstance(confidence, Tensor) or not confidence.is_floating_point():
-            raise TypeError(
+            raise InvalidType(
                 f"confidence must be a floating-point tensor, got {_describe(confidence)}"
             )
         for name, value in (("correct", correct), ("confidence", confidence)):
             if value.shape != losses.shape:
-                raise ValueError(
+                raise InvalidValue(
                     f"{name} must have the shape of losses, {tuple(losses.shape)}; got "
                     f"{tuple(value.shape)}"
                 )
@@ -567,7 +570,7 @@ class Pruner:
         if (confidence.device.type == "cpu" or check_values) and confidence.numel():
             low, high = (float(v) for v in torch.aminmax(confidence.nan_to_num(-1.0)))
             if low < 0 or high > 1:
-                raise ValueError(
+                raise InvalidValue(
                     f"confidence must lie in [0, 1] (a probability); got values in "
                     f"[{low:g}, {high:g}] (NaN shown as -1)"
                 )
@@ -576,9 +579,9 @@ class Pruner:
     @staticmethod
     def _check_valid(valid: Any, losses: Tensor) -> Tensor:
         if not isinstance(valid, Tensor) or valid.dtype != torch.bool:
-            raise TypeError(f"valid must be a bool tensor (or None), got {_describe(valid)}")
+            raise InvalidType(f"valid must be a bool tensor (or None), got {_describe(valid)}")
         if valid.shape != losses.shape:
-            raise ValueError(
+            raise InvalidValue(
                 f"valid must have the shape of losses, {tuple(losses.shape)}; got "
                 f"{tuple(valid.shape)}"
             )
@@ -807,52 +810,52 @@ def check_state_fields(state: Any) -> None:
     Used by ``load_state_dict`` and by tools that read a saved state without a Pruner.
     """
     if not isinstance(state, Mapping):
-        raise TypeError(
+        raise InvalidType(
             f"state must be the dict that Pruner.state_dict() returns, got {_describe(state)}"
         )
     if state.get("format") != _STATE_FORMAT:
-        raise ValueError(
+        raise InvalidValue(
             f"unsupported pruner state format {state.get('format')!r}; this version of "
             f"dataprune reads format {_STATE_FORMAT} (states saved by Pruner.state_dict())"
         )
     missing = [key for key in _STATE_KEYS if key not in state]
     if missing:
-        raise ValueError(
+        raise InvalidValue(
             f"the pruner state lacks {', '.join(repr(k) for k in missing)}; pass a state "
             "saved by Pruner.state_dict()"
         )
     for key in (*_COUNTERS, "num_samples", "epochs", "every", "warmup_epochs", "anneal_epochs"):
         value = state[key]
         if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-            raise ValueError(f"the pruner state's {key!r} must be an int >= 0, got {value!r}")
+            raise InvalidValue(f"the pruner state's {key!r} must be an int >= 0, got {value!r}")
     for key in ("selection_seconds", "record_seconds"):
         value = state[key]
         if isinstance(value, bool) or not isinstance(value, (int, float)) or not value >= 0:
-            raise ValueError(f"the pruner state's {key!r} must be a number >= 0, got {value!r}")
+            raise InvalidValue(f"the pruner state's {key!r} must be a number >= 0, got {value!r}")
     for key in ("epoch", "round"):
         value = state[key]
         if value is not None and (
             isinstance(value, bool) or not isinstance(value, int) or value < 0
         ):
-            raise ValueError(
+            raise InvalidValue(
                 f"the pruner state's {key!r} must be None or an int >= 0, got {value!r}"
             )
     if not isinstance(state["method"], str) or not isinstance(state["prune"], float):
-        raise ValueError("the pruner state's 'method' must be a str and 'prune' a float")
+        raise InvalidValue("the pruner state's 'method' must be a str and 'prune' a float")
     budgets = state["budgets"]
     if not isinstance(budgets, list) or not all(
         isinstance(b, int) and not isinstance(b, bool) and b >= 1 for b in budgets
     ):
-        raise ValueError("the pruner state's 'budgets' must be a list of ints >= 1")
+        raise InvalidValue("the pruner state's 'budgets' must be a list of ints >= 1")
     churn = state["churn"]
     if not isinstance(churn, list) or not all(
         isinstance(c, dict) and all(isinstance(c.get(k), int) for k in ("epoch", "entered", "left"))
         for c in churn
     ):
-        raise ValueError("the pruner state's 'churn' must be a list of {epoch, entered, left}")
+        raise InvalidValue("the pruner state's 'churn' must be a list of {epoch, entered, left}")
     stats, counts = state["stats"], state["selected_count"]
     if not isinstance(stats, Tensor) or stats.dim() != 2 or stats.shape[1] != 3:
-        raise ValueError(
+        raise InvalidValue(
             f"the pruner state's 'stats' must be an (N, 3) tensor, got {_describe(stats)}"
         )
     if (
@@ -861,12 +864,12 @@ def check_state_fields(state: Any) -> None:
         or counts.dtype == torch.bool
         or counts.shape != stats.shape[:1]
     ):
-        raise ValueError(
+        raise InvalidValue(
             f"the pruner state's 'selected_count' must be an integer tensor of {stats.shape[0]} "
             f"counts, got {_describe(counts)}"
         )
     if counts.numel() and (int(counts.min()) < 0 or int(counts.max()) > state["pruned_epochs"]):
-        raise ValueError(
+        raise InvalidValue(
             f"the pruner state's 'selected_count' must lie in [0, pruned_epochs="
             f"{state['pruned_epochs']}]"
         )
@@ -883,13 +886,13 @@ def _check_state(pruner: Pruner, state: Any) -> slice:
             epoch = next(
                 e for e, (a, b) in enumerate(zip(saved[key], value, strict=True)) if a != b
             )
-            raise ValueError(
+            raise InvalidValue(
                 f"state dict was saved with a prune_schedule that gives epoch {epoch} a budget "
                 f"of {saved[key][epoch]}, but this pruner's gives {value[epoch]}; build the "
                 "Pruner with the same schedule"
             )
         if saved[key] != value:
-            raise ValueError(
+            raise InvalidValue(
                 f"state dict was saved with {key}={saved[key]!r}, but this pruner has "
                 f"{key}={value!r}; build the Pruner with the same settings"
             )
@@ -901,7 +904,7 @@ def _check_state(pruner: Pruner, state: Any) -> slice:
     if saved_shard is None and pruner.shard is not None:
         rows = slice(*pruner.shard)
     elif saved_shard is not None and tuple(saved_shard) != pruner.shard:
-        raise ValueError(
+        raise InvalidValue(
             f"state dict holds the statistics of samples {list(saved_shard)} (one rank's "
             f"shard), but this pruner holds {list(pruner.shard or (0, n))}; "
             "load it on the same rank with the same world size, or save a "
@@ -915,25 +918,25 @@ def _check_state(pruner: Pruner, state: Any) -> slice:
         _check_tensor(state, "weights", (n,), floating=True)
         weights = state["weights"]
         if not bool((torch.isfinite(weights) & (weights > 0)).all()):
-            raise ValueError("the pruner state's 'weights' must be finite and positive")
+            raise InvalidValue("the pruner state's 'weights' must be finite and positive")
     epoch, subset = state["epoch"], state["subset"]
     if epoch is not None:
         check_int("state['epoch']", epoch, low=0, high=pruner.epochs - 1)
     pruned = epoch is not None and pruner.is_pruned_epoch(epoch)
     if (subset is not None) != pruned:
-        raise ValueError(
+        raise InvalidValue(
             f"the pruner state's subset is {'missing' if pruned else 'present'} at epoch "
             f"{epoch}, which is {'a pruned' if pruned else 'not a pruned'} epoch"
         )
     if subset is not None:
         _check_tensor(state, "subset", (pruner.epoch_size(epoch),), floating=False)
         if subset.numel() and (int(subset.min()) < 0 or int(subset.max()) >= n):
-            raise ValueError(
+            raise InvalidValue(
                 f"the pruner state's subset holds indices in [{int(subset.min())}, "
                 f"{int(subset.max())}], outside [0, num_samples={n})"
             )
         if subset.numel() > 1 and not bool((subset[1:] > subset[:-1]).all()):
-            raise ValueError("the pruner state's subset is not sorted without repeats")
+            raise InvalidValue("the pruner state's subset is not sorted without repeats")
     return rows
 
 
@@ -946,7 +949,7 @@ def _check_tensor(state: Mapping[str, Any], key: str, shape: tuple, floating: bo
         or value.dtype == torch.bool
         or tuple(value.shape) != shape
     ):
-        raise ValueError(
+        raise InvalidValue(
             f"the pruner state's {key!r} must be a {kind} tensor of shape {shape} for this "
             f"pruner, got {_describe(value)}"
         )
@@ -956,13 +959,13 @@ def _check_device(device: Any) -> torch.device:
     try:
         parsed = torch.device(device)
     except (RuntimeError, TypeError, ValueError):
-        raise ValueError(
+        raise InvalidValue(
             f"device={device!r} is not a device; use 'cpu', 'cuda' or 'cuda:N'"
         ) from None
     if parsed.type == "meta":
-        raise ValueError("device='meta' holds no data: the statistics need a real device")
+        raise InvalidValue("device='meta' holds no data: the statistics need a real device")
     if parsed.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device={device!r} was asked for, but CUDA is not available here")
+        raise InvalidValue(f"device={device!r} was asked for, but CUDA is not available here")
     return parsed
 
 

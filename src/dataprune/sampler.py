@@ -11,6 +11,7 @@ from torch.utils.data import Dataset, Sampler, default_collate
 
 from ._validation import check_bool, check_int
 from .distributed import world
+from .errors import InvalidType, InvalidValue
 from .selection import Stream, make_generator
 
 if TYPE_CHECKING:
@@ -62,7 +63,7 @@ class PrunedSampler(Sampler[int]):
         )
         self.rank = check_int("rank", default_rank if rank is None else rank, low=0)
         if self.rank >= self.num_replicas:
-            raise ValueError(f"rank={self.rank} must be in [0, num_replicas={self.num_replicas})")
+            raise InvalidValue(f"rank={self.rank} must be in [0, num_replicas={self.num_replicas})")
 
     def set_epoch(self, epoch: int) -> None:
         self.pruner.set_epoch(epoch)
@@ -124,12 +125,12 @@ class IndexedDictDataset(Dataset):
     def __getitem__(self, index: int) -> dict[str, Any]:
         item = self.dataset[index]
         if not isinstance(item, Mapping):
-            raise TypeError(
+            raise InvalidType(
                 f"IndexedDictDataset needs items that are dicts; item {index} is a "
                 f"{type(item).__name__}: use IndexedDataset for other items"
             )
         if self.key in item:
-            raise ValueError(
+            raise InvalidValue(
                 f"item {index} already has a key {self.key!r}: pass another key= to "
                 "IndexedDictDataset"
             )

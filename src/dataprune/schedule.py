@@ -6,6 +6,7 @@ import math
 from collections.abc import Callable, Sequence
 
 from ._validation import check_choice, check_float
+from .errors import InvalidValue
 
 #: The named schedules; a callable ``epoch -> prune`` is the other kind.
 PRUNE_SCHEDULES = ("constant", "linear", "cosine")
@@ -22,20 +23,20 @@ def check_schedule(schedule: PruneSchedule, prune: float, prune_end: float | Non
     """Refuse a schedule and end rate that do not go together."""
     if callable(schedule):
         if prune_end is not None:
-            raise ValueError(
+            raise InvalidValue(
                 f"prune_end={prune_end!r} does not apply to a callable prune_schedule, which "
                 "gives every epoch's rate itself; leave prune_end out"
             )
         return
     check_choice("prune_schedule", schedule, PRUNE_SCHEDULES)
     if schedule == "constant" and prune_end is not None and prune_end != prune:
-        raise ValueError(
+        raise InvalidValue(
             f"prune_end={prune_end!r} does not apply to prune_schedule='constant' (every pruned "
             f"epoch leaves out prune={prune!r}); use 'linear' or 'cosine' to go from prune to "
             "prune_end"
         )
     if schedule != "constant" and prune_end is None:
-        raise ValueError(
+        raise InvalidValue(
             f"prune_schedule={schedule!r} needs prune_end, the rate of the last pruned epoch "
             "(prune is the first's), in [0, 1)"
         )

@@ -24,6 +24,7 @@ import torch
 from torch import Tensor
 
 from .distributed import all_gather_sizes, all_reduce_sum, world
+from .errors import InvalidValue
 
 _MASK64 = (1 << 64) - 1
 _GOLDEN = 0x9E3779B97F4A7C15  # splitmix64 increment
@@ -170,7 +171,7 @@ def radix_select(keys: Tensor, k: int) -> tuple[int, int]:
     """
     total = sum(all_gather_sizes(keys.numel()))
     if not 1 <= k <= total:
-        raise ValueError(f"k={k} must be in [1, {total}] (the number of keys over all ranks)")
+        raise InvalidValue(f"k={k} must be in [1, {total}] (the number of keys over all ranks)")
     bins = 1 << _RADIX_BITS
     low_mask = bins - 1
     candidates = keys.to(torch.int32)

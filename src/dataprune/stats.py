@@ -16,6 +16,8 @@ from collections.abc import Callable
 import torch
 from torch import Tensor
 
+from .errors import InvalidValue
+
 MEAN, VAR, SEEN = 0, 1, 2
 MAX_SAMPLES = 2**31 - 1  # indices share an int64 sort key with 32 bits of loss
 
@@ -121,7 +123,7 @@ class SampleStats:
         compile: bool = False,
     ):
         if (total if total is not None else offset + num_samples) > MAX_SAMPLES:
-            raise ValueError(
+            raise InvalidValue(
                 f"SampleStats holds samples of indices below {MAX_SAMPLES + 1} (2**31); got "
                 f"num_samples={num_samples}, offset={offset}, total={total}"
             )
@@ -141,7 +143,7 @@ class SampleStats:
     @table.setter
     def table(self, value: Tensor) -> None:
         if value.shape != (self.num_rows, 3):
-            raise ValueError(f"table must be ({self.num_rows}, 3), got {tuple(value.shape)}")
+            raise InvalidValue(f"table must be ({self.num_rows}, 3), got {tuple(value.shape)}")
         self._rows = torch.cat([value, value.new_zeros(1, 3)])
 
     @property
@@ -167,7 +169,7 @@ class SampleStats:
     @correct_confidence.setter
     def correct_confidence(self, value: Tensor) -> None:
         if value.shape != (self.num_rows,):
-            raise ValueError(
+            raise InvalidValue(
                 f"correct_confidence must be ({self.num_rows},), got {tuple(value.shape)}"
             )
         self._confidence = torch.cat([value, value.new_zeros(1)])

@@ -17,6 +17,8 @@ from PIL import Image
 from torch import Tensor
 from torch.utils.data import Dataset
 
+from ..errors import InvalidValue
+
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
 INDEX_FORMAT = "08d"  # sample index in file names and WebDataset keys: sorts as it counts
 SHARD_BYTES = 1 << 26  # the shard writers' default size, MDSWriter's own
@@ -26,7 +28,7 @@ Sample = tuple[int, bytes, int]  # (global index, PNG bytes, label), as the shar
 def encode_png(image: np.ndarray) -> bytes:
     """PNG bytes of a uint8 image, H x W (greyscale) or H x W x C (C = 3 or 4)."""
     if image.dtype != np.uint8 or image.ndim not in (2, 3):
-        raise ValueError(
+        raise InvalidValue(
             f"image must be a uint8 array of shape (H, W) or (H, W, C), got {image.dtype} "
             f"{image.shape}"
         )

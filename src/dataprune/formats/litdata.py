@@ -37,6 +37,7 @@ from typing import Any
 import litdata
 from torch.utils.data import Dataset
 
+from ..errors import InvalidValue
 from .images import SHARD_BYTES, Sample
 
 
@@ -53,7 +54,7 @@ class LitDataIndexed(Dataset):
         self, dataset: litdata.StreamingDataset, transform: Callable[[Any], Any] | None = None
     ):
         if dataset.batch_decode not in (0, False):
-            raise ValueError(
+            raise InvalidValue(
                 f"the litdata dataset has batch_decode={dataset.batch_decode!r}, so reading one "
                 "sample deserializes its neighbours too, pruned or not: make it with "
                 "litdata.StreamingDataset(..., batch_decode=0)"

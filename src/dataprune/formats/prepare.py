@@ -26,6 +26,7 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
+from ..errors import InvalidValue
 from . import FORMATS
 from .images import SHARD_BYTES, Sample, encode_png
 
@@ -37,7 +38,7 @@ _METADATA_FIELDS = ("format", "dataset", "classes", "shape", "splits", "mean", "
 def encode_samples(images: np.ndarray, labels: np.ndarray, progress: bool = True) -> list[Sample]:
     """``(index, png, label)`` for uint8 ``images`` (N x H x W or N x H x W x C)."""
     if len(images) != len(labels):
-        raise ValueError(f"images ({len(images)}) and labels ({len(labels)}) differ in length")
+        raise InvalidValue(f"images ({len(images)}) and labels ({len(labels)}) differ in length")
     iterator = tqdm(images, desc="encoding PNG", unit="img", disable=not progress)
     return [(i, encode_png(image), int(labels[i])) for i, image in enumerate(iterator)]
 
@@ -77,7 +78,7 @@ def prepare(
     """
     unknown = [f for f in formats if f not in FORMATS]
     if unknown:
-        raise ValueError(f"formats={unknown} are not known; choose from: {', '.join(FORMATS)}")
+        raise InvalidValue(f"formats={unknown} are not known; choose from: {', '.join(FORMATS)}")
     writers = {}
     for name in formats:  # import every writer first: a missing extra fails before any work
         module, function, extra = FORMATS[name]
@@ -121,7 +122,7 @@ def write_metadata(
     ``crop-flip``). Returns the file's path.
     """
     if data_format not in FORMATS:
-        raise ValueError(
+        raise InvalidValue(
             f"data_format={data_format!r} is not known; choose from: {', '.join(FORMATS)}"
         )
     fields = {
@@ -147,12 +148,12 @@ def read_metadata(folder: str | os.PathLike[str]) -> dict | None:
     try:
         fields = json.loads(path.read_text())
     except (OSError, ValueError) as error:
-        raise ValueError(f"{path}: not a readable {METADATA} ({error})") from error
+        raise InvalidValue(f"{path}: not a readable {METADATA} ({error})") from error
     if not isinstance(fields, dict):
-        raise ValueError(f"{path}: not a {METADATA} (a JSON object)")
+        raise InvalidValue(f"{path}: not a {METADATA} (a JSON object)")
     missing = [k for k in _METADATA_FIELDS if k not in fields]
     if missing:
-        raise ValueError(
+        raise InvalidValue(
             f"{path}: missing {', '.join(missing)}; write it again (dataprune prepare does)"
         )
     return fields

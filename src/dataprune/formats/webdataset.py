@@ -50,6 +50,7 @@ import webdataset as wds
 from torch.utils.data import IterableDataset, get_worker_info
 
 from ..distributed import world
+from ..errors import InvalidValue
 from ..pruner import Pruner
 from .images import INDEX_FORMAT, SHARD_BYTES, Sample
 
@@ -87,9 +88,9 @@ class PrunedWebDataset(IterableDataset):
         world_size: int | None = None,
     ):
         if not urls:
-            raise ValueError("urls is empty: pass the list of tar shards")
+            raise InvalidValue("urls is empty: pass the list of tar shards")
         if shuffle_buffer < 0:
-            raise ValueError(f"shuffle_buffer must be >= 0 samples, got {shuffle_buffer}")
+            raise InvalidValue(f"shuffle_buffer must be >= 0 samples, got {shuffle_buffer}")
         default_rank, default_world = world()
         self.urls = list(urls)
         self.pruner = pruner
@@ -101,7 +102,7 @@ class PrunedWebDataset(IterableDataset):
         self._kept: tuple[int, np.ndarray] | None = None  # (epoch, mask): snapshot_subset()
         self.world_size = default_world if world_size is None else world_size
         if not 0 <= self.rank < self.world_size:
-            raise ValueError(f"rank={self.rank} must be in [0, world_size={self.world_size})")
+            raise InvalidValue(f"rank={self.rank} must be in [0, world_size={self.world_size})")
 
     def shards(self) -> list[str]:
         """This rank's shards for the current epoch, in reading order (before the worker split)."""
@@ -124,7 +125,7 @@ class PrunedWebDataset(IterableDataset):
         """Samples each DataLoader worker of each rank yields under torch.distributed."""
         readers = self.world_size * max(num_workers, 1)
         if len(self.urls) < readers:
-            raise ValueError(
+            raise InvalidValue(
                 f"{len(self.urls)} shards cannot feed world_size={self.world_size} ranks x "
                 f"num_workers={num_workers} DataLoader workers: write at least {readers} shards"
             )

@@ -5,6 +5,7 @@
 - :mod:`dataprune.frameworks.accelerate`: a prepared loader for Accelerate loops (``[hf]``).
 """
 
+from ..errors import InvalidValue
 from ..policies import POLICIES, get_policy
 
 
@@ -18,7 +19,7 @@ def framework_methods() -> list[str]:
 def check_framework_method(method: str, framework: str) -> None:
     """Refuse ``method`` where ``framework`` owns the loop and the method needs steps in it."""
     if _needs_loop_steps(method):
-        raise ValueError(
+        raise InvalidValue(
             f"method={method!r} needs steps of its own in the training loop "
             f"(selective-backprop: Pruner.select_batch; kakurenbo: record(correct=, "
             f"confidence=), Pruner.lr_scale and the hidden samples' refresh), which {framework} "

@@ -39,6 +39,7 @@ from accelerate import Accelerator
 from torch.utils.data import DataLoader, Dataset
 
 from .. import IndexedDataset, IndexedDictDataset, Pruner
+from ..errors import InvalidValue
 
 
 def dataloader(
@@ -55,7 +56,7 @@ def dataloader(
     :class:`dataprune.IndexedDictDataset`); ``loader_options`` go to the DataLoader.
     """
     if accelerator.split_batches:
-        raise ValueError(
+        raise InvalidValue(
             "Accelerator(split_batches=True) cuts each batch across ranks; dataprune counts "
             "per-rank batches: build the Accelerator with split_batches=False (its default)"
         )

@@ -48,6 +48,7 @@ from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_N
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, get_last_checkpoint
 
 from .. import IndexedCollator, IndexedDictDataset, Pruner
+from ..errors import InvalidValue
 from ..losses import counted_tokens, sequence_losses
 from . import check_framework_method
 
@@ -85,15 +86,15 @@ class DataPruningTrainer(Trainer):
     ):
         super().__init__(*args, **kwargs)
         if self.train_dataset is None:
-            raise ValueError("DataPruningTrainer needs a train_dataset to prune")
+            raise InvalidValue("DataPruningTrainer needs a train_dataset to prune")
         if self.args.remove_unused_columns:
-            raise ValueError(
+            raise InvalidValue(
                 "DataPruningTrainer needs TrainingArguments(remove_unused_columns=False): "
                 f"otherwise the Trainer drops the {INDEX_KEY!r} key that record() needs"
             )
         epochs = self.args.num_train_epochs
         if self.args.max_steps > 0 or epochs != int(epochs):
-            raise ValueError(
+            raise InvalidValue(
                 f"DataPruningTrainer sizes the run from whole epochs: set num_train_epochs to a "
                 f"whole number (got {epochs}) and leave max_steps unset (got "
                 f"{self.args.max_steps})"
@@ -103,7 +104,7 @@ class DataPruningTrainer(Trainer):
         check_framework_method(self.pruner.method, "DataPruningTrainer")
         if not self.pruner.uniform_epochs():
             sizes = [self.pruner.epoch_size(e) for e in range(self.pruner.epochs)]
-            raise ValueError(
+            raise InvalidValue(
                 f"the Trainer assumes every epoch has the first one's length, but this pruner's "
                 f"epochs train {sizes} samples (warmup_epochs={self.pruner.warmup_epochs}, "
                 f"anneal_epochs={self.pruner.anneal_epochs}, "
@@ -187,7 +188,7 @@ class DataPruningTrainer(Trainer):
         if resume_from_checkpoint is True:
             resume_from_checkpoint = get_last_checkpoint(self.args.output_dir)
             if resume_from_checkpoint is None:
-                raise ValueError(f"no checkpoint found in output_dir={self.args.output_dir!r}")
+                raise InvalidValue(f"no checkpoint found in output_dir={self.args.output_dir!r}")
         if resume_from_checkpoint:
             path = os.path.join(resume_from_checkpoint, PRUNER_FILE)
             if not os.path.isfile(path):

@@ -43,6 +43,7 @@ from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from .. import IndexedDataset, IndexedDictDataset, PrunedSampler, Pruner
+from ..errors import InvalidValue
 from . import check_framework_method
 
 METRIC_PREFIX = "dataprune/"
@@ -107,7 +108,7 @@ class DataPruning(pl.Callback):
         trainer = self._require_trainer()
         for option in ("sampler", "batch_sampler"):
             if option in loader_options:
-                raise ValueError(f"dataloader(..., {option}=...): the pruner decides the order")
+                raise InvalidValue(f"dataloader(..., {option}=...): the pruner decides the order")
         if not isinstance(dataset, (IndexedDataset, IndexedDictDataset)):
             dataset = IndexedDataset(dataset)
         if self.pruner is None:

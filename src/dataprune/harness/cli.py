@@ -19,6 +19,7 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
+from ..errors import DataPruneError
 from ..formats import FORMATS as DATA_FORMATS
 from .data import DATASETS
 from .files import check_writable
@@ -27,7 +28,6 @@ from .trainer import (
     FIELD_DEFAULTS,
     MAX_SEED,
     RunConfig,
-    RunError,
     is_main_process,
     shutdown_distributed,
     unused_fields,
@@ -39,7 +39,7 @@ COMPAREFIELD_DEFAULTS = {"epochs": 15, "out": "runs/compare"}  # compare's own d
 _OPTION_PREFIX = "option:"
 
 
-class CLIError(RuntimeError):
+class CLIError(DataPruneError):
     """A usage problem reported as one line."""
 
 
@@ -417,26 +417,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         argv = ["compare", *argv]
     parser = build_parser()
     args = parser.parse_args(argv)
-    from .checkpoint import CheckpointError
-    from .data import DatasetError
-    from .files import FolderInUse
-
     previous_handler = signal.signal(signal.SIGTERM, _terminate)
     finished = False
     try:
         with _log_lines_on_stderr():
             COMMANDS[args.command](args)
         finished = True
-    except (
-        CLIError,
-        RunError,
-        DatasetError,
-        CheckpointError,
-        FolderInUse,
-        ValueError,
-        TypeError,
-        OSError,
-    ) as exc:
+    except (DataPruneError, OSError) as exc:  # the user's to fix (OSError: a path or a disk)
         if os.environ.get("DATAPRUNE_DEBUG"):
             raise
         print(

@@ -9,6 +9,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from ..errors import InvalidValue
 from ..schedule import budget
 from .checkpoint import CHECKPOINT, note_unfinished, read_checkpoint
 from .files import save_torch, write_text
@@ -47,7 +48,7 @@ def export_coreset(source: str, prune: float, out_path: str) -> dict[str, Any]:
     Returns a summary dict (kind, source, num_samples, k, prune, paths, score range).
     """
     if isinstance(prune, bool) or not isinstance(prune, (int, float)) or not 0.0 <= prune < 1.0:
-        raise ValueError(f"prune={prune!r} must be a number in [0, 1)")
+        raise InvalidValue(f"prune={prune!r} must be a number in [0, 1)")
     src = Path(source)
     tiebreak: Tensor | None = None
     if src.is_dir():
@@ -61,7 +62,7 @@ def export_coreset(source: str, prune: float, out_path: str) -> dict[str, Any]:
         note_unfinished(pruner)
         epochs = pruner["pruned_epochs"]
         if epochs < 1:
-            raise ValueError(f"{checkpoint} has no pruned epoch yet; nothing to export")
+            raise InvalidValue(f"{checkpoint} has no pruned epoch yet; nothing to export")
         scores = (pruner["selected_count"].double() / epochs).float()
         tiebreak = pruner["stats"].double()[:, 0]
         kind, name = "run", str(pruner["method"])
@@ -73,18 +74,18 @@ def export_coreset(source: str, prune: float, out_path: str) -> dict[str, Any]:
 
     n = scores.numel()
     if n == 0:
-        raise ValueError(f"{src} holds no samples")
+        raise InvalidValue(f"{src} holds no samples")
     k = budget(n, prune)
     chosen = _ranking(scores, tiebreak)[:k]
     chosen_scores = scores[chosen].float()
     pt_path, csv_path = _coreset_paths(out_path)
     for target in (pt_path, csv_path):
         if target.name == CHECKPOINT or target.resolve() == src.resolve():
-            raise ValueError(f"--out {out_path} would overwrite {target}, the export's own input")
+            raise InvalidValue(f"--out {out_path} would overwrite {target}, the export's own input")
     try:
         pt_path.parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
-        raise ValueError(f"--out {out_path}: cannot write there ({exc.strerror or exc})") from exc
+        raise InvalidValue(f"--out {out_path}: cannot write there ({exc.strerror or exc})") from exc
     save_torch(
         {
             "indices": chosen.clone(),

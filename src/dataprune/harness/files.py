@@ -19,6 +19,8 @@ from typing import Any
 
 import torch
 
+from ..errors import DataPruneError, InvalidValue
+
 LOCK = ".dataprune.lock"
 _TEMPORARY_SUFFIX = ".tmp"
 
@@ -75,10 +77,10 @@ def check_writable(folder: str | os.PathLike[str], flag: str) -> None:
         os.close(fd)
         os.unlink(probe)
     except OSError as exc:
-        raise ValueError(f"{flag} {folder}: cannot write there ({exc.strerror or exc})") from exc
+        raise InvalidValue(f"{flag} {folder}: cannot write there ({exc.strerror or exc})") from exc
 
 
-class UnreadableFile(ValueError):
+class UnreadableFile(InvalidValue):
     """A file that is missing, empty, truncated or not what it should be; one line says why."""
 
 
@@ -103,7 +105,7 @@ def read_torch(path: Path, what: str) -> Any:
         ) from exc
 
 
-class FolderInUse(RuntimeError):
+class FolderInUse(DataPruneError):
     """Another process holds the output folder's lock."""
 
 

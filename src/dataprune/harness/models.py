@@ -10,6 +10,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
+from ..errors import InvalidValue
+
 __all__ = ["MODELS", "BasicBlock", "ResNet", "SmallCNN", "build_model"]
 
 MODELS = ("mlp", "cnn", "resnet18", "resnet20")
@@ -25,9 +27,9 @@ def build_model(name: str, in_channels: int, num_classes: int, image_size: int) 
     - ``resnet20``: He et al.'s CIFAR ResNet-20 (3 stages x 3 blocks, widths 16/32/64).
     """
     if name not in MODELS:
-        raise ValueError(f"model={name!r} is not known; choose one of: {', '.join(MODELS)}")
+        raise InvalidValue(f"model={name!r} is not known; choose one of: {', '.join(MODELS)}")
     if in_channels < 1 or num_classes < 1 or image_size < 1:
-        raise ValueError(
+        raise InvalidValue(
             f"need positive in_channels, num_classes and image_size, got "
             f"{in_channels}, {num_classes}, {image_size}"
         )
@@ -127,7 +129,7 @@ class ResNet(nn.Module):
     ):
         super().__init__()
         if len(widths) != len(blocks):
-            raise ValueError("widths and blocks must have the same length")
+            raise InvalidValue("widths and blocks must have the same length")
         self.stem = nn.Sequential(*_conv_bn_relu(in_channels, widths[0]))
         stages: list[nn.Module] = []
         cin = widths[0]

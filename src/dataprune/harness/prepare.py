@@ -20,6 +20,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from .._validation import check_int
+from ..errors import InvalidValue
 from ..formats import FORMATS
 from ..formats.images import SHARD_BYTES
 from ..formats.prepare import class_folder_names, pixels, prepare, write_metadata
@@ -47,13 +48,13 @@ def prepare_dataset(
     out = Path(out).expanduser()
     unknown = [f for f in formats if f not in FORMATS]
     if unknown or not formats:
-        raise ValueError(
+        raise InvalidValue(
             f"formats={','.join(formats)!r}: {'no format given' if not formats else 'unknown'}; "
             f"choose from: {', '.join(FORMATS)}"
         )
     check_int("shard_bytes", shard_bytes, low=1)
     if out.exists() and not overwrite:
-        raise ValueError(f"out={str(out)!r} exists: pass overwrite to replace it")
+        raise InvalidValue(f"out={str(out)!r} exists: pass overwrite to replace it")
     data = load_dataset(dataset, data_dir, train_limit=train_limit, test_limit=test_limit)
     classes = class_folder_names(data.num_classes)
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -11,6 +11,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from ..errors import InvalidValue
 from .checkpoint import CHECKPOINT, CheckpointError, identity_difference, read_checkpoint
 from .data import ImageData
 from .data.disk import DiskData
@@ -46,7 +47,7 @@ def run(
     """
     config.validate()
     if config.stop_after is not None and config.out is None:
-        raise ValueError(
+        raise InvalidValue(
             f"stop_after={config.stop_after} needs out: without an output folder nothing is "
             "saved to resume from"
         )

@@ -27,6 +27,7 @@ from torch import Tensor, nn
 from .. import Pruner, classification_predictions
 from .._validation import check_choice, check_float, check_int
 from ..distributed import all_reduce_sum, world
+from ..errors import DataPruneError, InvalidValue
 from ..policies import get_policy
 from ..pruner import MAX_EPOCHS
 from ..sampler import shard
@@ -70,7 +71,7 @@ _RESUME_FREE = (
 )
 
 
-class RunError(RuntimeError):
+class RunError(DataPruneError):
     """A problem the user can fix (bad flag, unusable checkpoint); shown as one line by the CLI."""
 
 
@@ -200,7 +201,7 @@ class RunConfig:
         for name, reason in unused_fields(self.method).items():
             value, default = getattr(self, name), FIELD_DEFAULTS[name]
             if value != default:
-                raise ValueError(
+                raise InvalidValue(
                     f"{name}={value!r} does not apply to method={self.method!r}: {reason}"
                 )
         check_float("prune", self.prune, low=0.0, high=1.0, high_open=True)
@@ -220,13 +221,13 @@ class RunConfig:
         if self.stop_after is not None:
             check_int("stop_after", self.stop_after, low=1, high=self.epochs)
         if self.resume and self.overwrite:
-            raise ValueError(
+            raise InvalidValue(
                 "resume and overwrite cannot both be set: resume continues the checkpoint in "
                 "the output folder, overwrite starts afresh over it"
             )
         for name in ("out", "scores_file", "data_dir", "data_path"):
             if getattr(self, name) == "":
-                raise ValueError(f"{name}='' is empty: give a path, or leave it out")
+                raise InvalidValue(f"{name}='' is empty: give a path, or leave it out")
         check_choice("schedule", self.schedule, SCHEDULES)
         check_float("lr", self.lr, low=0.0, low_open=True)
         check_float("momentum", self.momentum, low=0.0, high=1.0, high_open=True)
@@ -236,7 +237,7 @@ class RunConfig:
         for name, value in self.options.items():
             if name not in accepted:
                 takes = ", ".join(sorted(accepted)) or "none"
-                raise ValueError(
+                raise InvalidValue(
                     f"option {name}={value!r} does not apply to method={self.method!r} "
                     f"(its options: {takes})"
                 )
@@ -248,7 +249,7 @@ class RunConfig:
         """``data_path`` replaces the in-memory dataset and its fields; ``num_workers`` reads it."""
         if self.data_path is None:
             if self.num_workers != FIELD_DEFAULTS["num_workers"]:
-                raise ValueError(
+                raise InvalidValue(
                     f"num_workers={self.num_workers!r} applies only with data_path (data on "
                     "disk): the in-memory datasets need no DataLoader workers"
                 )
@@ -256,17 +257,17 @@ class RunConfig:
         check_int("num_workers", self.num_workers, low=0, high=MAX_WORKERS)
         for name in ("dataset", "data_dir", "verify", "train_limit", "test_limit"):
             if getattr(self, name) != FIELD_DEFAULTS[name]:
-                raise ValueError(
+                raise InvalidValue(
                     f"{name}={getattr(self, name)!r} does not apply with data_path="
                     f"{self.data_path!r}, which is the whole dataset: leave {name} out"
                 )
         if self.method in SCORERS:
-            raise ValueError(
+            raise InvalidValue(
                 f"method={self.method!r} does not apply with data_path: the static scorers "
                 "score the training set in memory; use a dynamic method, or a --dataset"
             )
         if get_policy(core_method(self.method)).uses_predictions:
-            raise ValueError(
+            raise InvalidValue(
                 f"method={self.method!r} does not apply with data_path: it forwards the "
                 "samples it hid after each epoch, which the harness reads from the training "
                 "set in memory; use another method, or a --dataset"

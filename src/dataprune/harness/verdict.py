@@ -13,6 +13,8 @@ import statistics
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
+from ..errors import InvalidValue
+
 #: Two-sided 95% critical values of Student's t by degrees of freedom (t_{0.975, df}).
 _T95 = {
     1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306,
@@ -29,7 +31,7 @@ HOLDS, FAILS, NO_DIFFERENCE = "holds", "fails", "no difference measured"
 def t_critical(df: int) -> float:
     """``t_{0.975, df}``: exact to the table's 3 decimals up to 30, then interpolated in 1/df."""
     if df < 1:
-        raise ValueError(f"df={df} must be >= 1 (an interval needs at least 2 paired seeds)")
+        raise InvalidValue(f"df={df} must be >= 1 (an interval needs at least 2 paired seeds)")
     if df in _T95:
         return _T95[df]
     known = sorted(_T95)
@@ -66,7 +68,7 @@ def mean_interval(values: Iterable[float]) -> Interval:
     """The mean of ``values`` with its t-based 95% interval (infinite with one value)."""
     values = [float(v) for v in values]
     if not values:
-        raise ValueError("an interval needs at least one value")
+        raise InvalidValue("an interval needs at least one value")
     mean = statistics.fmean(values)
     if len(values) < 2:
         return Interval(mean, -math.inf, math.inf, 1)
@@ -78,7 +80,7 @@ def paired_difference(a: Mapping[int, float], b: Mapping[int, float]) -> Interva
     """``a - b`` paired by seed (the keys), over the seeds both have."""
     seeds = sorted(set(a) & set(b))
     if not seeds:
-        raise ValueError(
+        raise InvalidValue(
             f"no seed in common to pair: {sorted(a)} against {sorted(b)}; run both with the "
             "same --seeds"
         )
@@ -89,7 +91,7 @@ def verdict(difference: Interval, claim: str = "higher") -> str:
     """Whether ``a`` is ``claim`` ("higher" or "lower") than ``b``: ``"holds"`` or
     ``"fails"`` only where the interval excludes zero, else ``"no difference measured"``."""
     if claim not in ("higher", "lower"):
-        raise ValueError(f"claim={claim!r} is not known; choose one of: higher, lower")
+        raise InvalidValue(f"claim={claim!r} is not known; choose one of: higher, lower")
     if not difference.excludes_zero:
         return NO_DIFFERENCE
     return HOLDS if (difference.low > 0) == (claim == "higher") else FAILS

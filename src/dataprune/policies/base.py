@@ -21,6 +21,7 @@ from torch import Tensor
 
 from .._validation import check_bool, check_choice, check_float, check_int
 from ..distributed import all_reduce_sum
+from ..errors import InvalidType, InvalidValue
 from ..selection import RandomStream, random_mask, top_k_mask
 from ..stats import SampleStats
 
@@ -44,9 +45,11 @@ class Option:
 
     def __post_init__(self) -> None:
         if self.default is None and self.cli:
-            raise TypeError("an Option with default None has no command-line type: pass cli=False")
+            raise InvalidType(
+                "an Option with default None has no command-line type: pass cli=False"
+            )
         if self.low is not None and self.high is not None and self.low > self.high:
-            raise ValueError(f"Option low={self.low} is above high={self.high}")
+            raise InvalidValue(f"Option low={self.low} is above high={self.high}")
         if self.default is not None:
             self.check("default", self.default)  # the default obeys the option's own rules
 
@@ -209,7 +212,7 @@ class Policy:
         unknown = sorted(set(params) - set(self.options))
         if unknown:
             valid = ", ".join(sorted(self.options)) or "none"
-            raise TypeError(
+            raise InvalidType(
                 f"unknown option {unknown[0]!r} for method={self.name!r}; valid options: {valid}"
             )
         self.params = {

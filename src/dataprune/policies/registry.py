@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 
 from .._validation import check_choice
+from ..errors import InvalidType, InvalidValue
 from .base import Policy
 
 POLICIES: dict[str, type[Policy]] = {}
@@ -27,22 +28,22 @@ def register(cls: type[Policy]) -> type[Policy]:
     no option may take the name of one of the Pruner's own parameters.
     """
     if not (isinstance(cls, type) and issubclass(cls, Policy)):
-        raise TypeError(f"register() takes a subclass of dataprune.Policy, got {cls!r}")
+        raise InvalidType(f"register() takes a subclass of dataprune.Policy, got {cls!r}")
     name = cls.__dict__.get("name")
     if not isinstance(name, str) or not _NAME.fullmatch(name):
-        raise TypeError(
+        raise InvalidType(
             f"{cls.__name__} needs its own class attribute name = '<method name>' of lower-case "
             f"words joined by hyphens, e.g. 'lowest-loss'; got {name!r}"
         )
     clashing = sorted(set(cls.options) & RESERVED_OPTIONS)
     if clashing:
-        raise ValueError(
+        raise InvalidValue(
             f"{cls.__name__} has an option named {clashing[0]!r}, a parameter of the Pruner "
             "itself; rename the option"
         )
     known = POLICIES.get(name)
     if known is not None and known is not cls:
-        raise ValueError(
+        raise InvalidValue(
             f"method name {name!r} is taken by {known.__module__}.{known.__qualname__}; "
             "choose another name"
         )

@@ -6,6 +6,7 @@ from typing import Any
 
 import torch
 
+from ..errors import InvalidType, InvalidValue
 from ..selection import Stream
 from .base import Option, Policy, Selection, SelectionContext
 from .registry import register
@@ -23,28 +24,28 @@ class StaticScore(Policy):
         super().__init__(**params)
         scores = self.params["scores"]
         if scores is None:
-            raise TypeError("method='static-score' needs scores=<tensor of one score per sample>")
+            raise InvalidType("method='static-score' needs scores=<tensor of one score per sample>")
         try:
             scores = torch.as_tensor(scores).detach()
         except (TypeError, ValueError, RuntimeError):
-            raise TypeError(
+            raise InvalidType(
                 f"scores must be a 1-D tensor (or list) of numbers, got {type(scores).__name__}"
             ) from None
         if scores.dim() != 1 or scores.is_complex() or scores.dtype == torch.bool:
-            raise TypeError(
+            raise InvalidType(
                 f"scores must be a 1-D tensor of real numbers, one per sample; got a "
                 f"{scores.dtype} tensor of shape {tuple(scores.shape)}"
             )
         scores = scores.float()
         if not bool(torch.isfinite(scores).all()):
             bad = int((~torch.isfinite(scores)).sum())
-            raise ValueError(f"scores holds {bad} NaN or inf values; every score must be finite")
+            raise InvalidValue(f"scores holds {bad} NaN or inf values; every score must be finite")
         self.params["scores"] = scores
 
     def check_num_samples(self, num_samples: int) -> None:
         length = self.params["scores"].numel()
         if length != num_samples:
-            raise ValueError(
+            raise InvalidValue(
                 f"scores has {length} entries but num_samples={num_samples}; "
                 "pass one score per training sample"
             )

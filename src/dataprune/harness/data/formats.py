@@ -19,8 +19,10 @@ from pathlib import Path
 
 import numpy as np
 
+from ...errors import DataPruneError
 
-class DatasetError(RuntimeError):
+
+class DatasetError(DataPruneError):
     """A dataset could not be found, downloaded, verified or parsed."""
 
 

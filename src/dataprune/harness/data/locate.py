@@ -19,6 +19,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from ...errors import InvalidValue
 from .formats import DATASETS, DatasetError, required_files
 
 ENV_DATA_DIR = "DATAPRUNE_DATA_DIR"
@@ -276,7 +277,7 @@ def download_dataset(name: str, root: str | os.PathLike[str]) -> Path:
     if a download fails (e.g. offline) or a checksum is wrong.
     """
     if name not in DATASETS:
-        raise ValueError(f"dataset={name!r} is not known; choose one of: {', '.join(DATASETS)}")
+        raise InvalidValue(f"dataset={name!r} is not known; choose one of: {', '.join(DATASETS)}")
     root = Path(root).expanduser()
     if name == "digits":
         return root

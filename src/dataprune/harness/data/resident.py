@@ -20,6 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from ...errors import InvalidValue
 from ...pruner import Pruner
 from ...sampler import PrunedSampler
 from .formats import DATASETS, READERS, RawData
@@ -63,7 +64,7 @@ class ImageData:
 
     def __post_init__(self) -> None:
         if self.augment not in AUGMENTATIONS:
-            raise ValueError(
+            raise InvalidValue(
                 f"augment={self.augment!r} is not known; choose one of: {', '.join(AUGMENTATIONS)}"
             )
 
@@ -192,10 +193,10 @@ def load_dataset(
     (:func:`~dataprune.harness.data.locate.verify_dataset`; the result is logged).
     """
     if name not in DATASETS:
-        raise ValueError(f"dataset={name!r} is not known; choose one of: {', '.join(DATASETS)}")
+        raise InvalidValue(f"dataset={name!r} is not known; choose one of: {', '.join(DATASETS)}")
     for label, limit in (("train_limit", train_limit), ("test_limit", test_limit)):
         if limit is not None and limit < 1:
-            raise ValueError(f"{label} must be a positive number of samples, got {limit}")
+            raise InvalidValue(f"{label} must be a positive number of samples, got {limit}")
     folder = None if name == "digits" else locate(name, data_dir, download)
     if verify:
         note = f"{name} is embedded: no files to verify"
@@ -207,7 +208,7 @@ def load_dataset(
     ):
         if limit is not None and limit > available:
             split = label.split("_")[0]
-            raise ValueError(
+            raise InvalidValue(
                 f"{label}={limit} exceeds the {available} {split} samples of {name}; "
                 "leave it out to use them all"
             )

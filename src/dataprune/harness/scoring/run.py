@@ -24,6 +24,7 @@ import torch.distributed as dist
 from torch import Tensor, nn
 
 from ...distributed import all_gather_varlen, world
+from ...errors import InvalidValue
 from ...schedule import budget
 from ..data import ImageData
 from ..files import check_writable, read_torch, save_torch
@@ -125,7 +126,7 @@ def compute_scores(name: str, config: RunConfig, data: ImageData) -> ScoreResult
     ``seconds``, measured with ``time.perf_counter`` around everything (CUDA synchronised).
     """
     if name not in SCORERS:
-        raise ValueError(f"scorer={name!r} is not known; choose one of: {', '.join(SCORERS)}")
+        raise InvalidValue(f"scorer={name!r} is not known; choose one of: {', '.join(SCORERS)}")
     config.validate()
     device = setup_device(config.device)
     synchronize(device)
@@ -166,14 +167,14 @@ def compute_scores(name: str, config: RunConfig, data: ImageData) -> ScoreResult
 # ------------------------------------------------------------------------------------- files
 def _check_scores(scores: Tensor, where: str, num_samples: int | None) -> Tensor:
     if not isinstance(scores, Tensor) or scores.dim() != 1:
-        raise ValueError(f"{where} must hold a 1-D tensor of scores")
+        raise InvalidValue(f"{where} must hold a 1-D tensor of scores")
     if num_samples is not None and scores.numel() != num_samples:
-        raise ValueError(
+        raise InvalidValue(
             f"{where} has {scores.numel()} scores but the dataset has {num_samples} samples"
         )
     bad = int((~torch.isfinite(scores)).sum())
     if bad:
-        raise ValueError(f"{where} holds {bad} NaN or inf scores; every score must be finite")
+        raise InvalidValue(f"{where} holds {bad} NaN or inf scores; every score must be finite")
     return scores
 
 
@@ -200,7 +201,7 @@ def load_scores(path: str | os.PathLike[str], num_samples: int | None) -> ScoreR
     path = Path(path)
     state = read_torch(path, "score file")
     if not isinstance(state, dict) or not {"scores", "seconds", "name"} <= set(state):
-        raise ValueError(f"score file {path} is not a dataprune score file (save_scores)")
+        raise InvalidValue(f"score file {path} is not a dataprune score file (save_scores)")
     scores = _check_scores(state["scores"], f"score file {path}", num_samples).float()
     return ScoreResult(
         scores=scores,
@@ -225,7 +226,7 @@ def run_static(config: RunConfig, data: ImageData | None = None) -> tuple[RunRes
     """
     config.validate()
     if config.method not in SCORERS:
-        raise ValueError(
+        raise InvalidValue(
             f"method={config.method!r} is not a static scorer; choose one of: {', '.join(SCORERS)}"
         )
     if data is None:
@@ -235,13 +236,13 @@ def run_static(config: RunConfig, data: ImageData | None = None) -> tuple[RunRes
     target = Path(config.scores_file) if config.scores_file else None
     if target is not None and not target.is_file():  # to be written: check before scoring
         if target.exists():
-            raise ValueError(f"--scores {target} is not a file: give a file name to write")
+            raise InvalidValue(f"--scores {target} is not a file: give a file name to write")
         check_writable(target.parent, "--scores")
     if config.scores_file and Path(config.scores_file).is_file():
         scored = load_scores(config.scores_file, n)
         source = str(config.scores_file)
         if scored.name != config.method:
-            raise ValueError(
+            raise InvalidValue(
                 f"score file {config.scores_file} holds {scored.name!r} scores, but "
                 f"method={config.method!r}"
             )

@@ -19,6 +19,7 @@ from torch import Tensor, nn
 
 from ..._validation import check_int
 from ...distributed import gather_batch, world
+from ...errors import InvalidValue
 from ..data import ImageData
 
 #: GraNd materialises ``chunk x num_params`` per-sample gradients at once; cap that at 2**28
@@ -164,7 +165,7 @@ class ForgettingTracker:
         idx = indices.to(self.device).long().flatten()
         cur = correct.to(self.device).bool().flatten()
         if idx.shape != cur.shape:
-            raise ValueError(
+            raise InvalidValue(
                 f"indices and correct must have the same shape; got {tuple(indices.shape)} "
                 f"and {tuple(correct.shape)}"
             )
@@ -221,13 +222,13 @@ def class_balanced_topk(scores: Tensor, labels: Tensor, k: int) -> Tensor:
     labels = torch.as_tensor(labels).detach().flatten().long().cpu()
     n = scores.numel()
     if labels.numel() != n:
-        raise ValueError(f"scores has {n} entries but labels has {labels.numel()}")
+        raise InvalidValue(f"scores has {n} entries but labels has {labels.numel()}")
     if isinstance(k, bool) or not isinstance(k, int) or not 0 <= k <= n:
-        raise ValueError(f"k={k!r} must be an integer in [0, {n}]")
+        raise InvalidValue(f"k={k!r} must be an integer in [0, {n}]")
     if n == 0 or k == 0:
         return torch.zeros(0, dtype=torch.int64)
     if int(labels.min()) < 0:
-        raise ValueError("labels must be non-negative class ids")
+        raise InvalidValue("labels must be non-negative class ids")
     counts = torch.bincount(labels)
     exact = counts.double() * k / n
     quota = exact.floor().long()
