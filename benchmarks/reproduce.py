@@ -199,7 +199,7 @@ def save_selection(run_dir: Path) -> None:
     summary = selection_summary(state)
     counts = state["selected_count"].to(torch.int64)
     histogram = torch.bincount(counts, minlength=summary["epochs"] + 1).tolist()
-    write_json(target, {"summary": summary, "histogram": histogram, "churn": state["churn"]})
+    write_json(target, {"summary": summary, "histogram": histogram, "churn": state["progress"]["churn"]})
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -3,7 +3,8 @@
     python examples/plain_loop.py --method ucb --prune 0.5
     python examples/plain_loop.py --all --train-limit 5000     # every method, a slice
 
-Only the lines marked ``# dataprune`` differ from an ordinary training loop.
+Only the lines marked ``# dataprune`` differ from an ordinary training loop, and they are the
+same for every method.
 """
 
 from __future__ import annotations
@@ -39,53 +40,24 @@ def train_one(method: str, prune: float, epochs: int, data, batch_size: int = 12
         max_lr=0.1,
         total_steps=pruner.total_steps(batch_size),  # dataprune
     )
+
+    def sample_losses(batch):  # one loss per sample
+        x, y = batch
+        return F.cross_entropy(model(x), y, reduction="none")
+
     for epoch in range(epochs):
         pruner.set_epoch(epoch)  # dataprune
-        for idx, (x, y) in loader:
-            logits = model(x)
-            losses = F.cross_entropy(logits, y, reduction="none")
-            loss = pruner.record(idx, losses, **predictions(pruner, logits, y))  # dataprune
-            if pruner.policy.selects_in_batch:  # selective-backprop: the highest losses only
-                loss = losses[pruner.select_batch(losses)].mean()  # dataprune
+        for idx, batch in loader:
+            loss = pruner.loss(idx, batch, sample_losses)  # dataprune
             opt.zero_grad()
             loss.backward()
-            scaled_step(opt, pruner.lr_scale())  # dataprune (opt.step() at 1/(1-F) for kakurenbo)
+            opt.step()
             sched.step()
-        if pruner.policy.uses_predictions:  # dataprune: kakurenbo re-measures hidden samples
-            refresh_hidden(pruner, model, data)
+        pruner.end_epoch(model, loader, sample_losses)  # dataprune
 
     with torch.no_grad():
         accuracy = (model(data.test_x).argmax(1) == data.test_y).float().mean().item()
     return {"method": method, "accuracy": accuracy, **pruner.summary()}
-
-
-def predictions(pruner: dataprune.Pruner, logits: torch.Tensor, y: torch.Tensor) -> dict:
-    """``record``'s ``correct=`` and ``confidence=`` for a method that reads them (kakurenbo)."""
-    if not pruner.policy.uses_predictions:
-        return {}
-    correct, confidence = dataprune.classification_predictions(logits.detach(), y)
-    return {"correct": correct, "confidence": confidence}
-
-
-def scaled_step(opt: torch.optim.Optimizer, scale: float) -> None:
-    """``opt.step()`` at ``scale`` times the schedule's learning rates, which stay untouched."""
-    rates = [group["lr"] for group in opt.param_groups]
-    for group, lr in zip(opt.param_groups, rates, strict=True):
-        group["lr"] = lr * scale
-    opt.step()
-    for group, lr in zip(opt.param_groups, rates, strict=True):
-        group["lr"] = lr
-
-
-@torch.no_grad()
-def refresh_hidden(pruner: dataprune.Pruner, model: nn.Module, data, batch_size: int = 1024):
-    """Record the losses of the samples hidden this epoch, as KAKURENBO does after each epoch,
-    so that one whose loss grew trains again. This model has no BatchNorm; with it, restore its
-    buffers afterwards, or the hidden (easiest) samples set its running statistics."""
-    for idx in pruner.hidden_indices().split(batch_size):
-        logits = model(data.train_x[idx])
-        losses = F.cross_entropy(logits, data.train_y[idx], reduction="none")
-        pruner.record(idx, losses, **predictions(pruner, logits, data.train_y[idx]))
 
 
 def main() -> None:
@@ -103,9 +75,11 @@ def main() -> None:
     for method in dataprune.methods() if args.all else [args.method]:
         r = train_one(method, args.prune, args.epochs, data)
         print(
-            f"{r['method']:>15}: accuracy {100 * r['accuracy']:.1f}%, "
+            f"{r['method']:>18}: accuracy {100 * r['accuracy']:.1f}%, "
             f"pruned {100 * r['fraction_pruned']:.0f}% of samples, "
-            f"selection {r['selection_seconds']:.3f} s, record {r['record_seconds']:.3f} s"
+            f"forwarded {r['samples_forwarded']:,}, back-propagated "
+            f"{r['samples_backpropagated']:,}, selection {r['selection_seconds']:.3f} s, "
+            f"record {r['record_seconds']:.3f} s"
         )
 
 

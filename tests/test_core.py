@@ -10,8 +10,9 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader, TensorDataset
 
-import dataprune as dp
-from dataprune import IndexedDataset, Pruner, SampleStats, methods
+from dataprune import IndexedDataset, Pruner, methods
+from dataprune.sampler import PrunedSampler
+from dataprune.stats import SampleStats
 
 
 def options(method: str, n: int) -> dict:
@@ -31,23 +32,20 @@ def loss_of(indices: torch.Tensor, epoch: int) -> torch.Tensor:
     return ((idx * 7919 + epoch * 104729 + 13) % 1009).float() / 97.0 + 0.01
 
 
-def prediction_of(indices: torch.Tensor, epoch: int) -> dict[str, torch.Tensor]:
-    """A deterministic ``correct=`` and ``confidence=`` per (sample, epoch), for record()."""
-    idx = indices.long()
-    return {
-        "correct": (idx * 3 + epoch) % 4 != 0,
-        "confidence": ((idx * 13 + epoch * 7) % 10).float() / 10 + 0.05,
-    }
-
-
 def run_epoch(pruner: Pruner, epoch: int, batch_size: int = 8) -> torch.Tensor:
-    """set_epoch, then record every batch of this epoch's sampler (with predictions, which
-    only kakurenbo reads); returns the epoch's subset."""
+    """The loop every method shares: set_epoch, ``loss`` for every batch of the sampler (the
+    batch is its indices), then ``end_epoch``; returns the epoch's subset."""
     pruner.set_epoch(epoch)
     order = torch.tensor(list(pruner.sampler()), dtype=torch.long)
+
+    def sample_losses(rows: torch.Tensor) -> torch.Tensor:
+        return loss_of(rows, epoch)
+
     for batch in order.split(batch_size):
-        pruner.record(batch, loss_of(batch, epoch), **prediction_of(batch, epoch))
-    return pruner.indices().clone()
+        pruner.loss(batch, batch, sample_losses)
+    subset = pruner.indices().clone()
+    pruner.end_epoch(torch.nn.Identity(), lambda rows: rows, sample_losses, batch_size)
+    return subset
 
 
 # --------------------------------------------------------------------------- prune = 0
@@ -61,7 +59,7 @@ def test_prune_zero_selects_every_sample(method):
         assert len(pruner.sampler()) == n
     assert pruner.summary()["samples_used"] == 4 * n
     assert pruner.summary()["fraction_pruned"] == 0.0
-    assert pruner.summary()["samples_recorded"] == 4 * n  # run_epoch records each index once
+    assert pruner.summary()["samples_backpropagated"] == 4 * n  # each index trains once
 
 
 def _train_digits(method: str, epochs: int = 3) -> tuple[torch.Tensor, torch.Tensor, float]:
@@ -92,8 +90,10 @@ def _train_digits_1(method: str, epochs: int) -> tuple[torch.Tensor, torch.Tenso
     last = math.nan
     for epoch in range(epochs):
         pruner.set_epoch(epoch)
-        for idx, (xb, yb) in loader:
-            loss = pruner.record(idx, F.cross_entropy(model(xb), yb, reduction="none"))
+        for idx, batch in loader:
+            loss = pruner.loss(
+                idx, batch, lambda b: F.cross_entropy(model(b[0]), b[1], reduction="none")
+            )
             opt.zero_grad()
             loss.backward()
             opt.step()
@@ -422,7 +422,7 @@ def test_infobatch_weights_are_unbiased_and_budget_exact():
         pruner.set_epoch(1)
         kept = pruner.indices()
         assert kept.numel() == k
-        weights = pruner.state_dict()["weights"].double()
+        weights = pruner.state_dict()["progress"]["weights"].double()
         totals[seed] = (weights[kept] * losses[kept].double()).sum()
         per_sample[kept] += weights[kept]
         if seed < 3:  # record() applies the same weights: its mean is the weighted sum / k
@@ -449,7 +449,7 @@ def test_infobatch_weights_stay_within_the_bound(prune):
         pruner.record(torch.arange(n), losses)
         pruner.set_epoch(1)
         kept = pruner.indices()
-        weights = pruner.state_dict()["weights"][kept]
+        weights = pruner.state_dict()["progress"]["weights"][kept]
         assert kept.numel() == round((1 - prune) * n)
         # unbounded, these were up to |L| / (|L| - d_L) = 25 (prune 0.5) and |H| / k (0.7, 0.9)
         assert float(weights.max()) <= max_weight
@@ -465,7 +465,7 @@ def test_infobatch_first_epoch_trains_at_weight_one():
     pruner.set_epoch(0)  # nothing seen yet: a uniform subset, not scaled up by N / k
     kept = pruner.indices()
     assert kept.numel() == 150
-    assert torch.equal(pruner.state_dict()["weights"], torch.ones(n))
+    assert torch.equal(pruner.state_dict()["progress"]["weights"], torch.ones(n))
     losses = torch.linspace(0.5, 3.0, 150)
     assert float(pruner.record(kept, losses)) == pytest.approx(float(losses.mean()), rel=1e-6)
 
@@ -546,148 +546,89 @@ def test_seta_first_selection_before_any_loss_is_uniform():
 
 # ------------------------------------------------------------------------- kakurenbo
 HAND_LOSS = torch.tensor([0.1, 0.2, 0.05, 0.3, 0.01, 0.5, 0.02, 0.6, 0.7, 0.8])
-HAND_CORRECT = torch.tensor([1, 1, 0, 1, 1, 1, 0, 1, 1, 1]).bool()
-HAND_CONFIDENCE = torch.tensor([0.9, 0.8, 0.95, 0.6, 0.99, 0.9, 0.9, 0.9, 0.9, 0.9])
 
 
 def _hand_kakurenbo(prune: float, **kw) -> Pruner:
     """Ten samples recorded once (epoch 0), then epoch 1 selected."""
     pruner = Pruner(10, "kakurenbo", prune, 3, anneal_epochs=0, **kw)
     pruner.set_epoch(0)
-    pruner.record(torch.arange(10), HAND_LOSS, correct=HAND_CORRECT, confidence=HAND_CONFIDENCE)
+    pruner.record(torch.arange(10), HAND_LOSS)
     pruner.set_epoch(1)
     return pruner
 
 
-def test_kakurenbo_hides_the_lowest_losses_of_confidently_correct_samples():
-    # 2 and 6 are wrong, 3 is correct at 0.6 < tau=0.7: they are moved back, although 2 and 6
-    # have the 2nd and 3rd lowest losses. Of the rest, the three lowest are 4, 0 and 1.
+def _hidden(pruner: Pruner) -> list[int]:
+    kept = set(pruner.indices().tolist())
+    return [i for i in range(pruner.num_samples) if i not in kept]
+
+
+def test_kakurenbo_hides_the_lowest_losses_of_confidently_learned_samples():
+    # tau=0.7 qualifies a loss <= -log 0.7 = 0.357: samples 0-4 and 6; the three lowest hide
     pruner = _hand_kakurenbo(0.3)
-    assert pruner.hidden_indices().tolist() == [0, 1, 4]
-    assert pruner.indices().tolist() == [2, 3, 5, 6, 7, 8, 9]
-    assert pruner.lr_scale() == 10 / 7  # 1 / (1 - F_e), F_e = 3/10
-    assert _hand_kakurenbo(0.3, tau=0.5).hidden_indices().tolist() == [0, 1, 4]  # 3 qualifies now
-    assert _hand_kakurenbo(0.4, tau=0.5).hidden_indices().tolist() == [0, 1, 3, 4]
+    assert _hidden(pruner) == [2, 4, 6]
+    assert _hidden(_hand_kakurenbo(0.6)) == [0, 1, 2, 3, 4, 6]
+    # the loss of a pruned epoch is scaled by 1 / (1 - F_e), F_e = 3/10, as its lr would be
+    loss = pruner.record(torch.tensor([0, 1]), torch.tensor([1.0, 3.0]))
+    assert float(loss) == pytest.approx(2.0 * 10 / 7)
 
 
 def test_kakurenbo_hides_every_qualifying_sample_and_fills_uniformly_when_too_few():
-    # 7 qualify (0, 1, 4, 5, 7, 8, 9); prune 0.9 hides 9: all 7, and 2 of the 3 others (2, 3, 6)
+    # tau=0.9 qualifies a loss <= 0.105: samples 0, 2, 4, 6; prune 0.6 hides them and 2 others
     subsets = set()
-    for seed in range(12):
-        pruner = _hand_kakurenbo(0.9, seed=seed)
-        hidden = set(pruner.hidden_indices().tolist())
-        assert {0, 1, 4, 5, 7, 8, 9} <= hidden and len(hidden) == 9
-        subsets.add(tuple(pruner.indices().tolist()))
-        assert torch.equal(pruner.indices(), _hand_kakurenbo(0.9, seed=seed).indices())  # pure
-    assert subsets == {(2,), (3,), (6,)}  # uniform among the non-qualifying, by seed
-    # before any prediction nothing qualifies: the first selection is uniform
+    for seed in range(20):
+        hidden = set(_hidden(_hand_kakurenbo(0.6, tau=0.9, seed=seed)))
+        assert {0, 2, 4, 6} <= hidden and len(hidden) == 6
+        subsets.add(tuple(sorted(hidden - {0, 2, 4, 6})))
+        assert _hidden(_hand_kakurenbo(0.6, tau=0.9, seed=seed)) == sorted(hidden)  # pure
+    assert len(subsets) > 5  # drawn from the six others, by seed
+    # before any loss nothing qualifies: the first selection is uniform
     first = Pruner(500, "kakurenbo", 0.5, 4, seed=1)
     first.set_epoch(0)
-    assert first.indices().numel() == 250 and first.lr_scale() == 2.0
+    assert first.indices().numel() == 250
 
 
-def test_kakurenbo_predictions_keep_the_latest_and_a_repeated_wrong_copy_wins():
-    pruner = Pruner(6, "kakurenbo", 0.5, 2)
+def test_kakurenbo_end_epoch_measures_every_hidden_sample_in_eval_mode():
+    n = 64
+    model = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.BatchNorm1d(4))
+    x = torch.randn(n, 3)
+    pruner = Pruner(n, "kakurenbo", 0.5, 2, anneal_epochs=0)
     pruner.set_epoch(0)
-    idx = torch.tensor([0, 1, 1, 2, 3, 4])
-    correct = torch.tensor([True, True, False, True, True, True])
-    confidence = torch.tensor([0.8, 0.9, 0.9, 0.7, 0.6, 0.5])
-    losses = torch.tensor([1.0, 1.0, 1.0, math.nan, 1.0, 1.0])
-    valid = torch.tensor([True, True, True, True, True, False])
-    pruner.record(idx, losses, valid, correct=correct, confidence=confidence)
-    # 1: one wrong copy makes it wrong; 2: NaN loss and 4: invalid keep no prediction
-    assert pruner.stats.correct_confidence.tolist() == pytest.approx([0.8, 0, 0, 0.6, 0, 0])
-    pruner.record(torch.tensor([0]), torch.ones(1), correct=torch.tensor([False]),
-                  confidence=torch.tensor([0.99]))  # fmt: skip
-    assert float(pruner.stats.correct_confidence[0]) == 0.0  # the latest prediction counts
-    pruner.record(torch.tensor([3]), torch.ones(1))  # no prediction: the last one stays
-    assert float(pruner.stats.correct_confidence[3]) == pytest.approx(0.6)
+    modes = []
+
+    def sample_losses(rows: torch.Tensor) -> torch.Tensor:
+        modes.append((model.training, torch.is_grad_enabled()))
+        return model(x[rows]).pow(2).mean(1)
+
+    for rows in pruner.indices().split(16):
+        pruner.loss(rows, rows, sample_losses)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    seen = pruner.stats.seen.clone()
+    pruner.end_epoch(model, lambda rows: rows, sample_losses, batch_size=16)
+    assert bool(pruner.stats.seen.all()) and not bool(seen.all())  # the hidden ones too
+    assert modes[-1] == (False, False) and model.training  # measured in eval mode, restored
+    assert all(torch.equal(v, before[k]) for k, v in model.state_dict().items())
+    summary = pruner.summary()
+    assert (summary["samples_forwarded"], summary["samples_backpropagated"]) == (n, n // 2)
+    pruner.end_epoch(model, lambda rows: rows, sample_losses, batch_size=16)  # once an epoch
+    assert pruner.summary()["samples_forwarded"] == n
 
 
-def test_kakurenbo_warns_once_without_predictions(caplog):
-    pruner = Pruner(8, "kakurenbo", 0.5, 2)
-    pruner.set_epoch(0)
-    with caplog.at_level("WARNING", logger="dataprune"):
-        pruner.record(torch.arange(4), torch.ones(4))
-        pruner.record(torch.arange(4), torch.ones(4))
-        Pruner(8, "ucb", 0.5, 2).record(torch.arange(4), torch.ones(4))
-    assert len([r for r in caplog.records if "correct= and confidence=" in r.message]) == 1
-
-
-def test_kakurenbo_state_round_trip_keeps_predictions_and_old_states_load():
-    pruner = _hand_kakurenbo(0.3)
-    state = {
-        k: v.clone() if isinstance(v, torch.Tensor) else v for k, v in pruner.state_dict().items()
-    }
-    again = Pruner(10, "kakurenbo", 0.3, 3, anneal_epochs=0)
-    again.load_state_dict(state)
-    assert torch.equal(again.stats.correct_confidence, pruner.stats.correct_confidence)
-    again.set_epoch(2)
-    pruner.set_epoch(2)
-    assert torch.equal(again.indices(), pruner.indices())
-    older = {k: v for k, v in state.items() if k != "correct_confidence"}  # saved before
-    bad = dict(state, correct_confidence=torch.tensor([math.nan, 2.0, -1.0, *[0.5] * 7]))
-    for saved, expected in ((older, [0.0] * 10), (bad, [0.0, 0.0, 0.0, *[0.5] * 7])):
-        loaded = Pruner(10, "kakurenbo", 0.3, 3, anneal_epochs=0)
-        loaded.load_state_dict(saved)
-        assert loaded.stats.correct_confidence.tolist() == expected
-    wrong = dict(state, correct_confidence=torch.zeros(3))
-    with pytest.raises(ValueError, match="'correct_confidence' must be a floating-point tensor"):
-        loaded.load_state_dict(wrong)
-
-
-def test_lr_scale_is_one_except_in_kakurenbo_pruned_epochs():
+def test_loss_scale_is_one_except_in_kakurenbo_pruned_epochs():
     pruner = Pruner(10, "kakurenbo", 0.5, 3, warmup_epochs=1, anneal_epochs=1)
-    with pytest.raises(RuntimeError, match="set_epoch"):
-        pruner.lr_scale()
     scales = []
     for epoch in range(3):
         pruner.set_epoch(epoch)
-        scales.append(pruner.lr_scale())
+        scales.append(float(pruner.record(torch.arange(2), torch.ones(2))))
     assert scales == [1.0, 2.0, 1.0]
-    assert pruner.hidden_indices().numel() == 0  # anneal: nothing hidden
     ucb = Pruner(10, "ucb", 0.5, 3)
     ucb.set_epoch(0)
-    assert ucb.lr_scale() == 1.0
+    assert float(ucb.record(torch.arange(2), torch.ones(2))) == 1.0
     scheduled = Pruner(100, "kakurenbo", 0.3, 3, prune_schedule="linear", prune_end=0.1)
     rates = []
     for epoch in range(3):
         scheduled.set_epoch(epoch)
-        rates.append(scheduled.lr_scale())
-    assert rates == [100 / 70, 100 / 80, 100 / 90]  # F decreasing over training
-
-
-YES = torch.ones(3, dtype=torch.bool)
-
-
-@pytest.mark.parametrize(
-    "kwargs, error, message",
-    [
-        ({"correct": YES}, TypeError, "together; got only correct="),
-        ({"confidence": torch.ones(3)}, TypeError, "together; got only confidence="),
-        ({"correct": torch.ones(3), "confidence": torch.ones(3)}, TypeError, "must be a bool"),
-        (
-            {"correct": YES, "confidence": torch.ones(3, dtype=torch.long)},
-            TypeError,
-            "confidence must be a floating-point tensor",
-        ),
-        (
-            {"correct": YES[:2], "confidence": torch.ones(3)},
-            ValueError,
-            r"correct must have the shape of losses, \(3,\); got \(2,\)",
-        ),
-        (
-            {"correct": YES, "confidence": torch.tensor([0.5, 1.5, 0.1])},
-            ValueError,
-            r"confidence must lie in \[0, 1\] .* got values in \[0.1, 1.5\]",
-        ),
-    ],
-)  # fmt: skip
-def test_record_refuses_bad_predictions(kwargs, error, message):
-    pruner = Pruner(10, "kakurenbo", 0.5, 2)
-    pruner.set_epoch(0)
-    with pytest.raises(error, match=message):
-        pruner.record(torch.arange(3), torch.ones(3), **kwargs)
+        rates.append(float(scheduled.record(torch.arange(2), torch.ones(2))))
+    assert rates == pytest.approx([100 / 70, 100 / 80, 100 / 90])  # F decreasing over training
 
 
 def test_kakurenbo_tau_is_checked():
@@ -695,37 +636,43 @@ def test_kakurenbo_tau_is_checked():
         Pruner(10, "kakurenbo", 0.5, 2, tau=1.5)
 
 
-def test_classification_predictions():
-    logits = torch.tensor([[2.0, 0.0], [0.0, 0.0], [0.0, 3.0]], requires_grad=True)
-    correct, confidence = dp.classification_predictions(logits, torch.tensor([0, 1, 0]))
-    assert correct.tolist() == [True, False, False]  # a tie goes to the first class
-    assert confidence.tolist() == pytest.approx([0.8808, 0.5, 0.9526], abs=1e-4)
-    assert not confidence.requires_grad
-    with pytest.raises(ValueError, match="logits must be"):
-        dp.classification_predictions(torch.zeros(3), torch.zeros(3))
-
-
 # ---------------------------------------------------------------- selective backprop
-def test_select_batch_keeps_the_highest_losses_and_counts_them(tmp_path):
+def test_selective_backprop_trains_each_batchs_highest_losses(tmp_path):
     pruner = Pruner(50, "selective-backprop", 0.5, 3)
     assert pruner.budgets == [50] * 3  # every sample is forwarded, every epoch
-    pruner.set_epoch(0)
+    rows_of = pruner.policy.batch_rows
     losses = torch.tensor([0.5, 3.0, math.nan, 3.0, 1.0, 2.0])
-    assert pruner.select_batch(losses).tolist() == [1, 3, 5]  # NaN lowest
-    assert pruner.select_batch(torch.ones(4)).tolist() == [0, 1]  # ties: the earlier
-    assert pruner.select_batch(torch.ones(1)).tolist() == [0]  # at least one
-    assert pruner.select_batch(torch.ones(0)).numel() == 0
-    odd = pruner.select_batch(torch.arange(7.0, requires_grad=True))  # round(3.5) = 4
+    assert rows_of(losses, 0.5).tolist() == [1, 3, 5]  # NaN lowest
+    assert rows_of(torch.ones(4), 0.5).tolist() == [0, 1]  # ties: the earlier
+    assert rows_of(torch.ones(1), 0.5).tolist() == [0]  # at least one
+    assert rows_of(torch.ones(0), 0.5).numel() == 0
+    odd = rows_of(torch.arange(7.0, requires_grad=True), 0.5)  # round(3.5) = 4
     assert odd.tolist() == [3, 4, 5, 6] and odd.dtype == torch.int64
-    assert pruner.summary()["samples_backpropagated"] == 3 + 2 + 1 + 0 + 4
+
+    pruner.set_epoch(0)
+    weight = torch.tensor(1.0, requires_grad=True)
+    calls = []
+
+    def sample_losses(batch: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+        rows, values = batch
+        calls.append((rows.tolist(), torch.is_grad_enabled()))
+        return weight * values
+
+    index = torch.tensor([7, 8, 9, 10])
+    loss = pruner.loss(index, (index, torch.tensor([1.0, 4.0, 2.0, 3.0])), sample_losses)
+    assert calls == [([7, 8, 9, 10], False), ([8, 10], True)]  # measured, then the top half
+    assert float(loss.detach()) == 3.5
+    loss.backward()
+    assert float(weight.grad) == 3.5
+    assert pruner.stats.seen[7:11].all()  # every forwarded sample is recorded
+    summary = pruner.summary()
+    assert (summary["samples_forwarded"], summary["samples_backpropagated"]) == (6, 2)
     torch.save(pruner.state_dict(), tmp_path / "p.pt")
     again = Pruner(50, "selective-backprop", 0.5, 3)
     again.load_state_dict(torch.load(tmp_path / "p.pt", weights_only=True))
-    assert again.summary()["samples_backpropagated"] == 10
-    with _raises(RuntimeError, "method='ucb'", "selects whole epochs"):
-        Pruner(50, "ucb", 0.5, 3).select_batch(losses)
-    with _raises(TypeError, "1-D floating-point"):
-        pruner.select_batch(torch.ones(2, 2))
+    assert again.summary()["samples_backpropagated"] == 2
+    with _raises(ValueError, "pruner.loss(indices, batch, sample_losses)"):
+        pruner.record(index, torch.ones(4))
 
 
 # ---------------------------------------------------------------------------- rescale
@@ -773,7 +720,7 @@ def test_every_warmup_and_anneal_schedule():
     assert not torch.equal(subsets[3], subsets[4])  # stats changed: re-selected
     assert not torch.equal(subsets[6], subsets[7])
     assert [pruner.is_pruned_epoch(e) for e in range(epochs)] == [False] + [True] * 7 + [False] * 2
-    assert [c["epoch"] for c in pruner.churn] == [4, 7]
+    assert [c["epoch"] for c in pruner.progress.churn] == [4, 7]
 
 
 @pytest.mark.parametrize("drop_last", [False, True])
@@ -909,7 +856,8 @@ def _stats_equal(a: Pruner, b: Pruner) -> None:
     sa, sb = a.summary(), b.summary()
     for key in (
         "samples_used",
-        "samples_recorded",
+        "samples_forwarded",
+        "samples_backpropagated",
         "record_calls",
         "epochs_started",
         "fraction_pruned",
@@ -975,7 +923,7 @@ def test_sampler_length_matches_iteration(shuffle, drop_last):
         pruner.set_epoch(epoch)
         for world_size in (1, 2, 3, 4):
             for rank in range(world_size):
-                sampler = dp.PrunedSampler(pruner, shuffle, drop_last, world_size, rank)
+                sampler = PrunedSampler(pruner, shuffle, drop_last, world_size, rank)
                 assert len(sampler) == len(list(sampler))
     pruned = Pruner(53, "rs2", 0.3, 4, anneal_epochs=1)
     pruned.set_epoch(1)
@@ -990,8 +938,7 @@ def test_sampler_shards_equally_across_ranks(drop_last):
     subset = set(pruner.indices().tolist())
     assert len(subset) == 70
     shards = [
-        list(dp.PrunedSampler(pruner, drop_last=drop_last, num_replicas=3, rank=r))
-        for r in range(3)
+        list(PrunedSampler(pruner, drop_last=drop_last, num_replicas=3, rank=r)) for r in range(3)
     ]
     sizes = {len(s) for s in shards}
     assert sizes == ({23} if drop_last else {24})
@@ -1001,7 +948,7 @@ def test_sampler_shards_equally_across_ranks(drop_last):
     else:
         assert union == subset
     with pytest.raises(ValueError, match="rank=3"):
-        dp.PrunedSampler(pruner, num_replicas=3, rank=3)
+        PrunedSampler(pruner, num_replicas=3, rank=3)
 
 
 def test_shuffle_differs_between_epochs_but_not_between_calls():
@@ -1059,15 +1006,17 @@ def test_bad_record_inputs():
         pruner.record(torch.tensor([-1, 3]), torch.ones(2))
     with _raises(TypeError, "indices", "torch.float32"):
         pruner.record(torch.tensor([0.0, 1.0]), torch.ones(2))
-    with _raises(ValueError, "losses", "(3,)", "indices (4,)"):
+    with _raises(ValueError, "losses must have one entry per index", "(4,)", "got (3,)"):
         pruner.record(torch.arange(4), torch.ones(3))
-    with _raises(ValueError, "losses", "(2, 2)"):
+    with _raises(ValueError, "indices must be 1-D", "(2, 2)"):
+        pruner.record(torch.arange(4).view(2, 2), torch.ones(2, 2))
+    with _raises(ValueError, "losses must have one entry per index", "(2, 2)"):
         pruner.record(torch.arange(2), torch.ones(2, 2))
     with _raises(ValueError, "scalar", "reduction='none'"):
         pruner.record(torch.arange(4), torch.ones(4).mean())
     with _raises(TypeError, "losses", "floating-point", "torch.int64"):
         pruner.record(torch.arange(2), torch.ones(2, dtype=torch.long))
-    assert pruner.record_calls == 0
+    assert pruner.summary()["record_calls"] == 0
     assert not bool(pruner.stats.seen.any())
 
 

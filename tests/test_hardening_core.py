@@ -156,23 +156,24 @@ def test_a_state_with_missing_keys_or_wrong_tensors_is_refused():
     good = Pruner(50, "random", 0.5, 2)
     good.set_epoch(0)
     state = good.state_dict()
-    for key in ("stats", "churn"):
+    for key in ("stats", "counters"):
         partial = {k: v for k, v in state.items() if k != key}
         with pytest.raises(ValueError, match=f"lacks '{key}'"):
             Pruner(50, "random", 0.5, 2).load_state_dict(partial)
+    no_churn = {k: v for k, v in state["progress"].items() if k != "churn"}
+    with pytest.raises(ValueError, match="lacks 'progress.churn'"):
+        Pruner(50, "random", 0.5, 2).load_state_dict({**state, "progress": no_churn})
+    progress = state["progress"]
     cases = {
-        "subset": torch.tensor([10**6] + list(range(24))),
-        "stats": torch.zeros(49, 3),
-        "selected_count": torch.zeros(50),
+        "subset": {**state, "progress": {**progress, "subset": torch.tensor([10**6, *range(24)])}},
+        "'stats' must be .*(50, 3)": {**state, "stats": torch.zeros(49, 3)},  # not selected_count
+        "selected_count": {**state, "selected_count": torch.zeros(50)},
+        "sorted": {**state, "progress": {**progress, "subset": progress["subset"].flip(0)}},
+        "epoch": {**state, "progress": {**progress, "epoch": 7}},
     }
-    for key, value in cases.items():
-        with pytest.raises(ValueError, match=f"{key}|selected_count"):
-            Pruner(50, "random", 0.5, 2).load_state_dict({**state, key: value})
-    unsorted = state["subset"].flip(0)
-    with pytest.raises(ValueError, match="sorted"):
-        Pruner(50, "random", 0.5, 2).load_state_dict({**state, "subset": unsorted})
-    with pytest.raises(ValueError, match="epoch"):
-        Pruner(50, "random", 0.5, 2).load_state_dict({**state, "epoch": 7})
+    for fragment, bad in cases.items():
+        with pytest.raises(ValueError, match=fragment):
+            Pruner(50, "random", 0.5, 2).load_state_dict(bad)
 
 
 # -------------------------------------------------------------------- epoch bookkeeping
@@ -298,16 +299,17 @@ def test_what_a_policy_selects_is_checked_before_it_is_used(selection, fragment)
 
 
 @pytest.mark.parametrize(
-    "field, value, fragment",
+    "section, field, value, fragment",
     [
-        ("epoch", -5, "'epoch' must be None or an int >= 0, got -5"),
-        ("samples_recorded", -1, "'samples_recorded' must be an int >= 0, got -1"),
+        ("progress", "epoch", -5, "progress['epoch'] must be None or an int >= 0, got -5"),
+        ("counters", "samples_forwarded", -1, "counters['samples_forwarded'] must be a number"),
     ],
 )
-def test_state_values_out_of_range_are_refused(field, value, fragment):
+def test_state_values_out_of_range_are_refused(section, field, value, fragment):
     pruner = Pruner(10, "ucb", 0.5, 3)
     pruner.set_epoch(0)
-    state = {**pruner.state_dict(), field: value}
+    state = pruner.state_dict()
+    state[section] = {**state[section], field: value}
     with pytest.raises(ValueError, match=re.escape(fragment)):
         Pruner(10, "ucb", 0.5, 3).load_state_dict(state)
 

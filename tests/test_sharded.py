@@ -110,7 +110,7 @@ def _worker(rank: int, world_size: int, tmp: str) -> None:
         assert sharded.shard == (rank * N // world_size, (rank + 1) * N // world_size)
         assert plain.shard is None
         record["subsets"][name] = [(_run(sharded, e), _run(plain, e)) for e in range(EPOCHS)]
-        record["weights"][name] = (sharded._weights, plain._weights)
+        record["weights"][name] = (sharded.progress.weights, plain.progress.weights)
         gathered = sharded.gathered_state_dict()
         record["state"][name] = (
             gathered["stats"],

@@ -4,7 +4,6 @@
 """
 
 from dataprune.policies import Option, Policy, Selection, SelectionContext, register, unseen_first
-from dataprune.selection import Stream
 
 
 @register
@@ -16,4 +15,4 @@ class LowestLoss(Policy):
 
     def select(self, ctx: SelectionContext) -> Selection:
         scores = -(ctx.stats.mean + self.params["margin"])
-        return ctx.selection(ctx.top_k(unseen_first(scores, ctx.stats), ctx.k, Stream.TIES))
+        return ctx.selection(ctx.top_k(unseen_first(scores, ctx.stats), ctx.k))

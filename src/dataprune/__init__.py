@@ -1,39 +1,40 @@
 """dataprune: dynamic data pruning for PyTorch training loops.
 
-Three lines in a loop::
+The same loop for every method::
 
-    pruner = dataprune.Pruner(len(train_set), method="epsilon-greedy", prune=0.5, epochs=E)
+    pruner = dataprune.Pruner(len(train_set), epochs=E)
     loader = DataLoader(dataprune.IndexedDataset(train_set), batch_size=B,
                         sampler=pruner.sampler())
     for epoch in range(E):
         pruner.set_epoch(epoch)
-        for idx, (x, y) in loader:
-            loss = pruner.record(idx, F.cross_entropy(model(x), y, reduction="none"))
-            ...
+        for idx, batch in loader:
+            loss = pruner.loss(idx, batch, sample_losses)  # one loss per sample
+            ...  # backward, step
+        pruner.end_epoch(model, loader, sample_losses)
+
+A new method is one :class:`Policy` subclass, ``@register``-ed.
 """
 
-from .losses import classification_predictions, sequence_losses, token_losses
-from .policies import POLICIES, Option, Policy, Selection, SelectionContext, methods, register
+from .data import IndexedCollator, IndexedDataset, IndexedDictDataset
+from .errors import DataPruneError
+from .losses import sequence_losses, token_losses
+from .policies import Option, Policy, Selection, SelectionContext, methods, register, unseen_first
 from .pruner import Pruner
-from .sampler import IndexedCollator, IndexedDataset, IndexedDictDataset, PrunedSampler
-from .stats import SampleStats
 
 __all__ = [
-    "POLICIES",
+    "DataPruneError",
     "IndexedCollator",
     "IndexedDataset",
     "IndexedDictDataset",
     "Option",
     "Policy",
-    "PrunedSampler",
     "Pruner",
-    "SampleStats",
     "Selection",
     "SelectionContext",
-    "classification_predictions",
     "methods",
     "register",
     "sequence_losses",
     "token_losses",
+    "unseen_first",
 ]
 __version__ = "0.1.0"

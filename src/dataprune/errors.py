@@ -20,3 +20,7 @@ class InvalidValue(DataPruneError, ValueError):
 
 class InvalidType(DataPruneError, TypeError):
     """An argument is of a type that is not accepted."""
+
+
+class InvalidIndex(DataPruneError, IndexError):
+    """An index lies outside the dataset."""

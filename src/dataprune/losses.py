@@ -9,8 +9,6 @@ A sequence whose tokens are all ignored (padding, or labels of ``-100``) has no 
 0 and ``valid=False``, so it updates no statistics and adds nothing to the mean, and no NaN
 appears anywhere.
 
-:func:`classification_predictions` gives what ``record(..., correct=, confidence=)`` takes from
-a classifier's logits (``kakurenbo`` hides only samples predicted correctly and confidently).
 """
 
 from __future__ import annotations
@@ -105,19 +103,3 @@ def sequence_losses(
     if reduction == "mean":
         total = total / tokens.clamp_min(1)
     return total, tokens > 0
-
-
-def classification_predictions(logits: Tensor, targets: Tensor) -> tuple[Tensor, Tensor]:
-    """``(correct, confidence)`` of a classifier's ``(B, C)`` logits against ``(B,)`` targets.
-
-    ``correct`` is whether the arg-max class is the target, ``confidence`` the largest softmax
-    probability (in float32), both detached: what ``pruner.record(..., correct=, confidence=)``
-    takes. No host sync.
-    """
-    if logits.dim() != 2 or targets.shape != logits.shape[:1]:
-        raise InvalidValue(
-            f"logits must be (batch, classes) and targets (batch,); got logits "
-            f"{tuple(logits.shape)} and targets {tuple(targets.shape)}"
-        )
-    confidence, predicted = logits.detach().float().softmax(1).max(1)
-    return predicted == targets, confidence

@@ -5,12 +5,14 @@ from __future__ import annotations
 import logging
 import math
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
+from torch.utils.data import DataLoader
 
+from . import loop, state
 from ._validation import check_bool, check_float, check_int
 from .distributed import (
     all_gather_indices,
@@ -20,33 +22,17 @@ from .distributed import (
     host_group,
     world,
 )
-from .errors import InvalidType, InvalidValue
-from .policies import Selection, SelectionContext, get_policy
-from .sampler import PrunedSampler
+from .errors import InvalidValue
+from .policies import DEFAULT_METHOD, DEFAULT_PRUNE, Selection, SelectionContext, get_policy
+from .sampler import PrunedSampler, shard
 from .schedule import PruneSchedule, budget, check_schedule, epoch_budgets
-from .stats import MAX_SAMPLES, SEEN, VAR, SampleStats
+from .state import Counters, Progress
+from .stats import MAX_SAMPLES, SampleStats
 
 logger = logging.getLogger("dataprune")
 
 #: An upper bound on ``epochs`` (and ``every``), far past any real run.
 MAX_EPOCHS = 1_000_000
-
-_STATE_FORMAT = 2
-_CONFIG_KEYS = (
-    "num_samples",
-    "method",
-    "prune",
-    "prune_schedule",
-    "prune_end",
-    "epochs",
-    "seed",
-    "every",
-    "warmup_epochs",
-    "anneal_epochs",
-    "rescale",
-    "alpha",
-    "budgets",
-)
 
 
 class Pruner:
@@ -54,7 +40,7 @@ class Pruner:
 
     Args:
         num_samples: size N of the training set.
-        method: one of ``dataprune.methods()``.
+        method: one of ``dataprune.methods()``; by default the method the evidence recommends.
         prune: fraction of the dataset left out of each pruned epoch, ``0 <= prune < 1`` (the
             first pruned epoch's under a ``prune_schedule``). The per-epoch budget is
             ``k = max(1, round((1 - prune) * N))``.
@@ -84,20 +70,21 @@ class Pruner:
             gathers the kept indices, so every rank gets the same subset, identical to the one
             unsharded statistics give. Decided when the Pruner is built (build it after
             ``init_process_group``); without torch.distributed it changes nothing.
-        compile: fold losses into the statistics through ``torch.compile``: fewer, fused
-            kernels per ``record`` (``benchmarks/overhead.py`` measures both paths), after a
-            compile on first use (5 to 20 s on a CPU; again for batches of 1 or over 32766
-            samples, and for another alpha or device). Statistics match the eager path to
-            float rounding, not bit for bit; either path is deterministic.
+        compile: fold losses into the statistics through ``torch.compile`` (off the CPU's fast
+            path): fewer, fused kernels per ``record`` on an accelerator, after a compile on
+            first use. Statistics match the eager path to float rounding, not bit for bit.
         **options: the method's own options (``Policy.options``), e.g. ``epsilon`` for
             ``epsilon-greedy``, ``c`` and ``bonus`` for ``ucb``, ``scores`` for ``static-score``.
+
+    A loop is the same for every method: :meth:`set_epoch`, then :meth:`loss` for each batch,
+    then :meth:`end_epoch`. A method's own steps run inside them.
     """
 
     def __init__(
         self,
         num_samples: int,
-        method: str = "epsilon-greedy",
-        prune: float = 0.3,
+        method: str = DEFAULT_METHOD,
+        prune: float = DEFAULT_PRUNE,
         epochs: int = 1,
         seed: int = 0,
         *,
@@ -187,27 +174,23 @@ class Pruner:
         )
         # selected_count covers the same rows as the statistics
         self.selected_count = torch.zeros(self.stats.num_rows, dtype=torch.int32, device=device)
-        self._weights: Tensor | None = None  # per-sample loss weights while rescaling
-        self._subset: Tensor | None = None  # the pruned subset (None: all samples)
-        self._round: int | None = None
-        self.epoch: int | None = None
-        self._validated_epoch: int | None = -1  # the epoch whose indices were range-checked
-        self.epochs_started = 0
-        self.samples_used = 0
-        self.pruned_epochs = 0  # epochs started on a subset; selected_count counts within them
-        self.selection_seconds = 0.0
+        self.progress = Progress()
+        self.counters = Counters()
+        self.nonfinite = torch.zeros((), dtype=torch.int64, device=device)  # no host sync
         self.last_selection_seconds = 0.0  # of the latest set_epoch
-        self.record_seconds = 0.0
-        self.record_calls = 0
-        self.samples_recorded = 0  # this process's samples passed to record(), before gathering
-        self.samples_backpropagated = 0  # this process's samples kept by select_batch()
-        self._nonfinite = torch.zeros((), dtype=torch.int64, device=device)
+        self._validated_epoch: int | None = -1  # the epoch whose indices were range-checked
         self._nonfinite_reported = 0  # the count when NaN/inf losses were last logged
         self._reported_epoch: int | None = -1  # the epoch they were last logged in
-        self._warned_no_predictions = False
-        self.churn: list[dict[str, int]] = []  # samples entering/leaving at each re-selection
+        self._recorded_in_epoch = 0  # record() calls in the current epoch
+        self._ended_epoch: int | None = None  # the epoch end_epoch last finished
+        self._warned_epoch: int | None = None  # the epoch last warned to have recorded nothing
 
     # ----------------------------------------------------------------- schedule
+    @property
+    def epoch(self) -> int | None:
+        """The current epoch (set by :meth:`set_epoch`), None before the first."""
+        return self.progress.epoch
+
     def _round_start(self, epoch: int) -> int:
         """The first epoch of the selection round ``epoch`` belongs to."""
         return epoch - (epoch - self.warmup_epochs) % self.every
@@ -226,20 +209,24 @@ class Pruner:
         ``accumulate`` batches make one step, and an epoch's last, shorter window steps too
         (as Lightning and the Hugging Face Trainer do).
         """
+        return sum(
+            self.epoch_steps(e, batch_size, drop_last, accumulate) for e in range(self.epochs)
+        )
+
+    def epoch_steps(
+        self, epoch: int, batch_size: int, drop_last: bool = False, accumulate: int = 1
+    ) -> int:
+        """Optimizer steps of ``epoch`` on one rank (see :meth:`total_steps`)."""
         check_int("batch_size", batch_size, low=1)
         check_int("accumulate", accumulate, low=1)
-        _, world_size = world()
-        steps = 0
-        for epoch in range(self.epochs):
-            n = self.epoch_size(epoch)
-            per_rank = n // world_size if drop_last else math.ceil(n / world_size)
-            batches = per_rank // batch_size if drop_last else math.ceil(per_rank / batch_size)
-            steps += math.ceil(batches / accumulate)
-        return steps
+        n, world_size = self.epoch_size(epoch), world()[1]
+        per_rank = n // world_size if drop_last else math.ceil(n / world_size)
+        batches = per_rank // batch_size if drop_last else math.ceil(per_rank / batch_size)
+        return math.ceil(batches / accumulate)
 
     def uniform_epochs(self) -> bool:
         """Whether every epoch trains the same number of samples (no warm-up or anneal)."""
-        return len({self.epoch_size(epoch) for epoch in range(self.epochs)}) == 1
+        return len(set(self.budgets)) == 1
 
     # ---------------------------------------------------------------- selection
     def set_epoch(self, epoch: int) -> None:
@@ -250,17 +237,20 @@ class Pruner:
         earlier one is refused, since the statistics already hold the later epochs' losses.
         """
         check_int("epoch", epoch, low=0, high=self.epochs - 1)
-        if epoch == self.epoch:
+        progress = self.progress
+        if epoch == progress.epoch:
             return
-        if self.epoch is not None and epoch < self.epoch:
+        if progress.epoch is not None and epoch < progress.epoch:
             raise InvalidValue(
-                f"set_epoch({epoch}) after epoch {self.epoch}: epochs run forward, and the "
-                f"statistics already hold the losses of epoch {self.epoch}. To train epoch "
+                f"set_epoch({epoch}) after epoch {progress.epoch}: epochs run forward, and the "
+                f"statistics already hold the losses of epoch {progress.epoch}. To train epoch "
                 f"{epoch} again, build a new Pruner or load a state_dict saved before it"
             )
         self._report_nonfinite(epoch_ended=True)
-        self.epoch = epoch
-        self.epochs_started += 1
+        self._warn_if_nothing_recorded()
+        progress.epoch = epoch
+        self._recorded_in_epoch = 0
+        self.counters.epochs_started += 1
         started = time.perf_counter()
         if not self.is_pruned_epoch(epoch):
             self._use_subset(None, None)
@@ -268,39 +258,45 @@ class Pruner:
             rnd = (epoch - self.warmup_epochs) // self.every if self.policy.reselects else 0
             k = self.budgets[epoch]
             # A method that selects once selects again (in the same round) when the budget moves.
-            if rnd != self._round or self._subset is None or self._subset.numel() != k:
-                ctx = SelectionContext(
-                    stats=self.stats,
-                    k=k,
-                    round=rnd,
-                    seed=self.seed,
-                    offset=self.stats.offset,
-                    total=None if self.shard is None else self.num_samples,
-                    rounds=self.rounds,
-                )
-                selection = self.policy.select(ctx)
-                start, end = self.shard or (0, self.num_samples)
-                _check_selection(selection, self.method, start, end)
-                indices, weights = selection.indices, selection.weights
-                stayed = None
-                if self.shard is not None:
-                    stayed = self._stayed_in_shard(indices)
-                    indices = all_gather_indices(indices, start, end - start)
-                    if weights is not None:
-                        weights = all_gather_varlen(weights) if self.rescale else None
-                if indices.numel() != k:
-                    raise RuntimeError(
-                        f"method={self.method!r} selected {indices.numel()} samples, not the "
-                        f"budget k={k}: its Policy.select() must return exactly ctx.k"
-                    )
-                self._round = rnd
-                self._use_subset(indices, weights, stayed)
+            if rnd != progress.round or progress.subset is None or progress.subset.numel() != k:
+                self._select(rnd, k)
         if self.is_pruned_epoch(epoch):
             self._count_selected()
-            self.pruned_epochs += 1
-        self.samples_used += self.epoch_size(epoch)
+            self.counters.pruned_epochs += 1
+        self.counters.samples_used += self.epoch_size(epoch)
         self.last_selection_seconds = time.perf_counter() - started
-        self.selection_seconds += self.last_selection_seconds
+        self.counters.selection_seconds += self.last_selection_seconds
+
+    def _context(self, rnd: int, k: int) -> SelectionContext:
+        return SelectionContext(
+            stats=self.stats,
+            k=k,
+            round=rnd,
+            seed=self.seed,
+            policy=type(self.policy),
+            offset=self.stats.offset,
+            total=None if self.shard is None else self.num_samples,
+            rounds=self.rounds,
+        )
+
+    def _select(self, rnd: int, k: int) -> None:
+        selection = self.policy.select(self._context(rnd, k))
+        start, end = self.shard or (0, self.num_samples)
+        _check_selection(selection, self.method, start, end)
+        indices, weights = selection.indices, selection.weights
+        stayed = None
+        if self.shard is not None:
+            stayed = self._stayed_in_shard(indices)
+            indices = all_gather_indices(indices, start, end - start)
+            if weights is not None:
+                weights = all_gather_varlen(weights) if self.rescale else None
+        if indices.numel() != k:
+            raise RuntimeError(
+                f"method={self.method!r} selected {indices.numel()} samples, not the "
+                f"budget k={k}: its Policy.select() must return exactly ctx.k"
+            )
+        self.progress.round = rnd
+        self._use_subset(indices, weights, stayed)
 
     def _count_selected(self) -> None:
         if self.shard is None:
@@ -311,13 +307,14 @@ class Pruner:
     def _shard_of_subset(self) -> Tensor:
         """The current subset's indices within this rank's shard (the subset is sorted)."""
         start, end = self.shard
-        bounds = torch.tensor([start, end], device=self._subset.device)
-        lo, hi = torch.searchsorted(self._subset, bounds).tolist()
-        return self._subset[lo:hi]
+        subset = self.progress.subset
+        bounds = torch.tensor([start, end], device=subset.device)
+        lo, hi = torch.searchsorted(subset, bounds).tolist()
+        return subset[lo:hi]
 
     def _stayed_in_shard(self, local: Tensor) -> int | None:
         """How many of this shard's newly selected samples were selected before (all ranks)."""
-        if self._subset is None:
+        if self.progress.subset is None:
             return None
         start, end = self.shard
         before = torch.zeros(end - start, dtype=torch.bool, device=local.device)
@@ -327,63 +324,30 @@ class Pruner:
     def _use_subset(
         self, indices: Tensor | None, weights: Tensor | None, stayed: int | None = None
     ) -> None:
-        if indices is not None and self._subset is not None:
+        progress = self.progress
+        if indices is not None and progress.subset is not None:
             if stayed is None:
                 kept = torch.zeros(self.num_samples, dtype=torch.bool, device=self.stats.device)
-                kept[self._subset] = True
+                kept[progress.subset] = True
                 stayed = int(kept[indices].sum())
-            self.churn.append(
-                {
-                    "epoch": self.epoch,
-                    "entered": indices.numel() - stayed,
-                    "left": self._subset.numel() - stayed,
-                }
-            )
-        self._subset = indices
+            entered, left = indices.numel() - stayed, progress.subset.numel() - stayed
+            progress.churn.append({"epoch": progress.epoch, "entered": entered, "left": left})
+        progress.subset = indices
         if not self.rescale:
             return
-        if self._weights is None:
-            self._weights = torch.ones(self.num_samples, device=self.stats.device)
-        self._weights.fill_(1.0)
+        if progress.weights is None:
+            progress.weights = torch.ones(self.num_samples, device=self.stats.device)
+        progress.weights.fill_(1.0)
         if indices is not None and weights is not None:
-            self._weights[indices] = weights.to(self._weights.dtype)
+            progress.weights[indices] = weights.to(progress.weights.dtype)
 
     def indices(self) -> Tensor:
         """This epoch's subset as a sorted LongTensor on the statistics' device."""
-        if self.epoch is None:
+        if self.progress.epoch is None:
             raise RuntimeError("no subset yet: call pruner.set_epoch(epoch) first")
-        if self._subset is None:
+        if self.progress.subset is None:
             return torch.arange(self.num_samples, device=self.stats.device)
-        return self._subset
-
-    def hidden_indices(self) -> Tensor:
-        """The samples left out of this epoch, sorted (empty in an epoch on all samples).
-
-        ``kakurenbo`` refreshes them: after the epoch, forward them without gradients and
-        ``record`` their losses and predictions, so that a hidden sample whose loss has grown
-        is trained again (under torch.distributed, each rank forwards an equal share, e.g.
-        ``dataprune.sampler.shard(hidden, rank, world_size, drop_last=False)``). Leave the
-        model as it was: in training mode, BatchNorm's running statistics would otherwise be
-        set by the hidden (easiest) samples alone, so restore the buffers afterwards.
-        """
-        kept = self.indices()
-        hidden = torch.ones(self.num_samples, dtype=torch.bool, device=kept.device)
-        hidden[kept] = False
-        return hidden.nonzero().squeeze(1)
-
-    def lr_scale(self) -> float:
-        """The factor for this epoch's learning rate: ``1 / (1 - F_e)`` for a method that asks
-        for it (``kakurenbo``), with ``F_e = 1 - k_e / N`` the fraction this epoch leaves out,
-        so the epoch's fewer steps travel as far; 1 for every other method and unpruned epoch.
-
-        Multiply each parameter group's ``lr`` by it for the optimizer step and restore it
-        afterwards, so that the LR schedule itself is untouched.
-        """
-        if self.epoch is None:
-            raise RuntimeError("no epoch yet: call pruner.set_epoch(epoch) first")
-        if not self.policy.scales_lr:
-            return 1.0
-        return self.num_samples / self.epoch_size(self.epoch)
+        return self.progress.subset
 
     def sampler(
         self,
@@ -401,205 +365,168 @@ class Pruner:
             self, shuffle=shuffle, drop_last=drop_last, num_replicas=num_replicas, rank=rank
         )
 
-    # ------------------------------------------------------------ within a batch
-    def select_batch(self, losses: Tensor) -> Tensor:
-        """The positions in the batch of the samples to back-propagate: its highest losses.
+    # ------------------------------------------------------------ the loop's steps
+    def loss(self, indices: Tensor, batch: Any, sample_losses: loop.SampleLosses) -> Tensor:
+        """Train on one batch: the loss to back-propagate, with the batch's losses recorded.
 
-        For methods that thin batches (``selective-backprop``): of B losses, the
-        ``max(1, round((1 - prune) B))`` highest are kept (NaN counts as the lowest, equal
-        losses go to the earlier sample), as ascending int64 positions: ``x[keep]`` takes
-        them, with no host sync on a GPU (a bool mask as an index would sync). Forward the
-        batch without gradients, ``record`` its losses, then forward and back-propagate
-        ``x[keep]`` only.
+        ``sample_losses(batch)`` computes one loss per sample (``reduction="none"``; or
+        ``(losses, valid)``, see :func:`dataprune.sequence_losses`) with the model as it
+        trains. Most methods call it once and return :meth:`record`'s loss. A method that
+        selects within a batch (``selective-backprop``) calls it first without gradients on
+        the whole batch, records those losses, then calls it with gradients on the rows it
+        keeps (:func:`dataprune.loop.take_rows` cuts every tensor of the batch) and returns
+        their mean.
         """
         if not self.policy.selects_in_batch:
-            raise RuntimeError(
-                f"select_batch() thins batches for methods that select within a batch "
-                f"(selective-backprop); method={self.method!r} selects whole epochs"
-            )
-        if not isinstance(losses, Tensor) or not losses.is_floating_point() or losses.dim() != 1:
-            raise InvalidType(
-                f"losses must be a 1-D floating-point tensor, got {_describe(losses)}"
-            )
-        kept = budget(losses.numel(), self.prune) if losses.numel() else 0
-        keys = losses.detach().float().nan_to_num(-math.inf, math.inf, -math.inf)
-        order = torch.sort(keys, descending=True, stable=True).indices
-        self.samples_backpropagated += kept
-        return order[:kept].sort().values
+            return self.record(indices, *loop.split_losses(sample_losses(batch)))
+        with torch.no_grad():
+            losses, valid = loop.split_losses(sample_losses(batch))
+        self._fold(indices, losses, valid)
+        rows = self.policy.batch_rows(loop.nan_where_invalid(losses, valid), self.prune)
+        kept, kept_valid = loop.split_losses(
+            sample_losses(loop.take_rows(batch, rows, indices.numel()))
+        )
+        self.counters.samples_forwarded += rows.numel()
+        self.counters.samples_backpropagated += rows.numel()
+        if kept_valid is not None:
+            kept_valid = kept_valid & (kept.detach().float().abs() < math.inf)
+        return self._scaled(loop.masked_mean(kept, kept_valid))
 
-    # ------------------------------------------------------------------- record
-    def record(
-        self,
-        indices: Tensor,
-        losses: Tensor,
-        valid: Tensor | None = None,
-        *,
-        correct: Tensor | None = None,
-        confidence: Tensor | None = None,
-    ) -> Tensor:
+    def record(self, indices: Tensor, losses: Tensor, valid: Tensor | None = None) -> Tensor:
         """Store per-sample losses; return their (weighted) mean, ready for ``.backward()``.
 
         ``losses`` must hold one loss per sample (``reduction='none'``). ``valid``, a bool
         tensor of the same shape, marks samples that have no loss (a sequence whose tokens are
         all padding, see :func:`dataprune.sequence_losses`): they leave the statistics and the
-        mean untouched and are not counted as non-finite. NaN and inf losses are
-        left out of the statistics and of the mean, and logged (logger ``"dataprune"``) at most
-        once an epoch; ``summary()["nonfinite_losses_skipped"]`` counts them. They still reach
-        the gradients: the gradient of an inf loss such as ``-log(0)`` is NaN whatever this
+        mean untouched and are not counted as non-finite. NaN and inf losses are left out of
+        the statistics and of the mean, and logged (logger ``"dataprune"``) at most once an
+        epoch; ``summary()["nonfinite_losses_skipped"]`` counts them. They still reach the
+        gradients: the gradient of an inf loss such as ``-log(0)`` is NaN whatever this
         returns, so a run that produces them is diverging. Under torch.distributed every rank
-        gathers
-        all ranks' indices (int64) and losses (float32), so statistics stay identical. A sample
-        repeated within one call is updated once, with the mean of its finite losses.
+        gathers all ranks' indices (int64) and losses (float32), so statistics stay identical.
+        A sample repeated within one call is updated once, with the mean of its finite losses.
 
-        ``correct`` (bool) and ``confidence`` (float in [0, 1]), given together and shaped like
-        ``losses``, describe each sample's prediction (:func:`dataprune.classification_predictions`
-        makes them from logits); samples with a finite, valid loss keep the latest one in
-        ``stats.correct_confidence``, gathered over ranks with the losses. ``kakurenbo`` hides
-        only samples predicted correctly with confidence at least its ``tau``; without them,
-        none qualifies (it warns once). Confidence values are checked on the CPU at every call,
-        on an accelerator once an epoch, as indices are.
+        The mean is multiplied by the method's loss scale (``kakurenbo``'s ``1 / (1 - F)``; 1
+        for the others). :meth:`loss` calls it; call it yourself where the loop computes the
+        losses itself, for every method that does not select within a batch.
         """
+        if self.policy.selects_in_batch:
+            raise InvalidValue(
+                f"method={self.method!r} selects the rows to train within each batch, after a "
+                "forward pass without gradients: use pruner.loss(indices, batch, sample_losses)"
+            )
+        counted = self._fold(indices, losses, valid)
+        weights = self.progress.weights
+        total = losses if counted is None else torch.where(counted, losses, 0.0)
+        if weights is not None:
+            total = total * weights.index_select(0, indices.to(weights.device)).to(total.dtype)
+        count = losses.numel() if counted is None else counted.sum().clamp_min(1)
+        self.counters.samples_backpropagated += losses.numel()
+        return self._scaled(total.sum() / count)
+
+    def end_epoch(
+        self,
+        model: nn.Module,
+        data: DataLoader | Callable[[Tensor], Any],
+        sample_losses: loop.SampleLosses,
+        batch_size: int | None = None,
+    ) -> None:
+        """Finish the current epoch: the method's own step after training, if it has one.
+
+        Call it once an epoch's batches are done (before evaluating or saving a checkpoint).
+        Most methods do nothing here. ``kakurenbo`` measures the samples it left out: it reads
+        them as ``data`` does (the training DataLoader, or a function from a tensor of indices
+        to their batch, with ``batch_size``), moves each batch to the device the losses came
+        from, and records ``sample_losses(batch)`` with ``model`` in evaluation mode and no
+        gradients (no BatchNorm statistic changes); each rank takes an equal share.
+        """
+        epoch = self.progress.epoch
+        if epoch is None:
+            raise RuntimeError("end_epoch() before any epoch: call pruner.set_epoch(epoch) first")
+        self._warn_if_nothing_recorded()
+        if self._ended_epoch == epoch or not self.is_pruned_epoch(epoch):
+            return
+        self._ended_epoch = epoch
+        hidden = torch.ones(self.num_samples, dtype=torch.bool, device=self.stats.device)
+        hidden[self.progress.subset] = False
+        context = self._context(self.progress.round or 0, self.epoch_size(epoch))
+        todo = self.policy.remeasure(context, hidden.nonzero().squeeze(1))
+        if todo.numel() == 0:
+            return
+        rank, world_size = world()
+        mine = shard(todo.cpu(), rank, world_size, drop_last=False)
+        with loop.evaluation_mode(model):
+            for index, batch in loop.batches_of(data, mine, batch_size):
+                batch = loop.to_device(batch, self.stats.device)
+                self._fold(index, *loop.split_losses(sample_losses(batch)))
+
+    def _fold(self, indices: Tensor, losses: Tensor, valid: Tensor | None) -> Tensor | None:
+        """Fold a batch into the statistics; the mask of the losses that count (finite and
+        valid), or None when every one does."""
         start = time.perf_counter()
-        first_in_epoch = self._validated_epoch != self.epoch
-        indices = self._check_batch(indices, losses)
-        outcome = self._check_predictions(correct, confidence, losses, first_in_epoch)
+        loop.check_batch(indices, losses, valid)
+        indices = indices.long()
+        # Value checks read the host: always on the CPU, once an epoch on an accelerator.
+        if indices.device.type == "cpu" or self._validated_epoch != self.progress.epoch:
+            loop.check_range(indices, self.num_samples)
+            self._validated_epoch = self.progress.epoch
         if losses.device != self.stats.device:
             self._to(losses.device)
-        if indices.device != losses.device:
-            indices = indices.to(losses.device, non_blocking=True)
-        # Finite as the statistics see them: in float32 (a float64 1e300 is not).
-        finite = losses.detach().float().abs() < math.inf
+        indices = indices.to(losses.device, non_blocking=True)
         observed = losses.detach()
-        if valid is not None:
-            valid = self._check_valid(valid, losses).to(losses.device, non_blocking=True)
-            observed = torch.where(valid, observed, math.nan)  # the statistics skip NaN
-            nonfinite = (valid & ~finite).sum()
-            finite = finite & valid
-        if outcome is None:
-            all_indices, all_losses = gather_batch(indices, observed)
-        else:  # one collective for both; NaN: no prediction kept where no loss is
-            outcome = torch.where(finite, outcome.to(losses.device, non_blocking=True), math.nan)
-            all_indices, gathered = gather_batch(
-                indices, torch.stack([observed.float(), outcome], 1)
-            )
-            all_losses, all_outcomes = gathered.unbind(1)
-            self.stats.update_predictions(all_indices, all_outcomes)
-        self.stats.update(all_indices, all_losses)
-
-        kept = finite.sum()
+        counted: Tensor | None = None
         if valid is None:
-            nonfinite = losses.numel() - kept
-        self._nonfinite += nonfinite
-        if losses.device.type == "cpu" and int(nonfinite) > 0:
-            self._report_nonfinite()  # on the CPU at once; elsewhere at the next set_epoch
-        # Left out of the mean. This cannot stop a NaN gradient from the graph behind an inf
-        # loss (the chain rule multiplies this zero by an infinite derivative).
-        safe = torch.where(finite, losses, 0.0)
-        if self._weights is not None:
-            safe = safe * self._weights.index_select(0, indices).to(safe.dtype)
-        result = safe.sum() / kept.clamp_min(1)
-        self.record_calls += 1
-        self.samples_recorded += indices.numel()
-        self.record_seconds += time.perf_counter() - start
-        return result
+            all_indices, all_losses = gather_batch(indices, observed)
+            if not self.stats.update(all_indices, all_losses):
+                counted = observed.float().abs() < math.inf  # finite as the statistics see them
+        else:
+            valid = valid.to(losses.device, non_blocking=True)
+            counted = valid & (observed.float().abs() < math.inf)
+            self.stats.update(*gather_batch(indices, loop.nan_where_invalid(observed, valid)))
+        if counted is not None:
+            nonfinite = (valid if valid is not None else True) & ~counted
+            self.nonfinite += nonfinite.sum()
+            if losses.device.type == "cpu" and int(nonfinite.sum()) > 0:
+                self._report_nonfinite()  # on the CPU at once; elsewhere at the next set_epoch
+        self._recorded_in_epoch += 1
+        self.counters.record_calls += 1
+        self.counters.samples_forwarded += losses.numel()
+        self.counters.record_seconds += time.perf_counter() - start
+        return counted
 
-    def _check_batch(self, indices: Tensor, losses: Tensor) -> Tensor:
-        if not isinstance(losses, Tensor) or not losses.is_floating_point():
-            raise InvalidType(f"losses must be a floating-point tensor, got {_describe(losses)}")
-        if losses.is_meta or (isinstance(indices, Tensor) and indices.is_meta):
-            raise InvalidType("record() needs real tensors, not tensors on the 'meta' device")
-        if losses.dim() == 0:
-            raise InvalidValue(
-                "losses is a scalar, but record() needs one loss per sample: compute the loss "
-                "with reduction='none', e.g. F.cross_entropy(logits, y, reduction='none')"
-            )
-        if not isinstance(indices, Tensor) or indices.dtype not in (torch.int64, torch.int32):
-            raise InvalidType(
-                f"indices must be an int64 (or int32) tensor of dataset indices, got "
-                f"{_describe(indices)}"
-            )
-        if losses.dim() != 1 or indices.shape != losses.shape:
-            raise InvalidValue(
-                f"losses must have shape (batch,) matching indices; got losses "
-                f"{tuple(losses.shape)} and indices {tuple(indices.shape)}"
-            )
-        indices = indices.long()
-        # Value checks need a host sync: always on the CPU, once an epoch on an accelerator.
-        if indices.device.type == "cpu" or self._validated_epoch != self.epoch:
-            low, high = (int(v) for v in torch.aminmax(indices)) if indices.numel() else (0, 0)
-            if low < 0 or high >= self.num_samples:
-                raise IndexError(
-                    f"indices must lie in [0, num_samples={self.num_samples}); got values in "
-                    f"[{low}, {high}]"
-                )
-            self._validated_epoch = self.epoch
-        return indices
+    def _scaled(self, loss: Tensor) -> Tensor:
+        """``loss`` times the method's loss scale in a pruned epoch (the product skipped at 1)."""
+        epoch = self.progress.epoch
+        if epoch is None or not self.is_pruned_epoch(epoch):
+            return loss
+        scale = self.policy.loss_scale(self.num_samples, self.epoch_size(epoch))
+        return loss if scale == 1.0 else loss * scale
 
-    def _check_predictions(
-        self, correct: Any, confidence: Any, losses: Tensor, check_values: bool
-    ) -> Tensor | None:
-        """``confidence`` where ``correct``, else 0 (None without them); refuses bad ones."""
-        if correct is None and confidence is None:
-            if self.policy.uses_predictions and not self._warned_no_predictions:
-                self._warned_no_predictions = True
-                logger.warning(
-                    "method=%r hides only samples predicted correctly and confidently, but "
-                    "record() got no correct= and confidence=: no sample qualifies, so the "
-                    "hidden samples are drawn uniformly (see dataprune.classification_predictions)",
-                    self.method,
-                )
-            return None
-        if correct is None or confidence is None:
-            raise InvalidType(
-                "record() takes correct= and confidence= together; got only "
-                f"{'correct' if confidence is None else 'confidence'}="
+    def _warn_if_nothing_recorded(self) -> None:
+        epoch = self.progress.epoch
+        if epoch is not None and self._recorded_in_epoch == 0 and self._warned_epoch != epoch:
+            self._warned_epoch = epoch  # once
+            logger.warning(
+                "epoch %d ended with no loss recorded: the statistics learned nothing, so "
+                "selection runs on stale or empty ones. Pass each batch's per-sample losses "
+                "through pruner.loss(...) (or record(...)) and back-propagate what it returns",
+                epoch,
             )
-        if not isinstance(correct, Tensor) or correct.dtype != torch.bool:
-            raise InvalidType(f"correct must be a bool tensor, got {_describe(correct)}")
-        if not isinstance(confidence, Tensor) or not confidence.is_floating_point():
-            raise InvalidType(
-                f"confidence must be a floating-point tensor, got {_describe(confidence)}"
-            )
-        for name, value in (("correct", correct), ("confidence", confidence)):
-            if value.shape != losses.shape:
-                raise InvalidValue(
-                    f"{name} must have the shape of losses, {tuple(losses.shape)}; got "
-                    f"{tuple(value.shape)}"
-                )
-        confidence = confidence.detach().float()
-        if (confidence.device.type == "cpu" or check_values) and confidence.numel():
-            low, high = (float(v) for v in torch.aminmax(confidence.nan_to_num(-1.0)))
-            if low < 0 or high > 1:
-                raise InvalidValue(
-                    f"confidence must lie in [0, 1] (a probability); got values in "
-                    f"[{low:g}, {high:g}] (NaN shown as -1)"
-                )
-        return torch.where(correct.to(confidence.device), confidence, 0.0)
-
-    @staticmethod
-    def _check_valid(valid: Any, losses: Tensor) -> Tensor:
-        if not isinstance(valid, Tensor) or valid.dtype != torch.bool:
-            raise InvalidType(f"valid must be a bool tensor (or None), got {_describe(valid)}")
-        if valid.shape != losses.shape:
-            raise InvalidValue(
-                f"valid must have the shape of losses, {tuple(losses.shape)}; got "
-                f"{tuple(valid.shape)}"
-            )
-        return valid
 
     def _report_nonfinite(self, epoch_ended: bool = False) -> None:
         """Log NaN and inf losses at most once an epoch (reads one count on the host)."""
-        if self._reported_epoch == self.epoch:
+        epoch = self.progress.epoch
+        if self._reported_epoch == epoch:
             if epoch_ended:  # the rest of an epoch already reported is not reported again
-                self._nonfinite_reported = int(self._nonfinite)
+                self._nonfinite_reported = int(self.nonfinite)
             return
-        count = int(self._nonfinite)
+        count = int(self.nonfinite)
         new = count - self._nonfinite_reported
         self._nonfinite_reported = count
         if new == 0:
             return
-        self._reported_epoch = self.epoch
-        where = "before the first epoch" if self.epoch is None else f"in epoch {self.epoch}"
+        self._reported_epoch = epoch
+        where = "before the first epoch" if epoch is None else f"in epoch {epoch}"
         logger.warning(
             "%d NaN or inf losses %s (%d in the run so far) were left out of the statistics "
             "and of the loss (reported at most once an epoch); the run may be diverging",
@@ -611,37 +538,39 @@ class Pruner:
     def _to(self, device: torch.device) -> None:
         self.stats.to(device)
         self.selected_count = self.selected_count.to(device)
-        self._nonfinite = self._nonfinite.to(device)
-        if self._weights is not None:
-            self._weights = self._weights.to(device)
-        if self._subset is not None:
-            self._subset = self._subset.to(device)
+        self.nonfinite = self.nonfinite.to(device)
+        for name in ("weights", "subset"):
+            value = getattr(self.progress, name)
+            if value is not None:
+                setattr(self.progress, name, value.to(device))
 
     # ----------------------------------------------------------------- reports
     def summary(self) -> dict[str, Any]:
-        """Samples used so far, realised fraction pruned, and time spent in the machinery.
+        """Samples used so far, realised fraction pruned, compute and time in the machinery.
 
         ``fraction_pruned`` is ``1 - samples_used / (N * epochs_started)``, over the epochs
         started with ``set_epoch`` (epochs skipped over are not counted as trained).
-        ``samples_used`` is what the selection planned (``epoch_size`` of each epoch started);
-        ``samples_recorded`` is what this process passed to ``record()``, the realised budget
-        where a sequential reader gives ranks unequal shares (see
-        ``dataprune.formats.webdataset``). ``record_seconds`` is host time: on CUDA,
-        record() only queues kernels.
+        ``samples_used`` is what the selection planned (``epoch_size`` of each epoch started).
+        ``samples_forwarded`` counts this process's samples through any forward pass (training,
+        a method's passes without gradients), ``samples_backpropagated`` those whose loss it
+        returned to train on: the compute, where a sequential reader gives ranks unequal shares
+        (see ``dataprune.formats.webdataset``) the realised budget. ``record_seconds`` is host
+        time: on CUDA, record() only queues kernels.
         """
         self._report_nonfinite()
-        full = self.num_samples * self.epochs_started
+        counters = self.counters
+        full = self.num_samples * counters.epochs_started
         return {
             "method": self.method,
-            "epochs_started": self.epochs_started,
-            "samples_used": self.samples_used,
-            "fraction_pruned": 1 - self.samples_used / full if full else 0.0,
-            "selection_seconds": self.selection_seconds,
-            "record_seconds": self.record_seconds,
-            "record_calls": self.record_calls,
-            "samples_recorded": self.samples_recorded,
-            "samples_backpropagated": self.samples_backpropagated,
-            "nonfinite_losses_skipped": int(self._nonfinite),
+            "epochs_started": counters.epochs_started,
+            "samples_used": counters.samples_used,
+            "fraction_pruned": 1 - counters.samples_used / full if full else 0.0,
+            "samples_forwarded": counters.samples_forwarded,
+            "samples_backpropagated": counters.samples_backpropagated,
+            "selection_seconds": counters.selection_seconds,
+            "record_seconds": counters.record_seconds,
+            "record_calls": counters.record_calls,
+            "nonfinite_losses_skipped": int(self.nonfinite),
         }
 
     def epoch_metrics(self) -> dict[str, float]:
@@ -651,18 +580,20 @@ class Pruner:
         choosing its subset, and in a pruned epoch the mean loss statistic (the EMA) of the kept
         and of the dropped samples among those seen so far. A collective under ``shard_stats``.
         """
-        if self.epoch is None:
+        epoch = self.progress.epoch
+        if epoch is None:
             raise RuntimeError("no epoch yet: call pruner.set_epoch(epoch) first")
-        size = self.epoch_size(self.epoch)
+        size = self.epoch_size(epoch)
         metrics = {
             "fraction_pruned": 1 - size / self.num_samples,
             "samples_used": float(size),
             "selection_seconds": self.last_selection_seconds,
         }
-        if self._subset is None:
+        if self.progress.subset is None:
             return metrics
         kept = torch.zeros(self.stats.num_rows, dtype=torch.bool, device=self.stats.device)
-        kept[self._subset if self.shard is None else self._shard_of_subset() - self.shard[0]] = True
+        rows = self.progress.subset if self.shard is None else self._shard_of_subset()
+        kept[rows - (0 if self.shard is None else self.shard[0])] = True
         seen = self.stats.seen
         groups = torch.stack([kept & seen, ~kept & seen]).double()  # (kept, dropped) x samples
         sums = torch.cat([groups @ self.stats.mean.double(), groups.sum(dim=1)])
@@ -677,40 +608,15 @@ class Pruner:
 
     # ------------------------------------------------------------------- state
     def state_dict(self) -> dict[str, Any]:
-        """Statistics, subset, counters and configuration; loadable with ``weights_only=True``.
+        """Statistics, subset, counters and settings; loadable with ``weights_only=True``
+        (the schema: :mod:`dataprune.state`).
 
         Random choices are counter-based (hashed from ``seed``, the round and sample indices),
         so no RNG state is needed: a resumed run selects exactly what an uninterrupted one
-        would have.
-
-        With sharded statistics (``shard_stats=True`` under torch.distributed) each rank's
-        state holds only its shard's rows of ``stats`` and ``selected_count`` (``shard`` gives
-        their global range) and everything else whole; it loads back into the same rank of a
-        run with the same world size. :meth:`gathered_state_dict` gives the whole state instead.
+        would have. With sharded statistics each rank's state holds only its shard's rows of
+        ``stats`` and ``selected_count``; :meth:`gathered_state_dict` gives the whole state.
         """
-        return {
-            "format": _STATE_FORMAT,
-            **{key: getattr(self, key) for key in _CONFIG_KEYS},
-            "options": self.policy.state(),
-            "shard": None if self.shard is None else list(self.shard),
-            "stats": self.stats.table.cpu(),
-            "correct_confidence": self.stats.correct_confidence.cpu(),
-            "selected_count": self.selected_count.cpu(),
-            "weights": None if self._weights is None else self._weights.cpu(),
-            "subset": None if self._subset is None else self._subset.cpu(),
-            "round": self._round,
-            "epoch": self.epoch,
-            "epochs_started": self.epochs_started,
-            "samples_used": self.samples_used,
-            "pruned_epochs": self.pruned_epochs,
-            "selection_seconds": self.selection_seconds,
-            "record_seconds": self.record_seconds,
-            "record_calls": self.record_calls,
-            "samples_recorded": self.samples_recorded,
-            "samples_backpropagated": self.samples_backpropagated,
-            "nonfinite": int(self._nonfinite),
-            "churn": list(self.churn),
-        }
+        return state.save(self, self.stats.table, self.selected_count)
 
     def gathered_state_dict(self) -> dict[str, Any]:
         """The whole state, on every rank, as an unsharded pruner would save it.
@@ -719,15 +625,17 @@ class Pruner:
         statistics and counts are all-gathered, so each rank briefly holds all N rows. Loads
         into sharded and unsharded pruners alike (a sharded one keeps its own rows).
         """
-        state = self.state_dict()
-        if self.shard is not None:
-            state["shard"] = None
-            state["stats"] = all_gather_varlen(self.stats.table.flatten()).view(-1, 3).cpu()
-            state["correct_confidence"] = all_gather_varlen(self.stats.correct_confidence).cpu()
-            state["selected_count"] = all_gather_varlen(self.selected_count).cpu()
-        return state
+        if self.shard is None:
+            return self.state_dict()
+        saved = state.save(
+            self,
+            all_gather_varlen(self.stats.table.flatten()).view(-1, 3),
+            all_gather_varlen(self.selected_count),
+        )
+        saved["shard"] = None
+        return saved
 
-    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+    def load_state_dict(self, saved: Mapping[str, Any]) -> None:
         """Restore a state saved by ``state_dict`` from a pruner of the same configuration.
 
         Refuses, with the reason, a state saved with other settings or method options, or one
@@ -735,224 +643,13 @@ class Pruner:
         loads either its own shard's state or a whole one (from :meth:`gathered_state_dict` or
         an unsharded pruner), keeping its rows of the latter. Rows that are not valid statistics
         (not finite, a negative variance or count: no version of dataprune writes them) load as
-        unseen samples, and prediction confidences outside [0, 1] as unknown (a state saved
-        before predictions were kept has none: every sample loads as not known correct).
+        unseen samples.
         """
-        rows = _check_state(self, state)
-        device = self.stats.device
-        # Copies, so that this pruner never shares storage with the state or its source.
-        table = state["stats"][rows].to(device, torch.float32, copy=True)
-        valid = torch.isfinite(table).all(1) & (table[:, VAR] >= 0) & (table[:, SEEN] >= 0)
-        table[~valid] = 0.0
-        self.stats.table = table
-        # States saved before predictions were kept hold none: no sample is known correct.
-        saved = state.get("correct_confidence")
-        confidence = torch.zeros(table.shape[0], device=device)
-        if saved is not None:
-            confidence = saved[rows].to(device, torch.float32, copy=True)
-            confidence[~((confidence >= 0) & (confidence <= 1))] = 0.0  # NaN too
-        self.stats.correct_confidence = confidence
-        self.selected_count = state["selected_count"][rows].to(device, torch.int32, copy=True)
-        weights, subset = state["weights"], state["subset"]
-        self._weights = None if weights is None else weights.to(device, torch.float32, copy=True)
-        self._subset = None if subset is None else subset.to(device, torch.int64, copy=True)
-        self._round = state["round"]
-        self.epoch = state["epoch"]
-        self.epochs_started = state["epochs_started"]
-        self.samples_used = state["samples_used"]
-        self.pruned_epochs = state["pruned_epochs"]
-        self.selection_seconds = state["selection_seconds"]
-        self.record_seconds = state["record_seconds"]
-        self.record_calls = state["record_calls"]
-        self.samples_recorded = state["samples_recorded"]
-        self.samples_backpropagated = state["samples_backpropagated"]
-        self._nonfinite = torch.tensor(state["nonfinite"], device=device)
-        self._nonfinite_reported = state["nonfinite"]
-        self.churn = list(state["churn"])
-
-
-_COUNTERS = (
-    "epochs_started",
-    "samples_used",
-    "pruned_epochs",
-    "record_calls",
-    "samples_recorded",
-    "samples_backpropagated",
-    "nonfinite",
-)
-_STATE_KEYS = (
-    "format",
-    *_CONFIG_KEYS,
-    "options",
-    "shard",
-    "stats",
-    "selected_count",
-    "weights",
-    "subset",
-    "round",
-    "epoch",
-    "epochs_started",
-    "samples_used",
-    "pruned_epochs",
-    "selection_seconds",
-    "record_seconds",
-    "record_calls",
-    "samples_recorded",
-    "samples_backpropagated",
-    "nonfinite",
-    "churn",
-)
-
-
-def check_state_fields(state: Any) -> None:
-    """Refuse a pruner state whose fields are missing or of the wrong kind (any pruner's).
-
-    Used by ``load_state_dict`` and by tools that read a saved state without a Pruner.
-    """
-    if not isinstance(state, Mapping):
-        raise InvalidType(
-            f"state must be the dict that Pruner.state_dict() returns, got {_describe(state)}"
-        )
-    if state.get("format") != _STATE_FORMAT:
-        raise InvalidValue(
-            f"unsupported pruner state format {state.get('format')!r}; this version of "
-            f"dataprune reads format {_STATE_FORMAT} (states saved by Pruner.state_dict())"
-        )
-    missing = [key for key in _STATE_KEYS if key not in state]
-    if missing:
-        raise InvalidValue(
-            f"the pruner state lacks {', '.join(repr(k) for k in missing)}; pass a state "
-            "saved by Pruner.state_dict()"
-        )
-    for key in (*_COUNTERS, "num_samples", "epochs", "every", "warmup_epochs", "anneal_epochs"):
-        value = state[key]
-        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-            raise InvalidValue(f"the pruner state's {key!r} must be an int >= 0, got {value!r}")
-    for key in ("selection_seconds", "record_seconds"):
-        value = state[key]
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not value >= 0:
-            raise InvalidValue(f"the pruner state's {key!r} must be a number >= 0, got {value!r}")
-    for key in ("epoch", "round"):
-        value = state[key]
-        if value is not None and (
-            isinstance(value, bool) or not isinstance(value, int) or value < 0
-        ):
-            raise InvalidValue(
-                f"the pruner state's {key!r} must be None or an int >= 0, got {value!r}"
-            )
-    if not isinstance(state["method"], str) or not isinstance(state["prune"], float):
-        raise InvalidValue("the pruner state's 'method' must be a str and 'prune' a float")
-    budgets = state["budgets"]
-    if not isinstance(budgets, list) or not all(
-        isinstance(b, int) and not isinstance(b, bool) and b >= 1 for b in budgets
-    ):
-        raise InvalidValue("the pruner state's 'budgets' must be a list of ints >= 1")
-    churn = state["churn"]
-    if not isinstance(churn, list) or not all(
-        isinstance(c, dict) and all(isinstance(c.get(k), int) for k in ("epoch", "entered", "left"))
-        for c in churn
-    ):
-        raise InvalidValue("the pruner state's 'churn' must be a list of {epoch, entered, left}")
-    stats, counts = state["stats"], state["selected_count"]
-    if not isinstance(stats, Tensor) or stats.dim() != 2 or stats.shape[1] != 3:
-        raise InvalidValue(
-            f"the pruner state's 'stats' must be an (N, 3) tensor, got {_describe(stats)}"
-        )
-    if (
-        not isinstance(counts, Tensor)
-        or counts.is_floating_point()
-        or counts.dtype == torch.bool
-        or counts.shape != stats.shape[:1]
-    ):
-        raise InvalidValue(
-            f"the pruner state's 'selected_count' must be an integer tensor of {stats.shape[0]} "
-            f"counts, got {_describe(counts)}"
-        )
-    if counts.numel() and (int(counts.min()) < 0 or int(counts.max()) > state["pruned_epochs"]):
-        raise InvalidValue(
-            f"the pruner state's 'selected_count' must lie in [0, pruned_epochs="
-            f"{state['pruned_epochs']}]"
-        )
-
-
-def _check_state(pruner: Pruner, state: Any) -> slice:
-    """Refuse a state ``pruner`` cannot load; return the rows of its statistics to take."""
-    check_state_fields(state)
-    saved = {key: state[key] for key in _CONFIG_KEYS} | {"options": state["options"]}
-    current = {key: getattr(pruner, key) for key in _CONFIG_KEYS}
-    current["options"] = pruner.policy.state()
-    for key, value in current.items():
-        if key == "budgets" and saved[key] != value:  # the rest agrees: a callable's rates
-            epoch = next(
-                e for e, (a, b) in enumerate(zip(saved[key], value, strict=True)) if a != b
-            )
-            raise InvalidValue(
-                f"state dict was saved with a prune_schedule that gives epoch {epoch} a budget "
-                f"of {saved[key][epoch]}, but this pruner's gives {value[epoch]}; build the "
-                "Pruner with the same schedule"
-            )
-        if saved[key] != value:
-            raise InvalidValue(
-                f"state dict was saved with {key}={saved[key]!r}, but this pruner has "
-                f"{key}={value!r}; build the Pruner with the same settings"
-            )
-    n = pruner.num_samples
-    saved_shard = state["shard"]
-    if saved_shard is not None and list(saved_shard) == [0, n]:
-        saved_shard = None  # one shard of one: the whole state
-    rows = slice(None)
-    if saved_shard is None and pruner.shard is not None:
-        rows = slice(*pruner.shard)
-    elif saved_shard is not None and tuple(saved_shard) != pruner.shard:
-        raise InvalidValue(
-            f"state dict holds the statistics of samples {list(saved_shard)} (one rank's "
-            f"shard), but this pruner holds {list(pruner.shard or (0, n))}; "
-            "load it on the same rank with the same world size, or save a "
-            "gathered_state_dict()"
-        )
-    saved_rows = n if saved_shard is None else saved_shard[1] - saved_shard[0]
-    _check_tensor(state, "stats", (saved_rows, 3), floating=True)
-    if state.get("correct_confidence") is not None:
-        _check_tensor(state, "correct_confidence", (saved_rows,), floating=True)
-    if state["weights"] is not None:
-        _check_tensor(state, "weights", (n,), floating=True)
-        weights = state["weights"]
-        if not bool((torch.isfinite(weights) & (weights > 0)).all()):
-            raise InvalidValue("the pruner state's 'weights' must be finite and positive")
-    epoch, subset = state["epoch"], state["subset"]
-    if epoch is not None:
-        check_int("state['epoch']", epoch, low=0, high=pruner.epochs - 1)
-    pruned = epoch is not None and pruner.is_pruned_epoch(epoch)
-    if (subset is not None) != pruned:
-        raise InvalidValue(
-            f"the pruner state's subset is {'missing' if pruned else 'present'} at epoch "
-            f"{epoch}, which is {'a pruned' if pruned else 'not a pruned'} epoch"
-        )
-    if subset is not None:
-        _check_tensor(state, "subset", (pruner.epoch_size(epoch),), floating=False)
-        if subset.numel() and (int(subset.min()) < 0 or int(subset.max()) >= n):
-            raise InvalidValue(
-                f"the pruner state's subset holds indices in [{int(subset.min())}, "
-                f"{int(subset.max())}], outside [0, num_samples={n})"
-            )
-        if subset.numel() > 1 and not bool((subset[1:] > subset[:-1]).all()):
-            raise InvalidValue("the pruner state's subset is not sorted without repeats")
-    return rows
-
-
-def _check_tensor(state: Mapping[str, Any], key: str, shape: tuple, floating: bool) -> None:
-    value = state[key]
-    kind = "floating-point" if floating else "integer"
-    if (
-        not isinstance(value, Tensor)
-        or value.is_floating_point() != floating
-        or value.dtype == torch.bool
-        or tuple(value.shape) != shape
-    ):
-        raise InvalidValue(
-            f"the pruner state's {key!r} must be a {kind} tensor of shape {shape} for this "
-            f"pruner, got {_describe(value)}"
-        )
+        rows = state.check(self, saved)
+        state.load(self, saved, rows)
+        self._nonfinite_reported = int(self.nonfinite)
+        self._recorded_in_epoch = 1  # a saved epoch is one that trained
+        self._ended_epoch = None
 
 
 def _check_device(device: Any) -> torch.device:
@@ -973,11 +670,11 @@ def _check_selection(selection: Any, method: str, start: int, end: int) -> None:
     """Refuse what a policy's ``select`` returned unless it is a sorted set of its rows."""
     problem = None
     if not isinstance(selection, Selection):
-        problem = f"returned {_describe(selection)}, not a Selection"
+        problem = f"returned {state.describe(selection)}, not a Selection"
     else:
         indices, weights = selection.indices, selection.weights
         if not isinstance(indices, Tensor) or indices.dim() != 1 or indices.is_floating_point():
-            problem = f"returned indices {_describe(indices)}, not a 1-D integer tensor"
+            problem = f"returned indices {state.describe(indices)}, not a 1-D integer tensor"
         elif indices.numel() > 1 and not bool((indices[1:] > indices[:-1]).all()):
             problem = "returned indices that are not sorted without repeats"
         elif indices.numel() and (int(indices[0]) < start or int(indices[-1]) >= end):
@@ -990,9 +687,3 @@ def _check_selection(selection: Any, method: str, start: int, end: int) -> None:
             problem = "returned weights that are not one finite positive number per index"
     if problem:
         raise RuntimeError(f"method={method!r}: Policy.select() {problem}")
-
-
-def _describe(value: Any) -> str:
-    if isinstance(value, Tensor):
-        return f"a {value.dtype} tensor of shape {tuple(value.shape)}"
-    return f"{type(value).__name__}"

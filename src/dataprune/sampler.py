@@ -3,15 +3,15 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterator, Mapping
-from typing import TYPE_CHECKING, Any
+from collections.abc import Iterator
+from typing import TYPE_CHECKING
 
 import torch
-from torch.utils.data import Dataset, Sampler, default_collate
+from torch.utils.data import Sampler
 
 from ._validation import check_bool, check_int
 from .distributed import world
-from .errors import InvalidType, InvalidValue
+from .errors import InvalidValue
 from .selection import Stream, make_generator
 
 if TYPE_CHECKING:
@@ -90,71 +90,3 @@ class PrunedSampler(Sampler[int]):
         if self.drop_last:
             return n // self.num_replicas
         return math.ceil(n / self.num_replicas)
-
-
-class IndexedDataset(Dataset):
-    """Wraps a map-style dataset so that each item is ``(index, sample)``.
-
-    The training loop then knows which samples a batch holds and can pass their indices to
-    ``pruner.record``. Nothing in PyTorch is patched.
-    """
-
-    def __init__(self, dataset: Dataset):
-        self.dataset = dataset
-
-    def __len__(self) -> int:
-        return len(self.dataset)  # type: ignore[arg-type]
-
-    def __getitem__(self, index: int):
-        return index, self.dataset[index]
-
-
-class IndexedDictDataset(Dataset):
-    """Wraps a map-style dataset whose items are dicts, adding each item's index under ``key``.
-
-    For Hugging Face-style datasets and collators (``batch["index"]`` then reaches the loss).
-    """
-
-    def __init__(self, dataset: Dataset, key: str = "index"):
-        self.dataset = dataset
-        self.key = key
-
-    def __len__(self) -> int:
-        return len(self.dataset)  # type: ignore[arg-type]
-
-    def __getitem__(self, index: int) -> dict[str, Any]:
-        item = self.dataset[index]
-        if not isinstance(item, Mapping):
-            raise InvalidType(
-                f"IndexedDictDataset needs items that are dicts; item {index} is a "
-                f"{type(item).__name__}: use IndexedDataset for other items"
-            )
-        if self.key in item:
-            raise InvalidValue(
-                f"item {index} already has a key {self.key!r}: pass another key= to "
-                "IndexedDictDataset"
-            )
-        return {**item, self.key: index}
-
-
-class IndexedCollator:
-    """A collate function that batches the ``key`` indices apart from the rest of each item.
-
-    Wraps any collate function (default: PyTorch's ``default_collate``; or a Hugging Face data
-    collator, which would pad, drop or reject an unknown key): the wrapped one sees the items
-    without ``key``, and the batch gets ``key`` back as an int64 tensor. Items that have no
-    ``key`` (an evaluation set) are collated as they are.
-    """
-
-    def __init__(self, collate_fn: Callable[[list], Any] | None = None, key: str = "index"):
-        self.collate_fn = default_collate if collate_fn is None else collate_fn
-        self.key = key
-
-    def __call__(self, items: list[Mapping[str, Any]]) -> Any:
-        if items and self.key not in items[0]:  # an evaluation set: no indices to keep
-            return self.collate_fn(items)
-        indices = torch.tensor([item[self.key] for item in items], dtype=torch.int64)
-        rest = [{k: v for k, v in item.items() if k != self.key} for item in items]
-        batch = self.collate_fn(rest)
-        batch[self.key] = indices
-        return batch

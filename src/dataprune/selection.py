@@ -34,28 +34,9 @@ _HASH_CHUNK = 1 << 18
 
 
 class Stream(IntEnum):
-    """Every random stream's id, in one table so that no two uses share random numbers.
+    """Ids of the random streams outside any one selection round; a policy's own streams are
+    named by purpose (:func:`dataprune.policies.base.stream_id`)."""
 
-    A policy draws from ``RandomStream.of(seed, round, stream)``; add a new id here for a new use.
-    """
-
-    RANDOM = 1  # random, static-random: the kept subset
-    TIES = 2  # ties at a top-k threshold
-    EXPLORE = 3  # epsilon-greedy: the explored samples
-    EXPLORE_TIES = 4
-    INFOBATCH_LOW_DROP = 5  # infobatch: drops from the below-mean group
-    INFOBATCH_LOW_TIES = 6
-    INFOBATCH_HIGH_DROP = 7  # infobatch: drops from the rest
-    INFOBATCH_HIGH_TIES = 8
-    SETA_SHARE = 9  # seta: the uniform share kept before grouping
-    SETA_SHARE_TIES = 10
-    SETA_RANK_TIES = 11  # seta: equal losses at a group boundary
-    SETA_FIT = 12  # seta: thinning the window to the budget, or topping it up
-    SETA_FIT_TIES = 13
-    SETA_ANNEAL = 14  # seta: the uniform subsets of the final selections
-    KAKURENBO_TIES = 15  # kakurenbo: equal losses at the hiding threshold
-    KAKURENBO_FILL = 16  # kakurenbo: hidden uniformly when too few qualify
-    KAKURENBO_FILL_TIES = 17
     RS2_ORDER = 0x5252  # rs2: the permutation of each cycle, RandomStream.of(seed, id, cycle)
     SHUFFLE = 0x5348  # the sampler's shuffle order, make_generator(seed, id, epoch)
     RANDOM_MASK_TIES = 0x7469  # random_mask: ties between equal hashed uniforms

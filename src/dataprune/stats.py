@@ -3,8 +3,10 @@
 Each sample has a row ``(mean, var, seen)``: the exponential moving average (EMA) of its loss,
 the EMA variance, and how many updates it received. One gather and one scatter per update keep
 ``update`` cheap on a GPU, where small kernels are launch-bound, and nothing in it synchronises
-the host with the device. Beside the table, ``correct_confidence`` holds what is known of each
-sample's latest prediction (for ``kakurenbo``).
+the host with the device. On the CPU, where reading a value costs no sync, a batch of distinct
+indices and finite losses (the common case) takes a fast path in NumPy, whose small-array
+operations cost a fraction of torch's dispatch; it computes the same float64 arithmetic, so the
+table is bit for bit what the general path gives.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import functools
 import math
 from collections.abc import Callable
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -23,6 +26,8 @@ MAX_SAMPLES = 2**31 - 1  # indices share an int64 sort key with 32 bits of loss
 
 _LOW32 = 0xFFFFFFFF
 _FLOAT32_MAX = torch.finfo(torch.float32).max
+#: Batches this large sort their indices faster in torch than in NumPy on the fast path.
+_FAST_PATH_MAX = 1 << 16
 
 
 def merge_duplicates(indices: Tensor, losses: Tensor) -> tuple[Tensor, Tensor, Tensor]:
@@ -86,6 +91,30 @@ def fold_batch(
     rows.index_copy_(0, idx, torch.stack([new_mean, new_var, seen + 1], 1).float())
 
 
+def fold_distinct_cpu(
+    rows: np.ndarray, indices: np.ndarray, losses: np.ndarray, alpha: float
+) -> bool:
+    """``fold_batch`` for a CPU batch of distinct indices and finite float32 losses, in NumPy.
+
+    Returns False, changing nothing, when the batch is not such a batch (the general path then
+    takes it). The same float64 operations in the same order as ``fold_batch``, so the result is
+    identical to the bit.
+    """
+    if not np.isfinite(losses).all():
+        return False
+    ordered = np.sort(indices)
+    if (ordered[1:] == ordered[:-1]).any():
+        return False
+    mean, var, seen = rows[indices].astype(np.float64).T
+    loss = losses.astype(np.float64)
+    again = seen > 0
+    diff = loss - mean
+    new_mean = np.where(again, mean + alpha * diff, loss)
+    new_var = np.where(again, (var + alpha * diff * diff) * (1 - alpha), 0.0)
+    rows[indices] = np.stack([new_mean, np.minimum(new_var, _FLOAT32_MAX), seen + 1], 1)
+    return True
+
+
 @functools.cache
 def compiled_fold_batch() -> Callable[..., None]:
     """``fold_batch`` under ``torch.compile`` with dynamic shapes: one compile serves most batch
@@ -102,8 +131,7 @@ class SampleStats:
     table, and every entry stays finite: the update runs in float64 and the float32 table keeps
     the result, with a variance past float32's range (a loss jump beyond about 1.8e19)
     saturated at its largest value, 3.4e38. Such a sample then has the largest UCB bonus, so
-    it is kept, like an unseen one, until its losses settle. Memory: 16 bytes per sample, with
-    :attr:`correct_confidence`.
+    it is kept, like an unseen one, until its losses settle. Memory: 12 bytes per sample.
 
     A shard (``total`` given) holds only the rows of samples ``[offset, offset + num_samples)``
     of ``total``: ``update`` still takes global indices and the whole (gathered) batch, merges
@@ -133,7 +161,6 @@ class SampleStats:
         self.offset = offset
         self.total = total  # None: the table holds every sample
         self._rows = torch.zeros(num_samples + 1, 3, device=device)  # + the spare row
-        self._confidence = torch.zeros(num_samples + 1, device=device)  # + the spare entry
 
     @property
     def table(self) -> Tensor:
@@ -160,51 +187,32 @@ class SampleStats:
         return self.table[:, SEEN] > 0
 
     @property
-    def correct_confidence(self) -> Tensor:
-        """Per sample held here, the confidence of its latest recorded prediction if that was
-        correct, else 0 (wrong, or none recorded): ``correct_confidence >= tau`` with
-        ``tau > 0`` says "predicted correctly with confidence at least tau"."""
-        return self._confidence[: self.num_rows]
-
-    @correct_confidence.setter
-    def correct_confidence(self, value: Tensor) -> None:
-        if value.shape != (self.num_rows,):
-            raise InvalidValue(
-                f"correct_confidence must be ({self.num_rows},), got {tuple(value.shape)}"
-            )
-        self._confidence = torch.cat([value, value.new_zeros(1)])
-
-    @property
     def device(self) -> torch.device:
         return self._rows.device
 
     def to(self, device: torch.device | str) -> None:
         self._rows = self._rows.to(device)
-        self._confidence = self._confidence.to(device)
 
-    def update(self, indices: Tensor, losses: Tensor) -> None:
-        """Fold one batch of losses in (no host sync)."""
+    def update(self, indices: Tensor, losses: Tensor) -> bool:
+        """Fold one batch of int64 indices and their losses in (no host sync off the CPU).
+
+        Returns True when the batch took the CPU's fast path, which it does only when it is
+        not empty, its indices are distinct and every loss is finite (the caller then knows
+        that every loss counted).
+        """
         if indices.numel() == 0:  # before the compiled code, which would not survive it
-            return
+            return False
+        losses = losses.detach().float()
+        fast = (
+            self._rows.device.type == "cpu"
+            and self.total is None
+            and not self.compile
+            and indices.numel() <= _FAST_PATH_MAX
+        )
+        if fast and fold_distinct_cpu(
+            self._rows.numpy(), indices.numpy(), losses.numpy(), self.alpha
+        ):
+            return True
         fold = compiled_fold_batch() if self.compile else fold_batch
-        fold(
-            self._rows,
-            indices,
-            losses.detach().float(),
-            self.alpha,
-            self.offset,
-            self.total is not None,
-        )
-
-    def update_predictions(self, indices: Tensor, correct_confidence: Tensor) -> None:
-        """Store each sample's latest prediction: its confidence if correct, 0 if wrong, NaN
-        for none (such entries are skipped). A sample repeated in the batch keeps the least of
-        its values, so one wrong copy makes it wrong, whatever the order (no host sync)."""
-        if indices.numel() == 0:
-            return
-        idx = indices.long() - self.offset
-        keep = ~correct_confidence.isnan() & (idx >= 0) & (idx < self.num_rows)
-        idx = torch.where(keep, idx, self.num_rows)  # the rest to the spare entry
-        self._confidence.scatter_reduce_(
-            0, idx, correct_confidence.float(), "amin", include_self=False
-        )
+        fold(self._rows, indices, losses, self.alpha, self.offset, self.total is not None)
+        return False

@@ -20,10 +20,14 @@ A documented subclass, and nothing in transformers patched:
   :func:`dataprune.sequence_losses`) and records it. The returned loss is normalised over the
   samples of the whole gradient-accumulation window (``get_batch_samples`` counts them), so a
   shorter last window is weighed by its samples (``loss_is_scaled_for_ga``: transformers 5.20).
-- ``max_steps`` and the LR schedule: the Trainer computes them from the first epoch's loader
-  length, and its loop assumes every epoch has that length. A pruned run whose epochs differ in
-  size (warm-up or anneal epochs, a prune-rate schedule) is therefore refused; every other run
-  is sized exactly.
+- ``max_steps``, the LR schedule and each epoch's steps come from the pruner: the Trainer
+  would size every epoch like the first, so the subclass gives its loop each epoch's own
+  length (warm-up and anneal epochs, prune-rate schedules), and a resumed run finds its epoch
+  and step from them. ``train_samples_per_second`` counts the samples trained.
+- Every method runs: ``compute_loss`` goes through :meth:`dataprune.Pruner.loss` (a method's
+  in-batch step), and each epoch ends with :meth:`dataprune.Pruner.end_epoch`.
+- A run whose losses were mostly NaN or inf in an epoch stops with an error, as the harness
+  does; fewer are logged each epoch (``dataprune/nonfinite_losses``).
 - Checkpoints hold the pruner (``dataprune_pruner.pt``), and ``train(resume_from_checkpoint=...)``
   restores it: the run continues with the same selections, from an epoch's end or mid-epoch.
 - Each epoch logs ``dataprune/*`` figures through ``Trainer.log``.
@@ -48,9 +52,8 @@ from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_N
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, get_last_checkpoint
 
 from .. import IndexedCollator, IndexedDictDataset, Pruner
-from ..errors import InvalidValue
+from ..errors import DataPruneError, InvalidValue
 from ..losses import counted_tokens, sequence_losses
-from . import check_framework_method
 
 PRUNER_FILE = "dataprune_pruner.pt"
 INDEX_KEY = "index"
@@ -100,17 +103,13 @@ class DataPruningTrainer(Trainer):
                 f"{self.args.max_steps})"
             )
         pruning = {"seed": self.args.seed, **(pruning or {})}
+        for taken, source in (("epochs", "num_train_epochs"), ("num_samples", "train_dataset")):
+            if taken in pruning:
+                raise InvalidValue(
+                    f"pruning={{{taken!r}: ...}}: the Trainer takes {taken} from {source}; "
+                    "leave it out of pruning"
+                )
         self.pruner = Pruner(len(self.train_dataset), epochs=int(epochs), **pruning)
-        check_framework_method(self.pruner.method, "DataPruningTrainer")
-        if not self.pruner.uniform_epochs():
-            sizes = [self.pruner.epoch_size(e) for e in range(self.pruner.epochs)]
-            raise InvalidValue(
-                f"the Trainer assumes every epoch has the first one's length, but this pruner's "
-                f"epochs train {sizes} samples (warmup_epochs={self.pruner.warmup_epochs}, "
-                f"anneal_epochs={self.pruner.anneal_epochs}, "
-                f"prune_schedule={self.pruner.prune_schedule!r}): pass warmup_epochs=0 and "
-                "anneal_epochs=0 in pruning={...}, and a constant prune_schedule"
-            )
         self.shuffle = shuffle
         model_class = type(self.accelerator.unwrap_model(self.model)).__name__
         self.causal = model_class in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES.values()
@@ -150,15 +149,28 @@ class DataPruningTrainer(Trainer):
                     "get_train_dataloader dropped it"
                 )
             return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
+        if return_outputs:
+            raise InvalidValue(
+                "compute_loss(return_outputs=True) on a training batch: the pruner returns the "
+                "loss alone (a method may forward the batch twice)"
+            )
         inputs = dict(inputs)
         index = inputs.pop(INDEX_KEY)
-        labels = inputs.pop("labels")
-        outputs = model(**inputs)
-        losses, valid = self.sample_losses(outputs, labels, inputs)
-        loss = self.pruner.record(index, losses, valid)  # the mean over this batch's samples
+        loss = self.pruner.loss(index, inputs, self._losses_of(model))  # this batch's mean
         if num_items_in_batch is not None:  # over the accumulation window's samples instead
-            loss = loss * valid.sum() / torch.as_tensor(num_items_in_batch).clamp_min(1)
-        return (loss, outputs) if return_outputs else loss
+            valid = self._valid(inputs).sum()
+            loss = loss * valid / torch.as_tensor(num_items_in_batch).clamp_min(1)
+        return loss
+
+    def _losses_of(self, model: torch.nn.Module):
+        """The per-sample loss function of ``model`` over a batch of the Trainer's inputs."""
+
+        def losses(batch: Mapping[str, Any]) -> tuple[Tensor, Tensor]:
+            batch = dict(batch)
+            labels = batch.pop("labels")
+            return self.sample_losses(model(**batch), labels, batch)
+
+        return losses
 
     def sample_losses(
         self, outputs: Any, labels: Tensor, inputs: Mapping[str, Any]
@@ -198,6 +210,49 @@ class DataPruningTrainer(Trainer):
             self.pruner.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
         return super().train(resume_from_checkpoint=resume_from_checkpoint, **kwargs)
 
+    # ------------------------------------- the Trainer's loop, sized by the pruner
+    def set_initial_training_values(self, args, dataloader):
+        """The Trainer's run sizes, with the pruned run's steps and samples."""
+        values = list(super().set_initial_training_values(args, dataloader))
+        values[3] = sum(self.pruner.budgets)  # num_train_samples: what trains, for speed
+        values[6] = self.pruner.total_steps(*self._step_shape())  # max_steps
+        return tuple(values)
+
+    def _init_training_state(self, max_steps, num_update_steps_per_epoch, *args, **kwargs):
+        """The Trainer's state; resuming, the epoch and step found from each epoch's length."""
+        epochs_trained, steps_in_epoch = super()._init_training_state(
+            max_steps, num_update_steps_per_epoch, *args, **kwargs
+        )
+        if self.state.global_step == 0:
+            return epochs_trained, steps_in_epoch
+        step, epoch = self.state.global_step, 0
+        while epoch < self.pruner.epochs and step >= self._epoch_steps(epoch):
+            step, epoch = step - self._epoch_steps(epoch), epoch + 1
+        skipped = 0 if self.args.ignore_data_skip else step * self.args.gradient_accumulation_steps
+        return epoch, skipped
+
+    def _run_epoch(self, *args, epoch, steps_in_epoch, num_update_steps_per_epoch, **kwargs):
+        """One epoch of the Trainer's loop, at this epoch's own length."""
+        batch_size, drop_last, accumulate = self._step_shape()
+        return super()._run_epoch(
+            *args,
+            epoch=epoch,
+            steps_in_epoch=self.pruner.epoch_steps(epoch, batch_size, drop_last),
+            num_update_steps_per_epoch=self._epoch_steps(epoch),
+            **kwargs,
+        )
+
+    def _step_shape(self) -> tuple[int, bool, int]:
+        args = self.args
+        return (
+            args.per_device_train_batch_size,
+            args.dataloader_drop_last,
+            args.gradient_accumulation_steps,
+        )
+
+    def _epoch_steps(self, epoch: int) -> int:
+        return self.pruner.epoch_steps(epoch, *self._step_shape())
+
     # ------------------------------------------------------------------ inner
     def _valid(self, batch: Mapping[str, Any]) -> Tensor:
         labels = batch["labels"]
@@ -207,30 +262,45 @@ class DataPruningTrainer(Trainer):
         return mask.any(dim=1)
 
 
+class TrainingDiverged(DataPruneError):
+    """Most of an epoch's training losses were NaN or inf."""
+
+
 class _PrunerCallback(TrainerCallback):
-    """Selects each epoch's subset, logs its figures, and saves the pruner in checkpoints."""
+    """Selects each epoch's subset, ends it, logs its figures, and saves the pruner."""
 
     def __init__(self, trainer: DataPruningTrainer):
         self.trainer = trainer
-
-    def on_train_begin(self, args, state, control, **kwargs):
-        pruner = self.trainer.pruner
-        expected = pruner.total_steps(
-            args.per_device_train_batch_size,
-            args.dataloader_drop_last,
-            accumulate=args.gradient_accumulation_steps,
-        )
-        if state.max_steps != expected:
-            raise RuntimeError(
-                f"the Trainer plans {state.max_steps} optimizer steps but the pruned run has "
-                f"{expected}: the loader is not the pruner's (was get_train_dataloader "
-                "overridden?)"
-            )
+        self._nonfinite = 0  # NaN and inf losses before this epoch
+        self._trained = 0  # samples back-propagated before this epoch
 
     def on_epoch_begin(self, args, state, control, **kwargs):
         pruner = self.trainer.pruner
         pruner.set_epoch(int(state.epoch or 0))  # Accelerate forwards it too; it is idempotent
+        summary = pruner.summary()
+        self._nonfinite = summary["nonfinite_losses_skipped"]
+        self._trained = summary["samples_backpropagated"]
         self.trainer.log({f"dataprune/{k}": v for k, v in pruner.epoch_metrics().items()})
+
+    def on_epoch_end(self, args, state, control, model=None, **kwargs):
+        trainer, pruner = self.trainer, self.trainer.pruner
+        loader = torch.utils.data.DataLoader(
+            trainer.train_dataset,
+            batch_size=args.per_device_train_batch_size,
+            collate_fn=trainer.data_collator,
+            num_workers=args.dataloader_num_workers,
+        )
+        pruner.end_epoch(model, loader, trainer._losses_of(model))
+        summary = pruner.summary()
+        nonfinite = summary["nonfinite_losses_skipped"] - self._nonfinite
+        trained = summary["samples_backpropagated"] - self._trained
+        trainer.log({"dataprune/nonfinite_losses": float(nonfinite)})
+        if nonfinite > trained / 2:
+            raise TrainingDiverged(
+                f"epoch {pruner.epoch}: {nonfinite:,} of {trained:,} training losses were NaN "
+                "or inf: training diverged, so the run stops (the last checkpoint holds an "
+                "earlier state). Lower the learning rate and train again"
+            )
 
     def on_save(self, args, state, control, **kwargs):
         pruner = self.trainer.pruner

@@ -2,17 +2,24 @@
 
 ::
 
-    pruning = DataPruning(method="ucb", prune=0.5)
+    pruning = DataPruning()  # the recommended method, or method=..., prune=...
 
     class Model(L.LightningModule):
         def train_dataloader(self):
             return pruning.dataloader(train_set, batch_size=128)
 
+        def sample_losses(self, batch):
+            x, y = batch
+            return F.cross_entropy(self(x), y, reduction="none")
+
         def training_step(self, batch, batch_idx):
-            index, (x, y) = batch
-            return pruning.record(index, F.cross_entropy(self(x), y, reduction="none"))
+            index, batch = batch
+            return pruning.loss(index, batch, self.sample_losses)
 
     L.Trainer(max_epochs=8, callbacks=[pruning], use_distributed_sampler=False).fit(Model())
+
+Every method runs: ``loss`` runs a method's in-batch step, and at each epoch's end the callback
+runs the Pruner's ``end_epoch`` with the last ``sample_losses`` given to ``loss``.
 
 What the callback guarantees, and how:
 
@@ -42,9 +49,11 @@ import lightning.pytorch as pl
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from .. import IndexedDataset, IndexedDictDataset, PrunedSampler, Pruner
+from .. import IndexedDataset, IndexedDictDataset, Pruner
 from ..errors import InvalidValue
-from . import check_framework_method
+from ..loop import SampleLosses
+from ..policies import DEFAULT_METHOD, DEFAULT_PRUNE
+from ..sampler import PrunedSampler
 
 METRIC_PREFIX = "dataprune/"
 
@@ -70,15 +79,24 @@ class DataPruning(pl.Callback):
             the Trainer's ``max_epochs``, ``num_samples`` the training set's length).
 
     The LightningModule calls :meth:`dataloader` in ``train_dataloader()`` and returns
-    :meth:`record`'s result from ``training_step``. The pruner is built when the loader is,
-    after the process group exists; it is :attr:`pruner`.
+    :meth:`loss`'s result from ``training_step``. The pruner is built when the loader is,
+    after the process group exists; it is :attr:`pruner`. One callback serves one Trainer.
     """
 
     def __init__(
-        self, method: str = "epsilon-greedy", prune: float = 0.3, seed: int = 0, **pruner_options
+        self,
+        method: str = DEFAULT_METHOD,
+        prune: float = DEFAULT_PRUNE,
+        seed: int = 0,
+        **pruner_options: Any,
     ):
         super().__init__()
-        check_framework_method(method, "the Lightning callback")
+        for taken, source in (("epochs", "the Trainer's max_epochs"), ("num_samples", "len()")):
+            if taken in pruner_options:
+                raise InvalidValue(
+                    f"DataPruning({taken}=...): the callback takes {taken} from {source} of the "
+                    "training set or Trainer; leave it out"
+                )
         self.pruner_args = {"method": method, "prune": prune, "seed": seed, **pruner_options}
         self.pruner: Pruner | None = None
         self._trainer: pl.Trainer | None = None
@@ -87,6 +105,7 @@ class DataPruning(pl.Callback):
         self._sampler: PrunedSampler | None = None
         self._batch_size = 1
         self._batches_done = 0  # training batches of the current epoch, on this rank
+        self._sample_losses: SampleLosses | None = None  # the latest given to loss()
 
     # ------------------------------------------------------------ for the module
     def dataloader(
@@ -126,19 +145,30 @@ class DataPruning(pl.Callback):
         )
         return self._loader
 
+    def loss(self, indices: Tensor, batch: Any, sample_losses: SampleLosses) -> Tensor:
+        """:meth:`dataprune.Pruner.loss`: the batch's loss to back-propagate, with its
+        per-sample losses (``sample_losses(batch)``) recorded; return it from
+        ``training_step``."""
+        self._sample_losses = sample_losses
+        return self._require_pruner("loss").loss(indices, batch, sample_losses)
+
     def record(self, indices: Tensor, losses: Tensor, valid: Tensor | None = None) -> Tensor:
-        """``pruner.record``: store per-sample losses, return the loss to back-propagate."""
-        if self.pruner is None:
-            raise RuntimeError(
-                "record() before the pruner exists: return pruning.dataloader(...) from the "
-                "LightningModule's train_dataloader()"
-            )
-        return self.pruner.record(indices, losses, valid)
+        """:meth:`dataprune.Pruner.record`, for a ``training_step`` that computes the losses
+        itself (a method that selects within a batch or measures left-out samples needs
+        :meth:`loss`)."""
+        return self._require_pruner("record").record(indices, losses, valid)
 
     # ---------------------------------------------------------- Lightning hooks
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
-        if stage == "fit":
-            self._trainer = trainer
+        if stage != "fit":
+            return
+        if self._trainer is not None and trainer is not self._trainer:
+            raise InvalidValue(
+                "this DataPruning callback already served another Trainer, whose pruner has "
+                "run its epochs: build a new DataPruning(...) for each Trainer (resuming from a "
+                "checkpoint restores the pruner into the new one)"
+            )
+        self._trainer = trainer
 
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         loader = trainer.train_dataloader
@@ -160,6 +190,9 @@ class DataPruning(pl.Callback):
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         self._batches_done += 1
 
+    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self.pruner.end_epoch(pl_module, self._loader, self._sample_losses or _needs_loss)
+
     def state_dict(self) -> dict[str, Any]:
         if self.pruner is None:
             return {}
@@ -177,6 +210,14 @@ class DataPruning(pl.Callback):
             self._restore()
 
     # ----------------------------------------------------------------- inner
+    def _require_pruner(self, call: str) -> Pruner:
+        if self.pruner is None:
+            raise RuntimeError(
+                f"{call}() before the pruner exists: return pruning.dataloader(...) from the "
+                "LightningModule's train_dataloader()"
+            )
+        return self.pruner
+
     def _require_trainer(self) -> pl.Trainer:
         if self._trainer is None:
             raise RuntimeError(
@@ -205,3 +246,11 @@ class DataPruning(pl.Callback):
         epoch = self.pruner.epoch
         if state["epoch_done"] and epoch is not None and epoch + 1 < self.pruner.epochs:
             self.pruner.set_epoch(epoch + 1)
+
+
+def _needs_loss(batch: Any) -> Tensor:
+    raise InvalidValue(
+        "this method measures samples it left out when an epoch ends, with the per-sample loss "
+        "function that training_step passes to pruning.loss(index, batch, sample_losses); "
+        "return pruning.loss(...) instead of pruning.record(...)"
+    )

@@ -28,7 +28,7 @@ def load_pruner_state(run_dir: Path) -> dict:
 def selection_summary(state: dict) -> dict[str, float]:
     """Counts of always-, never- and sometimes-selected samples over the pruned epochs."""
     counts = state["selected_count"].to(torch.int64)
-    epochs = state["pruned_epochs"]
+    epochs = state["counters"]["pruned_epochs"]
     if epochs < 1:
         raise RunError("the run has no pruned epoch yet (full data so far): nothing to analyze")
     return {
@@ -56,7 +56,8 @@ def analyze_run(run_dir: Path, out: Path | None = None) -> list[Path]:
     ax.set_xlabel(f"pruned epochs in which a sample was selected (of {epochs})")
     ax.set_ylabel("samples")
     ax.set_title(
-        f"{state['method']} prune={state['prune']:g}: {summary['sometimes']:,} sometimes, "
+        f"{state['settings']['method']} prune={state['settings']['prune']:g}: "
+        f"{summary['sometimes']:,} sometimes, "
         f"{summary['always']:,} always, {summary['never']:,} never",
         fontsize=9,
     )
@@ -66,7 +67,7 @@ def analyze_run(run_dir: Path, out: Path | None = None) -> list[Path]:
     plt.close(fig)
 
     fig, ax = plt.subplots(figsize=(7, 4))
-    churn = state["churn"]
+    churn = state["progress"]["churn"]
     ax.plot([c["epoch"] for c in churn], [c["entered"] for c in churn], marker="o", label="entered")
     ax.plot([c["epoch"] for c in churn], [c["left"] for c in churn], marker="x", label="left")
     ax.set_xlabel("epoch of re-selection")

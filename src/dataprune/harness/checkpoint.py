@@ -12,7 +12,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from ..pruner import check_state_fields
+from ..state import check_fields
 from .files import UnreadableFile, read_torch, save_torch
 
 CHECKPOINT = "checkpoint.pt"
@@ -46,7 +46,7 @@ def read_checkpoint(path: Path, keys: tuple[str, ...] = _KEYS) -> dict[str, Any]
             raise CheckpointError(f"{path} is damaged: its {key!r} is not a dict")
     if "pruner" in keys:
         try:
-            check_state_fields(state["pruner"])
+            check_fields(state["pruner"])
         except (TypeError, ValueError) as exc:
             raise CheckpointError(f"{path} holds a damaged pruner state: {exc}") from exc
     return state
@@ -54,7 +54,7 @@ def read_checkpoint(path: Path, keys: tuple[str, ...] = _KEYS) -> dict[str, Any]
 
 def note_unfinished(pruner: dict[str, Any]) -> None:
     """Log that a run's pruner state is from a run stopped early (what it shows is partial)."""
-    epoch, epochs = pruner["epoch"], pruner["epochs"]
+    epoch, epochs = pruner["progress"]["epoch"], pruner["settings"]["epochs"]
     if epoch is None or epoch + 1 < epochs:
         done = 0 if epoch is None else epoch + 1
         logger.info(

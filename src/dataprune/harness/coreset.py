@@ -60,12 +60,12 @@ def export_coreset(source: str, prune: float, out_path: str) -> dict[str, Any]:
             )
         pruner = read_checkpoint(checkpoint, keys=("pruner",))["pruner"]
         note_unfinished(pruner)
-        epochs = pruner["pruned_epochs"]
+        epochs = pruner["counters"]["pruned_epochs"]
         if epochs < 1:
             raise InvalidValue(f"{checkpoint} has no pruned epoch yet; nothing to export")
         scores = (pruner["selected_count"].double() / epochs).float()
         tiebreak = pruner["stats"].double()[:, 0]
-        kind, name = "run", str(pruner["method"])
+        kind, name = "run", str(pruner["settings"]["method"])
     elif src.is_file():
         loaded = load_scores(src, None)
         scores, kind, name = loaded.scores, "scores", loaded.name

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import builtins
 import dataclasses
+import functools
 import gc
 import logging
 import math
@@ -24,13 +25,12 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .. import Pruner, classification_predictions
+from .. import Pruner
 from .._validation import check_choice, check_float, check_int
 from ..distributed import all_reduce_sum, world
 from ..errors import DataPruneError, InvalidValue
 from ..policies import get_policy
 from ..pruner import MAX_EPOCHS
-from ..sampler import shard
 from ..schedule import PRUNE_SCHEDULES, check_schedule
 from .checkpoint import (
     CHECKPOINT,
@@ -266,12 +266,6 @@ class RunConfig:
                 f"method={self.method!r} does not apply with data_path: the static scorers "
                 "score the training set in memory; use a dynamic method, or a --dataset"
             )
-        if get_policy(core_method(self.method)).uses_predictions:
-            raise InvalidValue(
-                f"method={self.method!r} does not apply with data_path: it forwards the "
-                "samples it hid after each epoch, which the harness reads from the training "
-                "set in memory; use another method, or a --dataset"
-            )
 
     def for_method(self, method: str, prune: float, seed: int) -> RunConfig:
         """This configuration for one run of a comparison: ``method`` at ``prune`` and ``seed``,
@@ -324,25 +318,21 @@ class RunConfig:
 
     def pruner_kwargs(self, num_train: int) -> dict[str, Any]:
         """Arguments for :class:`dataprune.Pruner` over ``num_train`` samples (the core method
-        and its options)."""
+        and its options); a pruning field the method does not use gets its neutral value (full
+        data in every epoch: full-matched's pruning fields size its budget, not its data)."""
         method = core_method(self.method)
-        policy = get_policy(method)
-        full_data = not policy.prunes
+        unused = get_policy(method).unused_parameters()
+        pruning = {
+            name: neutral if name in unused else getattr(self, name)
+            for name, neutral in _NEUTRAL.items()
+        }
         return dict(
             method=method,
-            prune=0.0 if full_data and not policy.selects_in_batch else self.prune,
-            # full data in every epoch anyway (full-matched's pruning fields size its budget)
-            prune_schedule="constant" if full_data else self.prune_schedule,
-            prune_end=None if full_data else self.prune_end,
             epochs=self.train_epochs(num_train),
             seed=self.seed,
-            every=1 if full_data else self.every,
-            warmup_epochs=0 if full_data else self.warmup_epochs,
-            anneal_epochs=0 if full_data else self.anneal_epochs,
-            rescale=self.rescale,
-            alpha=self.alpha,
             shard_stats=self.shard_stats,
             compile=self.compile,
+            **pruning,
             **self.options,
         )
 
@@ -369,28 +359,26 @@ FIELD_DEFAULTS = {
     f.name: (f.default_factory() if f.default is dataclasses.MISSING else f.default)
     for f in dataclasses.fields(RunConfig)
 }
-_PRUNING = ("prune_schedule", "prune_end", "warmup_epochs", "anneal_epochs", "rescale", "alpha")
-#: The pruning fields that size full-matched's step budget (with prune, every and epochs).
-_BUDGET = ("prune_schedule", "prune_end", "warmup_epochs", "anneal_epochs")
+#: The pruning fields, each with its value where a method does not use it (no pruning).
+_NEUTRAL = {
+    "prune": 0.0,
+    "prune_schedule": "constant",
+    "prune_end": None,
+    "every": 1,
+    "warmup_epochs": 0,
+    "anneal_epochs": 0,
+    "rescale": None,
+    "alpha": None,
+}
 _SCORING = ("score_epochs", "score_runs", "class_balanced", "scores_file")
 
 
 def unused_fields(method: str) -> dict[str, str]:
     """The :class:`RunConfig` fields ``method`` does not use, each with the reason."""
-    unused: dict[str, str] = {}
-    policy = get_policy(core_method(method))
-    if not policy.prunes:
-        full = "it trains on every sample"
-        if policy.selects_in_batch:
-            full = "it forwards every sample and thins each batch by --prune"
-        # full-matched's prune rate and schedule set its step budget, an in-batch method's
-        # prune rate its batches
-        budget = _BUDGET if method == FULL_MATCHED else ()
-        unused |= {name: full for name in _PRUNING if name not in budget}
-        if method != FULL_MATCHED and not policy.selects_in_batch:
-            unused["prune"] = full
-    if not (policy.prunes and policy.reselects) and method != FULL_MATCHED:
-        unused["every"] = "it never selects again"
+    if method == FULL_MATCHED:  # its pruning fields size its step budget
+        unused = dict.fromkeys(("rescale", "alpha"), "it trains on every sample")
+    else:
+        unused = get_policy(core_method(method)).unused_parameters()
     if method not in SCORERS:
         unused |= {name: "it is not a static scorer" for name in _SCORING}
     elif method == "forgetting":
@@ -664,6 +652,22 @@ def train(
         from tqdm.auto import tqdm
 
         epochs = tqdm(epochs, desc=f"{config.method} p={config.prune:g}", leave=False)
+    last_logits: list[Tensor] = []  # the latest forward's logits, for on_batch
+
+    def sample_losses(rows: tuple[Tensor, Tensor]) -> Tensor:
+        x, y = rows
+        with _autocast(device):
+            logits = net(_layout(x))
+        if on_batch is not None:
+            last_logits[:] = [logits.detach()]
+        return _losses(logits, y, config)
+
+    def measured_losses(rows: tuple[Tensor, Tensor]) -> Tensor:
+        """A method's own measurement: the unwrapped model, so no DDP collective runs."""
+        x, y = rows
+        with _autocast(device):
+            return _losses(model(_layout(x)), y, config)
+
     accuracy = result.final_accuracy if result.epochs else float("nan")
     checkpoint_seconds = 0.0  # writing the previous epoch's checkpoint
     nonfinite_before = pruner.summary()["nonfinite_losses_skipped"]
@@ -671,7 +675,6 @@ def train(
         synchronize(device)
         t_select = time.perf_counter()
         sampler.set_epoch(epoch)
-        lr_scale = pruner.lr_scale()
         t_train = time.perf_counter()
 
         # On the data's device: drawing on the host and copying would sync every step.
@@ -683,31 +686,20 @@ def train(
                 break  # full-matched's budget ends within its last epoch
             x = data.augment_batch(x, augment_gen)
             samples, steps = samples + batch.numel(), steps + 1
-            thinned = pruner.policy.selects_in_batch
-            if thinned:
-                # The whole batch's forward pass (its known cost, and timed as such), then
-                # the forward and backward passes of the highest losses only.
-                with torch.no_grad(), _autocast(device):
-                    all_losses = _losses(net(_layout(x)), y, config)
-                pruner.record(batch, all_losses)
-                keep = pruner.select_batch(all_losses)
-                batch, x, y = batch[keep], x[keep], y[keep]
-            with _autocast(device):
-                logits = net(_layout(x))
-            losses = _losses(logits, y, config)
-            if thinned:
-                loss = losses.mean()
-            else:
-                loss = pruner.record(batch, losses, **_predictions(pruner, logits, y))
+            loss = pruner.loss(batch, (x, y), sample_losses)
+            if on_batch is not None:
+                on_batch(batch, last_logits[0], y)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
-            _scaled_step(optimizer, lr_scale)
+            optimizer.step()
             schedule.step()
             loss_sum += loss.detach()
-            if on_batch is not None:
-                on_batch(batch, logits.detach(), y)
-        if pruner.policy.uses_predictions and pruner.is_pruned_epoch(epoch):
-            _refresh_hidden(net, data, pruner, config, augment_gen)
+            pruner.end_epoch(
+                model,
+                functools.partial(_read_rows, data, augment_gen),
+                measured_losses,
+                batch_size=config.batch_size,
+            )
         synchronize(device)
         t_eval = time.perf_counter()
         if evaluate_each_epoch or epoch + 1 in (train_epochs, stop_after):
@@ -750,53 +742,9 @@ def train(
     return result, model
 
 
-def _predictions(pruner: Pruner, logits: Tensor, y: Tensor) -> dict[str, Tensor]:
-    """``record``'s ``correct=`` and ``confidence=``, for a method that reads them."""
-    if not pruner.policy.uses_predictions:
-        return {}
-    correct, confidence = classification_predictions(logits, y)
-    return {"correct": correct, "confidence": confidence}
-
-
-def _scaled_step(optimizer: torch.optim.Optimizer, scale: float) -> None:
-    """``optimizer.step()`` at ``scale`` times the schedule's learning rates (kakurenbo's
-    ``1 / (1 - F_e)``), restored afterwards so that the schedule is untouched."""
-    if scale == 1.0:
-        optimizer.step()
-        return
-    rates = [group["lr"] for group in optimizer.param_groups]
-    for group in optimizer.param_groups:
-        group["lr"] *= scale
-    optimizer.step()
-    for group, rate in zip(optimizer.param_groups, rates, strict=True):
-        group["lr"] = rate
-
-
-@torch.no_grad()
-def _refresh_hidden(
-    net: nn.Module, data: ImageData, pruner: Pruner, config: RunConfig, generator: torch.Generator
-) -> None:
-    """Forward the samples hidden this epoch and record their losses and predictions, as
-    KAKURENBO does after each epoch, so that a hidden sample whose loss grew trains again.
-
-    In training mode, augmented, as the training losses they are ranked against, but a
-    measurement only: no gradients, and the model's buffers are restored afterwards. A
-    training-mode pass over the hidden samples alone would otherwise leave BatchNorm's running
-    statistics set by the easiest samples, just before evaluation. Each rank takes an equal
-    share (``record`` is a collective). Its cost is part of the epoch's time.
-    """
-    rank, world_size = world()
-    hidden = shard(pruner.hidden_indices(), rank, world_size, drop_last=False)
-    saved = [(buffer, buffer.clone()) for buffer in net.buffers()]
-    with torch.no_grad():
-        for batch in hidden.split(config.batch_size):
-            x = data.augment_batch(data.train_x[batch], generator)
-            y = data.train_y[batch]
-            with _autocast(x.device):
-                logits = net(_layout(x))
-            pruner.record(batch, _losses(logits, y, config), **_predictions(pruner, logits, y))
-        for buffer, value in saved:
-            buffer.copy_(value)
+def _read_rows(data: ImageData, generator: torch.Generator, rows: Tensor) -> tuple[Tensor, Tensor]:
+    """The training samples ``rows`` as ``(x, y)``, augmented from ``generator``."""
+    return data.read(rows, generator)[1:]
 
 
 def _losses(logits: Tensor, y: Tensor, config: RunConfig) -> Tensor:

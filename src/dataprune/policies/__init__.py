@@ -7,9 +7,11 @@
 from . import full, random, rs2, epsilon_greedy, ucb, infobatch, seta  # noqa: F401, I001
 from . import kakurenbo, selective_backprop, static  # noqa: F401, I001
 from .base import Option, Policy, Selection, SelectionContext, unseen_first
-from .registry import POLICIES, get_policy, methods, register
+from .registry import DEFAULT_METHOD, DEFAULT_PRUNE, POLICIES, get_policy, methods, register
 
 __all__ = [
+    "DEFAULT_METHOD",
+    "DEFAULT_PRUNE",
     "POLICIES",
     "Option",
     "Policy",

@@ -25,6 +25,10 @@ from ..errors import InvalidType, InvalidValue
 from ..selection import RandomStream, random_mask, top_k_mask
 from ..stats import SampleStats
 
+#: Purposes whose random numbers every method shares: a uniform subset, and ties at a
+#: threshold. Any other purpose gets a stream of its own (:func:`stream_id`).
+SHARED_STREAMS = {"random": 1, "ties": 2}
+
 
 @dataclass(frozen=True)
 class Option:
@@ -79,19 +83,20 @@ class SelectionContext:
     """Everything a policy may read: statistics, budget, round number (of ``rounds``) and seed.
 
     Random choices come from counter-based streams hashed from ``(seed, round, stream, global
-    index)`` (stream ids: :class:`dataprune.selection.Stream`), so a selection is a pure function
-    of these fields. With sharded statistics (``Pruner(..., shard_stats=True)`` under
-    torch.distributed) ``stats`` holds only the rows ``[offset, offset + num_local)`` of the
-    ``total`` samples; a policy then works on those rows, uses :meth:`top_k`,
-    :meth:`random_mask` and :meth:`global_sum` for anything global, and returns the kept samples
-    among its rows (global indices); the pruner gathers the ranks' parts. Unsharded, ``offset``
-    is 0 and ``total`` None.
+    index)``, where each purpose (``"ties"``, ``"explore"``, ...) names its own stream
+    (:func:`stream_id`), so a selection is a pure function of these fields. With sharded
+    statistics (``Pruner(..., shard_stats=True)`` under torch.distributed) ``stats`` holds only
+    the rows ``[offset, offset + num_local)`` of the ``total`` samples; a policy then works on
+    those rows, uses :meth:`top_k`, :meth:`random_mask` and :meth:`global_sum` for anything
+    global, and returns the kept samples among its rows (global indices); the pruner gathers
+    the ranks' parts. Unsharded, ``offset`` is 0 and ``total`` None.
     """
 
     stats: SampleStats
     k: int
     round: int
     seed: int
+    policy: type[Policy]
     offset: int = 0
     total: int | None = None  # number of samples over all shards; None: unsharded
     rounds: int = 1  # selection rounds in the run (round < rounds)
@@ -122,20 +127,21 @@ class SelectionContext:
         """Global indices of the rows held here."""
         return torch.arange(self.offset, self.offset + self.num_local, device=self.device)
 
-    def stream(self, stream: int) -> RandomStream:
-        return RandomStream.of(self.seed, self.round, stream)
+    def stream(self, purpose: str) -> RandomStream:
+        """The random stream of ``purpose`` in this round."""
+        return RandomStream.of(self.seed, self.round, stream_id(self.policy, purpose))
 
-    def uniform(self, stream: int) -> Tensor:
+    def uniform(self, purpose: str) -> Tensor:
         """One hashed float32 in [0, 1) per row held here."""
-        return self.stream(stream).uniform(self.local_indices())
+        return self.stream(purpose).uniform(self.local_indices())
 
-    def top_k(self, scores: Tensor, k: int, ties: int) -> Tensor:
-        """Mask of the rows among the global top k of ``scores`` (ties: hashed stream)."""
+    def top_k(self, scores: Tensor, k: int, ties: str = "ties") -> Tensor:
+        """Mask of the rows among the global top k of ``scores`` (ties: the ``ties`` stream)."""
         return top_k_mask(scores, k, self.stream(ties), self.shard)
 
-    def random_mask(self, k: int, stream: int) -> Tensor:
+    def random_mask(self, k: int, purpose: str = "random") -> Tensor:
         """Mask of the rows among k of all N samples drawn uniformly without replacement."""
-        return random_mask(self.num_local, k, self.stream(stream), self.device, self.shard)
+        return random_mask(self.num_local, k, self.stream(purpose), self.device, self.shard)
 
     def global_sum(self, value: Tensor) -> Tensor:
         """``value`` summed over the shards (itself when unsharded)."""
@@ -146,6 +152,20 @@ class SelectionContext:
         rows = mask.nonzero().squeeze(1)
         weights = None if weight_map is None else weight_map[rows]
         return Selection(rows + self.offset, weights)
+
+
+def stream_id(policy: type[Policy], purpose: str) -> int:
+    """The id of ``policy``'s random stream for ``purpose``.
+
+    The shared purposes (:data:`SHARED_STREAMS`) and those a policy lists in its ``streams``
+    keep fixed ids; any other is a hash of the method's name and the purpose, so a new method
+    gets streams of its own without editing any table.
+    """
+    known = policy.streams.get(purpose, SHARED_STREAMS.get(purpose))
+    if known is not None:
+        return known
+    digest = hashlib.sha256(f"{policy.name}:{purpose}".encode()).digest()
+    return int.from_bytes(digest[:8], "little")
 
 
 def unseen_first(scores: Tensor, stats: SampleStats) -> Tensor:
@@ -161,7 +181,6 @@ class Policy:
         import dataprune
         from dataprune.policies import Option, Policy, Selection, SelectionContext, register
         from dataprune.policies import unseen_first
-        from dataprune.selection import Stream
 
         @register
         class LowestLoss(Policy):
@@ -172,12 +191,14 @@ class Policy:
 
             def select(self, ctx: SelectionContext) -> Selection:
                 scores = -(ctx.stats.mean + self.params["margin"])
-                return ctx.selection(ctx.top_k(unseen_first(scores, ctx.stats), ctx.k, Stream.TIES))
+                return ctx.selection(ctx.top_k(unseen_first(scores, ctx.stats), ctx.k))
 
         dataprune.Pruner(50_000, method="lowest-loss", prune=0.5, epochs=10, margin=0.1)
 
     Once the file is imported the method is in ``dataprune.methods()``, in the harness
     (``dataprune compare --methods lowest-loss --margin 0.1``) and in the evidence benchmark.
+    A package registers its methods for the command line through the ``dataprune.methods``
+    entry-point group (see :func:`dataprune.policies.registry.load_entry_points`).
 
     Class attributes:
         name: the method's name.
@@ -185,16 +206,18 @@ class Policy:
             ``self.params``, checked when the policy is built.
         reselects: False if one subset serves the whole run (chosen in the first pruned epoch).
         prunes: False if the method never leaves a sample out of an epoch (``full``).
-        selects_in_batch: True if the method thins each batch instead
-            (:meth:`dataprune.Pruner.select_batch`; ``prune`` is then the share of each batch
-            not back-propagated).
-        uses_predictions: True if the method reads ``stats.correct_confidence``, what
-            ``record(..., correct=, confidence=)`` stores (the harness passes them then).
-        scales_lr: True if the learning rate is to be scaled by
-            :meth:`dataprune.Pruner.lr_scale` (``1 / (1 - F_e)``) in pruned epochs.
+        selects_in_batch: True if the method forwards every batch without gradients first and
+            back-propagates only the rows :meth:`batch_rows` picks (``prune`` is then the share
+            of each batch not back-propagated); :meth:`dataprune.Pruner.loss` does both passes.
         default_alpha: the EMA step size of the loss statistics the method expects.
         default_rescale: whether kept losses are weighted by ``1 / P(kept)`` by default.
         anneal_fraction: the share of final epochs trained on full data by default.
+        streams: fixed ids of this method's random streams by purpose, kept so that its
+            selections stay what they were; a purpose not listed gets a stream of its own
+            (:func:`stream_id`), so a new method lists none.
+
+    Hooks, all no-ops but :meth:`select`; the :class:`dataprune.Pruner` calls them, so a loop
+    is the same for every method: :meth:`batch_rows`, :meth:`loss_scale`, :meth:`remeasure`.
     """
 
     name: ClassVar[str]
@@ -202,11 +225,10 @@ class Policy:
     reselects: ClassVar[bool] = True
     prunes: ClassVar[bool] = True
     selects_in_batch: ClassVar[bool] = False
-    uses_predictions: ClassVar[bool] = False
-    scales_lr: ClassVar[bool] = False
     default_alpha: ClassVar[float] = 0.8
     default_rescale: ClassVar[bool] = False
     anneal_fraction: ClassVar[float] = 0.0
+    streams: ClassVar[dict[str, int]] = {}
 
     def __init__(self, **params: Any):
         unknown = sorted(set(params) - set(self.options))
@@ -229,6 +251,24 @@ class Policy:
         wanted = max(1, round(cls.anneal_fraction * epochs))
         return max(0, min(wanted, epochs - warmup_epochs - 1))
 
+    @classmethod
+    def unused_parameters(cls) -> dict[str, str]:
+        """The :class:`dataprune.Pruner` parameters this method ignores, each with the reason
+        (the command line refuses them rather than ignore them)."""
+        unused: dict[str, str] = {}
+        if not cls.prunes:
+            reason = "it trains on every sample"
+            if cls.selects_in_batch:
+                reason = "it forwards every sample and thins each batch by prune"
+            names = ["prune_schedule", "prune_end", "warmup_epochs", "anneal_epochs"]
+            names += ["rescale", "alpha"]
+            if not cls.selects_in_batch:
+                names.append("prune")
+            unused |= dict.fromkeys(names, reason)
+        if not (cls.prunes and cls.reselects):
+            unused["every"] = "it never selects again"
+        return unused
+
     def check_num_samples(self, num_samples: int) -> None:
         """Refuse options that do not fit a dataset of ``num_samples`` (nothing by default)."""
 
@@ -246,6 +286,22 @@ class Policy:
     def select(self, ctx: SelectionContext) -> Selection:
         """The samples to keep for the round ``ctx.round`` (exactly ``ctx.k`` of them)."""
         raise NotImplementedError(f"{type(self).__name__} must define select()")
+
+    # ------------------------------------------------------------------- hooks
+    def batch_rows(self, losses: Tensor, prune: float) -> Tensor:
+        """For a method that ``selects_in_batch``: the ascending positions of the rows to
+        back-propagate, from the batch's losses (NaN for a row without one)."""
+        raise NotImplementedError(f"{type(self).__name__} does not select within a batch")
+
+    def loss_scale(self, num_samples: int, epoch_size: int) -> float:
+        """The factor on the loss of an epoch that trains ``epoch_size`` of ``num_samples``
+        samples (1: the loss as it is). Under SGD it scales the step, as a learning rate would."""
+        return 1.0
+
+    def remeasure(self, ctx: SelectionContext, hidden: Tensor) -> Tensor:
+        """The samples, among the ``hidden`` ones an epoch left out, whose losses are to be
+        measured (a forward pass without gradients) when it ends; none by default."""
+        return hidden[:0]
 
 
 def _digest(tensor: Tensor) -> str:

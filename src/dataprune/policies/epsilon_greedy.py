@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import torch
 
-from ..selection import Stream
 from .base import Option, Policy, Selection, SelectionContext, unseen_first
 from .random import Random
 from .registry import register
@@ -20,6 +19,7 @@ class EpsilonGreedy(Policy):
     """
 
     name = "epsilon-greedy"
+    streams = {"explore": 3, "explore-ties": 4}
     options = {
         "epsilon": Option(0.1, "share of the budget explored uniformly", low=0.0, high=1.0),
         "epsilon_decay": Option(1.0, "epsilon is multiplied by this each round", low=0.0, high=1.0),
@@ -31,12 +31,12 @@ class EpsilonGreedy(Policy):
         n_greedy = round((1 - eps) * k)
         if n_greedy == 0:
             return Random().select(ctx)
-        greedy = ctx.top_k(unseen_first(ctx.stats.mean, ctx.stats), n_greedy, Stream.TIES)
+        greedy = ctx.top_k(unseen_first(ctx.stats.mean, ctx.stats), n_greedy)
         # Shift (not fill) the greedy keys below the rest: a large block of equal values sends
         # numpy.partition into its slow path (20x at 10M samples); the choice is the same.
-        keys = ctx.uniform(Stream.EXPLORE)
+        keys = ctx.uniform("explore")
         keys = torch.where(greedy, keys - 2.0, keys)
-        explore = ctx.top_k(keys, k - n_greedy, Stream.EXPLORE_TIES)
+        explore = ctx.top_k(keys, k - n_greedy, "explore-ties")
         p_explore = (k - n_greedy) / (n - n_greedy)
         weight_map = torch.where(greedy, 1.0, 1.0 / p_explore if p_explore > 0 else 1.0)
         return ctx.selection(greedy | explore, weight_map)

@@ -4,15 +4,11 @@ from __future__ import annotations
 
 import torch
 
-from ..selection import Stream
 from .base import Option, Policy, Selection, SelectionContext
 from .registry import register
 
 # (drop, ties) streams of the below-mean group and of the rest
-_GROUP_STREAMS = (
-    (Stream.INFOBATCH_LOW_DROP, Stream.INFOBATCH_LOW_TIES),
-    (Stream.INFOBATCH_HIGH_DROP, Stream.INFOBATCH_HIGH_TIES),
-)
+_GROUP_STREAMS = (("low-drop", "low-ties"), ("high-drop", "high-ties"))
 
 
 @register
@@ -38,6 +34,7 @@ class InfoBatch(Policy):
     """
 
     name = "infobatch"
+    streams = {"low-drop": 5, "low-ties": 6, "high-drop": 7, "high-ties": 8}
     options = {
         "max_weight": Option(
             2.0, "largest loss weight, InfoBatch's 1/(1-r) (2: its r=0.5)", low=1.0, high=1e6

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import torch
 
-from ..selection import Stream
 from .base import Policy, Selection, SelectionContext
 from .registry import register
 
@@ -17,7 +16,7 @@ class StaticRandom(Policy):
     reselects = False
 
     def select(self, ctx: SelectionContext) -> Selection:
-        mask = ctx.random_mask(ctx.k, Stream.RANDOM)
+        mask = ctx.random_mask(ctx.k)
         weight_map = torch.full((ctx.num_local,), ctx.num_samples / ctx.k, device=ctx.device)
         return ctx.selection(mask, weight_map)
 

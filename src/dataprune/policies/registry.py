@@ -2,22 +2,26 @@
 
 from __future__ import annotations
 
+import functools
+import importlib.metadata
+import inspect
+import logging
 import re
 
 from .._validation import check_choice
 from ..errors import InvalidType, InvalidValue
 from .base import Policy
 
+logger = logging.getLogger("dataprune")
+
 POLICIES: dict[str, type[Policy]] = {}
 
+#: The method and prune rate of ``Pruner(n, epochs=E)`` and of every integration's default.
+DEFAULT_METHOD = "epsilon-greedy"
+DEFAULT_PRUNE = 0.3
+#: The entry-point group through which other packages register methods.
+ENTRY_POINT_GROUP = "dataprune.methods"
 
-#: The Pruner's own parameters: a method option may not take one of these names.
-RESERVED_OPTIONS = frozenset(
-    {
-        "num_samples", "method", "prune", "epochs", "seed", "every", "warmup_epochs",
-        "anneal_epochs", "rescale", "alpha", "device", "shard_stats", "compile",
-    }
-)  # fmt: skip
 _NAME = re.compile(r"[a-z0-9]+(-[a-z0-9]+)*")
 
 
@@ -25,7 +29,8 @@ def register(cls: type[Policy]) -> type[Policy]:
     """Class decorator: make ``cls`` available as ``method=cls.name`` everywhere.
 
     The name is lower-case words joined by hyphens (it appears in comma-separated lists), and
-    no option may take the name of one of the Pruner's own parameters.
+    no option may take the name of one of the Pruner's own parameters (checked when the method
+    is first used, since the Pruner is defined after the built-in methods).
     """
     if not (isinstance(cls, type) and issubclass(cls, Policy)):
         raise InvalidType(f"register() takes a subclass of dataprune.Policy, got {cls!r}")
@@ -34,12 +39,6 @@ def register(cls: type[Policy]) -> type[Policy]:
         raise InvalidType(
             f"{cls.__name__} needs its own class attribute name = '<method name>' of lower-case "
             f"words joined by hyphens, e.g. 'lowest-loss'; got {name!r}"
-        )
-    clashing = sorted(set(cls.options) & RESERVED_OPTIONS)
-    if clashing:
-        raise InvalidValue(
-            f"{cls.__name__} has an option named {clashing[0]!r}, a parameter of the Pruner "
-            "itself; rename the option"
         )
     known = POLICIES.get(name)
     if known is not None and known is not cls:
@@ -53,9 +52,49 @@ def register(cls: type[Policy]) -> type[Policy]:
 
 def methods() -> tuple[str, ...]:
     """The names of every registered method, in registration order."""
+    load_entry_points()
     return tuple(POLICIES)
 
 
 def get_policy(method: str) -> type[Policy]:
     """The policy class of ``method``; a clear error lists the known methods."""
-    return POLICIES[check_choice("method", method, POLICIES)]
+    if method not in POLICIES:
+        load_entry_points()
+    policy = POLICIES[check_choice("method", method, POLICIES)]
+    clashing = sorted(set(policy.options) & _pruner_parameters())
+    if clashing:
+        raise InvalidValue(
+            f"method {method!r} ({policy.__module__}.{policy.__qualname__}) has an option named "
+            f"{clashing[0]!r}, a parameter of the Pruner itself; rename the option"
+        )
+    return policy
+
+
+@functools.cache
+def load_entry_points() -> None:
+    """Import the methods other packages declare in the ``dataprune.methods`` entry-point group.
+
+    A package lists ``name = "module:Class"`` (or a module whose import registers its methods)
+    under ``[project.entry-points."dataprune.methods"]``; the class is registered if the import
+    did not do it. Read once, the first time methods are listed or an unknown one is asked for.
+    """
+    for entry in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP):
+        try:
+            loaded = entry.load()
+        except Exception as error:  # a broken plug-in must not break the built-in methods
+            logger.warning("could not load dataprune method %r: %s", entry.value, error)
+            continue
+        if (
+            isinstance(loaded, type)
+            and issubclass(loaded, Policy)
+            and loaded not in POLICIES.values()
+        ):
+            register(loaded)
+
+
+@functools.cache
+def _pruner_parameters() -> frozenset[str]:
+    from ..pruner import Pruner  # the Pruner imports this module: read it once both exist
+
+    parameters = inspect.signature(Pruner).parameters.values()
+    return frozenset(p.name for p in parameters if p.kind is not p.VAR_KEYWORD)

@@ -8,7 +8,6 @@ import torch
 from torch import Tensor
 
 from .._validation import FLOAT32_MAX
-from ..selection import Stream
 from .base import Option, Policy, Selection, SelectionContext
 from .registry import register
 
@@ -33,6 +32,7 @@ class SeTa(Policy):
     """
 
     name = "seta"
+    streams = {"share": 9, "rank-ties": 11, "fit": 12, "fit-ties": 13, "anneal": 14}
     options = {
         "r": Option(0.1, "share dropped uniformly before grouping", 0.0, 0.99, flag="seta-r"),
         "groups": Option(5, "G, loss groups, easy to hard", 1, 10_000, flag="seta-groups"),
@@ -48,9 +48,9 @@ class SeTa(Policy):
         stats = ctx.stats
         annealing = ctx.round >= ctx.rounds - round(self.params["anneal"] * ctx.rounds)
         if annealing or not int(ctx.global_sum(stats.seen.sum())):
-            return ctx.selection(ctx.random_mask(k, Stream.SETA_ANNEAL))
+            return ctx.selection(ctx.random_mask(k, "anneal"))
         c = max(k, round((1 - self.params["r"]) * n))
-        share = ctx.random_mask(c, Stream.SETA_SHARE)
+        share = ctx.random_mask(c, "share")
         groups = self.params["groups"]
         width = min(groups, max(1, round(self.params["window"] * groups)))
         first = ctx.round % groups
@@ -62,7 +62,7 @@ class SeTa(Policy):
         scores = torch.where(share, -loss, -math.inf)
 
         def easiest(m: int) -> Tensor:
-            return ctx.top_k(scores, m, Stream.SETA_RANK_TIES)
+            return ctx.top_k(scores, m, "rank-ties")
 
         if end <= c:
             window = easiest(end) & ~easiest(start)
@@ -76,10 +76,8 @@ class SeTa(Policy):
         k = ctx.k
         if size == k:
             return window
-        keys = ctx.uniform(Stream.SETA_FIT)
+        keys = ctx.uniform("fit")
         if size > k:  # k of the window: its keys shifted above everything else
-            return ctx.top_k(torch.where(window, keys + 2.0, keys), k, Stream.SETA_FIT_TIES)
+            return ctx.top_k(torch.where(window, keys + 2.0, keys), k, "fit-ties")
         # k - size of the rest: the window's keys shifted below everything else
-        return window | ctx.top_k(
-            torch.where(window, keys - 2.0, keys), k - size, Stream.SETA_FIT_TIES
-        )
+        return window | ctx.top_k(torch.where(window, keys - 2.0, keys), k - size, "fit-ties")

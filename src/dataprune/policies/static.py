@@ -7,7 +7,6 @@ from typing import Any
 import torch
 
 from ..errors import InvalidType, InvalidValue
-from ..selection import Stream
 from .base import Option, Policy, Selection, SelectionContext
 from .registry import register
 
@@ -52,4 +51,4 @@ class StaticScore(Policy):
 
     def select(self, ctx: SelectionContext) -> Selection:
         scores = self.params["scores"][ctx.offset : ctx.offset + ctx.num_local].to(ctx.device)
-        return ctx.selection(ctx.top_k(scores, ctx.k, Stream.TIES))
+        return ctx.selection(ctx.top_k(scores, ctx.k))

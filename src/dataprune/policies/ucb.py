@@ -5,7 +5,6 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from ..selection import Stream
 from ..stats import SampleStats
 from .base import Option, Policy, Selection, SelectionContext, unseen_first
 from .registry import register
@@ -35,4 +34,4 @@ class UCB(Policy):
         return unseen_first(stats.mean + weighted, stats)
 
     def select(self, ctx: SelectionContext) -> Selection:
-        return ctx.selection(ctx.top_k(self.scores(ctx.stats), ctx.k, Stream.TIES))
+        return ctx.selection(ctx.top_k(self.scores(ctx.stats), ctx.k))

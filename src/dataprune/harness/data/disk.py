@@ -18,6 +18,7 @@ folder, and there is no augmentation.
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
 import logging
 from collections.abc import Iterable, Iterator, Sequence
@@ -30,9 +31,10 @@ import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
+from ...data import IndexedDataset
 from ...formats import FORMATS
 from ...pruner import Pruner
-from ...sampler import IndexedDataset, PrunedSampler
+from ...sampler import PrunedSampler
 from .formats import DatasetError
 from .resident import Batch, ImageData, normaliser
 
@@ -80,6 +82,7 @@ class DiskData(ImageData):
     data_format: str = "folder"
     train_size: int = 0
     num_workers: int = 0
+    _indexed: Dataset | None = dataclasses.field(default=None, repr=False, compare=False)
 
     @property
     def num_train(self) -> int:
@@ -99,6 +102,26 @@ class DiskData(ImageData):
             pin_memory=self.device.type == "cuda",
         )
         return _OnDevice(reader, self)
+
+    def read(self, rows: Tensor, generator: torch.Generator | None = None) -> Batch:
+        """``(rows, x, y)``: the training samples ``rows`` read from disk, normalised on the
+        device (no augmentation: images on disk are used as they are)."""
+        if self.data_format == "webdataset":
+            raise DatasetError(
+                f"{self.root}: this method measures samples it left out after each epoch, "
+                "which needs reading chosen samples; WebDataset shards are read in order only: "
+                "prepare the data as folder, mds or litdata, or choose another method"
+            )
+        if self._indexed is None:
+            decode = Decode(self.train_x.shape[1:], self.root / "train")
+            self._indexed = _map_style(
+                self.data_format, self.root / "train", decode, 256, self.train_size
+            )
+        items = [self._indexed[i] for i in rows.tolist()]  # only the rows asked for
+        x = torch.stack([torch.as_tensor(x) for _, (x, _) in items])
+        y = torch.as_tensor([y for _, (_, y) in items], dtype=torch.int64)
+        normalise = normaliser(self.mean, self.std, self.device)
+        return rows, normalise(x.to(self.device)), y.to(self.device)
 
 
 class EpochReader:

@@ -107,6 +107,11 @@ class ImageData:
         ``pruner``'s subset), cut from the resident tensors."""
         return _Slices(self, sampler, batch_size)
 
+    def read(self, rows: Tensor, generator: torch.Generator | None = None) -> Batch:
+        """``(rows, x, y)``: the training samples ``rows``, augmented as in training."""
+        rows = rows.to(self.device)
+        return rows, self.augment_batch(self.train_x[rows], generator), self.train_y[rows]
+
     def checksums(self) -> dict[str, str]:
         """The sha256 of each file the data was read from (empty for embedded data)."""
         return file_checksums(self.name, self.folder)
