@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from dataprune import POLICIES, Pruner, methods
+from dataprune import Pruner, methods
 from dataprune.harness.methods import SCORERS
 from dataprune.harness.report import (
     Row,
@@ -36,6 +36,7 @@ from dataprune.harness.verdict import (
     tally,
     verdict,
 )
+from dataprune.policies import POLICIES
 
 STATIC = SCORERS
 DYNAMIC = tuple(m for m, p in POLICIES.items() if p.prunes and p.reselects)

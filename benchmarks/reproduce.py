@@ -22,13 +22,13 @@ from pathlib import Path
 
 import torch
 
-from dataprune import POLICIES
 from dataprune.harness.analyze import load_pruner_state, selection_summary
 from dataprune.harness.files import write_json
 from dataprune.harness.methods import SCORERS, run_methods
 from dataprune.harness.provenance import code_identity
 from dataprune.harness.runner import grid, run_grid, run_name
 from dataprune.harness.trainer import RunConfig
+from dataprune.policies import POLICIES
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
@@ -199,7 +199,9 @@ def save_selection(run_dir: Path) -> None:
     summary = selection_summary(state)
     counts = state["selected_count"].to(torch.int64)
     histogram = torch.bincount(counts, minlength=summary["epochs"] + 1).tolist()
-    write_json(target, {"summary": summary, "histogram": histogram, "churn": state["progress"]["churn"]})
+    write_json(
+        target, {"summary": summary, "histogram": histogram, "churn": state["progress"]["churn"]}
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> int:

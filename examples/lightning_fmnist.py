@@ -36,14 +36,16 @@ class FashionModel(pl.LightningModule):
             return DataLoader(train_set, batch_size=self.batch_size, shuffle=True)
         return self.pruning.dataloader(train_set, batch_size=self.batch_size)  # dataprune
 
+    def sample_losses(self, batch):
+        x, y = batch
+        return F.cross_entropy(self.net(x), y, reduction="none")
+
     def training_step(self, batch, batch_idx):
         if self.pruning is None:
-            x, y = batch
-            loss = F.cross_entropy(self.net(x), y)
+            loss = self.sample_losses(batch).mean()
         else:
-            index, (x, y) = batch  # dataprune
-            losses = F.cross_entropy(self.net(x), y, reduction="none")
-            loss = self.pruning.record(index, losses)  # dataprune
+            index, batch = batch  # dataprune
+            loss = self.pruning.loss(index, batch, self.sample_losses)  # dataprune
         self.losses.append(loss.item())
         return loss
 
@@ -78,8 +80,8 @@ def make_trainer(args, callbacks: list, **trainer_options) -> pl.Trainer:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--method", default="ucb")
-    parser.add_argument("--prune", type=float, default=0.5)
+    parser.add_argument("--method", default=None, help="default: the recommended method")
+    parser.add_argument("--prune", type=float, default=None)
     parser.add_argument("--epochs", type=int, default=3)
     parser.add_argument("--devices", type=int, default=1)
     parser.add_argument("--train-limit", type=int, default=None)
@@ -88,7 +90,8 @@ def main() -> None:
     args = parser.parse_args()
     data = load_dataset("fashion-mnist", args.data_dir, train_limit=args.train_limit)
     pl.seed_everything(0, verbose=False)
-    pruning = None if args.plain else DataPruning(method=args.method, prune=args.prune)
+    chosen = {k: v for k, v in (("method", args.method), ("prune", args.prune)) if v is not None}
+    pruning = None if args.plain else DataPruning(**chosen)
     model = FashionModel(data, pruning)
     trainer = make_trainer(args, [] if pruning is None else [pruning])
     trainer.fit(model)

@@ -12,11 +12,12 @@ import pytest
 import torch
 from test_sharded import KTH_SIZES, METHODS, PRUNE, N, kth_vector
 
-from dataprune import Pruner, SampleStats
+from dataprune import Pruner
 from dataprune.harness import cli
 from dataprune.harness.data import load_dataset
 from dataprune.harness.trainer import RunConfig, train
 from dataprune.selection import RandomStream, top_k_mask
+from dataprune.stats import SampleStats
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 

@@ -43,13 +43,16 @@ def loss_of(indices: torch.Tensor, epoch: int) -> torch.Tensor:
     return ((idx * 7919 + epoch * 104729 + 13) % 1009).float() / 97.0 + 0.01
 
 
-def prediction_of(indices: torch.Tensor, epoch: int) -> dict[str, torch.Tensor]:
-    """A deterministic ``correct=`` and ``confidence=`` per (sample, epoch), for record()."""
-    idx = indices.long()
-    return {
-        "correct": (idx * 3 + epoch) % 4 != 0,
-        "confidence": ((idx * 13 + epoch * 7) % 10).float() / 10 + 0.05,
-    }
+def train_on(pruner: Pruner, idx: torch.Tensor, epoch: int) -> None:
+    """The loop's step for one batch (the batch is its indices)."""
+    pruner.loss(idx, idx, lambda rows: loss_of(rows, epoch))
+
+
+def end_epoch(pruner: Pruner, epoch: int) -> None:
+    """The loop's end of an epoch (kakurenbo measures its hidden samples)."""
+    pruner.end_epoch(
+        torch.nn.Identity(), lambda rows: rows, lambda rows: loss_of(rows, epoch), BATCH
+    )
 
 
 def _train(pruner: Pruner, drop_last: bool) -> dict:
@@ -66,8 +69,9 @@ def _train(pruner: Pruner, drop_last: bool) -> dict:
         subsets.append(pruner.indices().clone())
         epoch_batches = []
         for idx, (_,) in loader:
-            pruner.record(idx, loss_of(idx, epoch), **prediction_of(idx, epoch))
+            train_on(pruner, idx, epoch)
             epoch_batches.append(idx.clone())
+        end_epoch(pruner, epoch)
         batches.append(epoch_batches)
         steps.append(len(epoch_batches))
     return {
@@ -75,7 +79,6 @@ def _train(pruner: Pruner, drop_last: bool) -> dict:
         "batches": batches,
         "steps": steps,
         "table": pruner.stats.table.clone(),
-        "confidence": pruner.stats.correct_confidence.clone(),
         "total_steps": pruner.total_steps(BATCH, drop_last=drop_last),
         "loader_len": len(loader),
     }
@@ -140,7 +143,7 @@ def ranks(request, tmp_path_factory) -> list[dict]:
     return _spawn(request.param, tmp_path_factory.mktemp(f"dist{request.param}"))
 
 
-def _single_process_replay(method: str, per_rank: list[dict]) -> tuple[list, torch.Tensor, ...]:
+def _single_process_replay(method: str, per_rank: list[dict]) -> tuple[list, torch.Tensor]:
     """One process records, step by step, the concatenation of all ranks' batches."""
     pruner = make(method)
     subsets = []
@@ -151,8 +154,9 @@ def _single_process_replay(method: str, per_rank: list[dict]) -> tuple[list, tor
         assert len(steps) == 1
         for step in range(steps.pop()):
             idx = torch.cat([r["batches"][epoch][step] for r in per_rank])
-            pruner.record(idx, loss_of(idx, epoch), **prediction_of(idx, epoch))
-    return subsets, pruner.stats.table, pruner.stats.correct_confidence
+            train_on(pruner, idx, epoch)
+        end_epoch(pruner, epoch)
+    return subsets, pruner.stats.table
 
 
 @pytest.mark.parametrize("method", methods())
@@ -163,7 +167,6 @@ def test_ranks_choose_identical_subsets_and_stats(ranks, method):
         for a, b in zip(first["subsets"], other["subsets"], strict=True):
             assert torch.equal(a, b)
         assert torch.equal(first["table"], other["table"])
-        assert torch.equal(first["confidence"], other["confidence"])
     k = round((1 - PRUNE) * N)
     sizes = [s.numel() for s in first["subsets"]]
     assert sizes == [k if make(method).policy.prunes else N] * EPOCHS
@@ -173,11 +176,10 @@ def test_ranks_choose_identical_subsets_and_stats(ranks, method):
 @pytest.mark.parametrize("method", methods())
 def test_stats_equal_one_process_fed_the_concatenated_batches(ranks, method):
     per_rank = [r["methods"][method] for r in ranks]
-    subsets, table, confidence = _single_process_replay(method, per_rank)
+    subsets, table = _single_process_replay(method, per_rank)
     for a, b in zip(subsets, per_rank[0]["subsets"], strict=True):
         assert torch.equal(a, b)
     assert torch.equal(table, per_rank[0]["table"])
-    assert torch.equal(confidence, per_rank[0]["confidence"])  # predictions gathered too
     # every rank's batches of an epoch together cover that epoch's subset
     for epoch, subset in enumerate(subsets):
         seen = torch.cat([b for r in per_rank for b in r["batches"][epoch]]).unique()

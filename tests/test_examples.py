@@ -37,5 +37,10 @@ def test_plain_loop_learns_with_every_method(fashion, method):
     # forwards every sample and back-propagates half of each batch
     expected = {"full": 0.0, "selective-backprop": 0.0, "infobatch": 0.25}.get(method, 0.5)
     assert result["fraction_pruned"] == pytest.approx(expected)
-    refreshes = 2 if method == "kakurenbo" else 0  # its hidden 750, after each epoch
-    assert result["record_calls"] == 2 * -(-round(1500 * (1 - expected)) // 128) + refreshes
+    trained = 2 * round(1500 * (1 - expected))
+    if method == "selective-backprop":
+        trained = 2 * (11 * 64 + 46)  # half of each batch of 128 (and of the last, of 92)
+    assert result["samples_backpropagated"] == trained
+    # kakurenbo also forwards the 750 it hid after each epoch; selective backprop every sample
+    forwarded = {"kakurenbo": 2 * 1500, "selective-backprop": 2 * 1500 + trained}
+    assert result["samples_forwarded"] == forwarded.get(method, trained)

@@ -189,7 +189,7 @@ def test_each_epoch_reads_the_pruned_subset_with_the_right_samples(fmt, shards, 
         assert order.numel() == pruner.epoch_size(epoch)  # each sample once, no padding at W=1
         assert torch.equal(order.sort().values, subset)
     assert pruner.epoch_size(1) == N // 2
-    assert pruner.summary()["samples_recorded"] == pruner.summary()["samples_used"]
+    assert pruner.summary()["samples_backpropagated"] == pruner.summary()["samples_used"]
 
 
 def test_a_pruned_sample_is_never_decoded(fmt, shards, tmp_path):
@@ -242,7 +242,7 @@ def _rank(rank: int, world_size: int, init_file: str, root: str, formats: list[s
             "orders": orders,
             "subsets": subsets,
             "table": pruner.stats.table.clone(),
-            "recorded": pruner.summary()["samples_recorded"],
+            "recorded": pruner.summary()["samples_backpropagated"],
         }
     torch.save(results, Path(out) / f"rank{rank}.pt")
     dist.destroy_process_group()

@@ -185,7 +185,7 @@ def test_sigterm_checkpoints_says_so_and_resumes(tmp_path):
     assert process.returncode == 143, err
     assert "terminated; every finished epoch is checkpointed" in err and "--resume" in err
     assert "Traceback" not in err
-    done = torch.load(out / CHECKPOINT, weights_only=True)["pruner"]["epoch"]
+    done = torch.load(out / CHECKPOINT, weights_only=True)["pruner"]["progress"]["epoch"]
     assert 0 <= done < 39
 
 
@@ -306,7 +306,8 @@ def _import_reproduce():
 
 
 def test_infobatch_anneal_default_is_one_definition():
-    from dataprune import POLICIES, Pruner
+    from dataprune import Pruner
+    from dataprune.policies import POLICIES
 
     infobatch = POLICIES["infobatch"]
     assert [infobatch.default_anneal_epochs(e) for e in (1, 2, 4, 8, 12, 40)] == [0, 1, 1, 1, 2, 5]

@@ -75,7 +75,7 @@ def test_resume_after_interruption_matches_uninterrupted_run(digits, tmp_path, m
     with pytest.raises(Stop):
         train(interrupted, digits, on_batch=stop_in_epoch_3)
     saved = torch.load(tmp_path / "b" / "checkpoint.pt", weights_only=True)
-    assert saved["pruner"]["epoch"] == 2
+    assert saved["pruner"]["progress"]["epoch"] == 2
 
     resumed, resumed_model = train(dataclasses.replace(interrupted, resume=True), digits)
     assert [e.test_accuracy for e in resumed.epochs] == [e.test_accuracy for e in full_run.epochs]
@@ -216,50 +216,22 @@ def test_new_methods_train_and_compare_on_fashion_mnist(capsys, tmp_path, method
     else:
         assert summary["samples_used"] == 3 * 1000
     if method == "kakurenbo":  # the hidden half is forwarded after each epoch, and recorded
-        assert summary["samples_recorded"] == 3 * 2000
+        assert summary["samples_forwarded"] == 3 * 2000
 
 
-def test_kakurenbo_scales_the_step_refreshes_hidden_samples_and_resumes(digits, tmp_path):
-    from dataprune.harness.trainer import _scaled_step
-
-    weight = torch.nn.Parameter(torch.ones(2))
-    optimizer = torch.optim.SGD([weight], lr=0.1)
-    weight.grad = torch.ones(2)
-    _scaled_step(optimizer, 2.0)
-    assert weight.tolist() == pytest.approx([0.8, 0.8])  # a step at lr 0.2
-    assert optimizer.param_groups[0]["lr"] == 0.1  # the schedule's rate, restored
-
+def test_kakurenbo_measures_hidden_samples_and_resumes(digits, tmp_path):
     config = quick(method="kakurenbo", prune=0.5, epochs=3, options={"tau": 0.6})
     result, _ = train(config, digits)
     assert result.final_accuracy > 0.8
     assert [e.samples for e in result.epochs] == [718] * 3
-    assert result.pruner_summary["samples_recorded"] == 3 * 1437  # trained + refreshed
+    summary = result.pruner_summary
+    assert summary["samples_forwarded"] == 3 * 1437  # trained + measured after each epoch
+    assert summary["samples_backpropagated"] == 3 * 718
     # a run stopped after epoch 1 and resumed ends where the uninterrupted one does
     out = str(tmp_path / "run")
     train(dataclasses.replace(config, out=out, stop_after=1), digits)
     resumed, _ = train(dataclasses.replace(config, out=out, resume=True), digits)
     assert [e.test_accuracy for e in resumed.epochs] == [e.test_accuracy for e in result.epochs]
-    with pytest.raises(ValueError, match="method='kakurenbo' does not apply with data_path"):
-        RunConfig(data_path=str(tmp_path), method="kakurenbo").validate()
-
-
-def test_kakurenbo_refresh_records_hidden_samples_without_changing_the_model(digits):
-    from dataprune import Pruner
-    from dataprune.harness.models import build_model
-    from dataprune.harness.trainer import _refresh_hidden
-
-    config = quick(method="kakurenbo", prune=0.7)
-    pruner = Pruner(digits.num_train, **config.pruner_kwargs(digits.num_train))
-    pruner.set_epoch(0)
-    torch.manual_seed(0)
-    net = build_model("cnn", digits.in_channels, digits.num_classes, digits.image_size)
-    before = {name: value.clone() for name, value in net.state_dict().items()}
-    assert any("running_mean" in name for name in before)  # BatchNorm, whose statistics move
-    _refresh_hidden(net, digits, pruner, config, torch.Generator().manual_seed(0))
-    # every hidden sample's loss recorded, and the model (buffers included) left as it was
-    assert pruner.summary()["samples_recorded"] == pruner.hidden_indices().numel() == 1006
-    assert all(torch.equal(value, net.state_dict()[name]) for name, value in before.items())
-    assert all(p.grad is None for p in net.parameters())
 
 
 @pytest.mark.parametrize(

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import math
 import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 pytest.importorskip("transformers", reason="the [hf] extra is not installed")
 pytest.importorskip("accelerate", reason="the [hf] extra is not installed")
@@ -14,7 +16,8 @@ sys.path.insert(0, str(Path(__file__).parent / "jobs"))
 import hf_job  # noqa: E402
 import records  # noqa: E402
 
-from dataprune.frameworks.hf import DataPruningTrainer  # noqa: E402
+import dataprune  # noqa: E402
+from dataprune.frameworks.hf import DataPruningTrainer, TrainingDiverged  # noqa: E402
 
 
 def run(tmp_path: Path, *flags: str, processes: int = 1) -> list[dict]:
@@ -77,13 +80,59 @@ def test_settings_the_trainer_cannot_honour_are_refused_with_what_to_change(tmp_
         make(tmp_path, remove_unused_columns=True)
     with pytest.raises(ValueError, match="leave max_steps unset"):
         make(tmp_path, max_steps=5)
-    with pytest.raises(ValueError, match="pass warmup_epochs=0 and anneal_epochs=0"):
-        make(tmp_path, pruning={"method": "infobatch", "prune": 0.5})
-    trainer = make(tmp_path, pruning={"method": "infobatch", "prune": 0.5, "anneal_epochs": 0})
-    assert trainer.pruner.k == 20
-    for method in ("kakurenbo", "selective-backprop"):  # they need steps inside the loop
-        with pytest.raises(ValueError, match=rf"method='{method}' needs steps .* choose one of"):
-            make(tmp_path, pruning={"method": method, "prune": 0.5})
+    with pytest.raises(ValueError, match="takes epochs from num_train_epochs"):
+        make(tmp_path, pruning={"method": "ucb", "epochs": 9})
+
+
+@pytest.mark.parametrize("method", dataprune.methods())
+def test_every_method_trains_its_exact_steps_in_one_process(tmp_path, method):
+    options = {"scores": torch.arange(40.0)} if method == "static-score" else {}
+    trainer = make(tmp_path, pruning={"method": method, "prune": 0.5, **options})
+    trainer.train()
+    pruner = trainer.pruner
+    summary = pruner.summary()
+    batch = trainer.args.per_device_train_batch_size
+    assert trainer.state.global_step == trainer.state.max_steps == pruner.total_steps(batch)
+    assert summary["epochs_started"] == 2 and summary["samples_backpropagated"] > 0
+    if method == "kakurenbo":  # the samples it hid were measured at each epoch's end
+        assert summary["samples_forwarded"] == sum(pruner.budgets) + (80 - sum(pruner.budgets))
+    speed = [e for e in trainer.state.log_history if "train_samples_per_second" in e]
+    runtime = speed[0]["train_runtime"]
+    assert speed[0]["train_samples_per_second"] == pytest.approx(
+        sum(pruner.budgets) / runtime, rel=0.05
+    )  # the samples trained, not the dataset's length
+
+
+def test_uneven_epochs_train_each_epochs_own_size_and_resume(tmp_path):
+    # infobatch at its defaults trains its last epoch on all the data: 64, 64, 128 samples
+    (whole,) = run(tmp_path / "whole", "--method", "infobatch")
+    sizes = [len(whole["subsets"][str(e)]) for e in range(3)]
+    assert sizes == [64, 64, 128]
+    for epoch, subset in whole["subsets"].items():
+        assert sorted(whole["trained"][epoch]) == subset
+    assert whole["steps"] == whole["total_steps"] == whole["planned_steps"] == 8 + 8 + 16
+    run(tmp_path / "split", "--method", "infobatch", "--stop-after", "1")
+    (resumed,) = run(tmp_path / "split", "--method", "infobatch", "--resume")
+    records.check_resumed([whole], [resumed], epochs=("2",))
+
+
+class NaNTrainer(DataPruningTrainer):
+    def sample_losses(self, outputs, labels, inputs):
+        losses, valid = super().sample_losses(outputs, labels, inputs)
+        return losses * math.nan, valid
+
+
+def test_an_epoch_of_nan_losses_stops_the_run_and_says_why(tmp_path):
+    example = hf_job.load_example()
+    trainer = NaNTrainer(
+        model=example.tiny_gpt2(16),
+        args=example.training_args(str(tmp_path), 2),
+        train_dataset=example.byte_sequences(16, 40),
+        data_collator=example.pad_collate,
+        pruning={"method": "ucb", "prune": 0.5},
+    )
+    with pytest.raises(TrainingDiverged, match="epoch 0: 20 of 20 training losses were NaN"):
+        trainer.train()
 
 
 def test_a_resume_from_a_checkpoint_without_the_pruner_says_so(tmp_path):

@@ -9,6 +9,8 @@ from pathlib import Path
 
 import pytest
 
+import dataprune
+
 pytest.importorskip("lightning", reason="the [lightning] extra is not installed")
 
 sys.path.insert(0, str(Path(__file__).parent / "jobs"))
@@ -83,12 +85,23 @@ def test_lightning_sharding_the_subset_again_is_refused(tmp_path):
         trainer.fit(model)
 
 
-def test_methods_that_need_steps_inside_the_loop_are_refused_with_the_choices():
-    from dataprune.frameworks import framework_methods
-    from dataprune.frameworks.lightning import DataPruning
+@pytest.mark.parametrize("method", dataprune.methods())
+def test_every_method_trains_its_exact_budget_in_one_process(tmp_path, method):
+    import torch
 
-    for method in ("kakurenbo", "selective-backprop"):
-        with pytest.raises(ValueError, match=rf"method='{method}' needs steps .* choose one of"):
-            DataPruning(method=method, prune=0.5)
-    assert {"ucb", "infobatch", "seta"} <= set(framework_methods())
-    assert not {"kakurenbo", "selective-backprop"} & set(framework_methods())
+    example = lightning_job.load_example()
+    data = lightning_job.load_dataset("fashion-mnist", lightning_job.DATA, train_limit=96)
+    options = {"scores": torch.arange(96.0)} if method == "static-score" else {}
+    pruning = example.DataPruning(method=method, prune=0.5, anneal_epochs=0, **options)
+    model = example.FashionModel(data, pruning, batch_size=32)
+    args = lightning_job.parse(["--out", str(tmp_path), "--epochs", "2"])
+    trainer = example.make_trainer(args, [pruning], enable_progress_bar=False)
+    trainer.fit(model)
+    pruner = pruning.pruner
+    summary = pruner.summary()
+    assert trainer.global_step == pruner.total_steps(32) == len(model.losses)
+    assert summary["samples_backpropagated"] > 0 and summary["record_calls"] > 0
+    if method == "kakurenbo":  # the samples it hid were measured at each epoch's end
+        assert summary["samples_forwarded"] == 2 * 96
+    if method == "selective-backprop":  # every sample forwarded, half of each batch trained
+        assert summary["samples_forwarded"] == 2 * (96 + 48)

@@ -92,7 +92,7 @@ def test_accelerate_snippet(fashion):
         "epochs": 2,
     }
     exec(snippet("Accelerator("), namespace)
-    assert namespace["pruner"].summary()["samples_recorded"] == 2 * 128
+    assert namespace["pruner"].summary()["samples_backpropagated"] == 2 * 128
 
 
 def test_token_losses_snippet():
@@ -112,5 +112,5 @@ def test_token_losses_snippet():
         "pruner": pruner,
     }
     exec(snippet("sequence_losses("), namespace)
-    assert pruner.samples_recorded == 20
+    assert pruner.summary()["samples_backpropagated"] == 20
     assert torch.isfinite(namespace["loss"])

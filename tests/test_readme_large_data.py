@@ -72,4 +72,4 @@ def test_each_snippet_trains_with_the_sections_loop(fmt, workdir, monkeypatch):
     pruner = namespace["pruner"]
     summary = pruner.summary()
     assert summary["samples_used"] == pruner.epoch_size(0) + pruner.epoch_size(1) == 500
-    assert summary["samples_recorded"] == summary["samples_used"]  # each kept sample, once
+    assert summary["samples_backpropagated"] == summary["samples_used"]  # each kept sample, once

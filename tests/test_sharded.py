@@ -67,20 +67,19 @@ def loss_of(indices: torch.Tensor, epoch: int) -> torch.Tensor:
     return torch.where(indices % 41 == epoch, math.nan, loss)
 
 
-def prediction_of(indices: torch.Tensor, epoch: int) -> dict[str, torch.Tensor]:
-    """A deterministic ``correct=`` and ``confidence=`` per (sample, epoch), for record()."""
-    return {
-        "correct": (indices * 3 + epoch) % 4 != 0,
-        "confidence": ((indices * 13 + epoch * 7) % 10).float() / 10 + 0.05,
-    }
-
-
 def _run(pruner: Pruner, epoch: int) -> torch.Tensor:
+    """One epoch of the loop every method shares (the batch is its indices)."""
     pruner.set_epoch(epoch)
     order = pruner.sampler().local_indices()
+
+    def sample_losses(rows: torch.Tensor) -> torch.Tensor:
+        return loss_of(rows, epoch)
+
     for batch in order.split(16):
-        pruner.record(batch, loss_of(batch, epoch), **prediction_of(batch, epoch))
-    return pruner.indices().clone()
+        pruner.loss(batch, batch, sample_losses)
+    subset = pruner.indices().clone()
+    pruner.end_epoch(torch.nn.Identity(), lambda rows: rows, sample_losses, 16)
+    return subset
 
 
 def _worker(rank: int, world_size: int, tmp: str) -> None:
@@ -115,17 +114,14 @@ def _worker(rank: int, world_size: int, tmp: str) -> None:
         record["state"][name] = (
             gathered["stats"],
             gathered["selected_count"],
-            gathered["correct_confidence"],
             plain.state_dict()["stats"],
             plain.state_dict()["selected_count"],
-            plain.state_dict()["correct_confidence"],
         )
         # A shard's own state, and a whole state, load back into a sharded pruner.
         for state in (sharded.state_dict(), gathered):
             again = Pruner(N, method, PRUNE, EPOCHS, shard_stats=True, **kw)
             again.load_state_dict(state)
             assert torch.equal(again.stats.table, sharded.stats.table)
-            assert torch.equal(again.stats.correct_confidence, sharded.stats.correct_confidence)
             assert torch.equal(again.selected_count, sharded.selected_count)
     for n in (1, 2, 4):  # shards of 0 or 1 samples
         for method in ("ucb", "random", "infobatch", "seta", "kakurenbo"):
@@ -201,9 +197,8 @@ def test_sharded_statistics_select_what_unsharded_ones_do(ranks, method):
             sharded, plain = record["subsets"][method][epoch]
             assert torch.equal(plain, reference)  # every rank, unsharded
             assert torch.equal(sharded, reference), (method, epoch)  # every rank, sharded
-    stats, count, confidence, plain_stats, plain_count, plain_confidence = ranks[0]["state"][method]
+    stats, count, plain_stats, plain_count = ranks[0]["state"][method]
     assert torch.equal(stats, plain_stats) and torch.equal(count, plain_count)
-    assert torch.equal(confidence, plain_confidence)
     assert bool((plain_stats[:, 2] > 0).any())
     sharded_weights, plain_weights = ranks[-1]["weights"][method]
     assert (sharded_weights is None) == (plain_weights is None)

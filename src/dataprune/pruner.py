@@ -455,10 +455,18 @@ class Pruner:
             return
         rank, world_size = world()
         mine = shard(todo.cpu(), rank, world_size, drop_last=False)
+        # Equal shares keep every rank at the same number of (collective) folds; the copies
+        # that pad a share count as having no loss, so every sample is measured once.
+        padding = rank + world_size * torch.arange(mine.numel()) >= todo.numel()
+        done = 0
         with loop.evaluation_mode(model):
             for index, batch in loop.batches_of(data, mine, batch_size):
-                batch = loop.to_device(batch, self.stats.device)
-                self._fold(index, *loop.split_losses(sample_losses(batch)))
+                losses, valid = loop.split_losses(
+                    sample_losses(loop.to_device(batch, self.stats.device))
+                )
+                real = ~padding[done : done + index.numel()].to(losses.device)
+                self._fold(index, losses, real if valid is None else valid & real)
+                done += index.numel()
 
     def _fold(self, indices: Tensor, losses: Tensor, valid: Tensor | None) -> Tensor | None:
         """Fold a batch into the statistics; the mask of the losses that count (finite and
