@@ -7,6 +7,8 @@ from pathlib import Path
 
 import pytest
 
+import dataprune
+
 pytest.importorskip("accelerate", reason="the [hf] extra is not installed")
 
 sys.path.insert(0, str(Path(__file__).parent / "jobs"))
@@ -26,6 +28,17 @@ def test_one_process_trains_the_budget_and_full_equals_the_plain_loop(tmp_path):
     (ours,) = run(tmp_path / "full", "--method", "full", "--no-shuffle")
     (plain,) = run(tmp_path / "plain", "--plain")
     assert ours["losses"] == pytest.approx(plain["losses"], rel=1e-5)
+
+
+@pytest.mark.parametrize("method", dataprune.methods())
+def test_every_method_trains_its_exact_steps(tmp_path, method):
+    flags = ("--method", method, "--limit", "128", "--epochs", "2")
+    (record,) = run(tmp_path, *flags)
+    assert record["steps"] == record["total_steps"]
+    summary = record["summary"]
+    assert summary["samples_backpropagated"] > 0
+    if method == "kakurenbo":  # it measured what it hid at each epoch's end
+        assert summary["samples_forwarded"] == 2 * 128
 
 
 def test_two_processes_shard_by_batches_once_and_resume_through_save_state(tmp_path):

@@ -36,7 +36,12 @@ def run(args) -> None:
     if args.plain:
         loader = accelerator.prepare(DataLoader(train_set, batch_size=args.batch_size))
     else:
-        pruner = dataprune.Pruner(len(train_set), args.method, args.prune, args.epochs, seed=3)
+        options = (
+            {"scores": torch.arange(float(args.limit))} if args.method == "static-score" else {}
+        )
+        pruner = dataprune.Pruner(
+            len(train_set), args.method, args.prune, args.epochs, seed=3, **options
+        )
         loader = dataloader(accelerator, pruner, train_set, args.batch_size, not args.no_shuffle)
         accelerator.register_for_checkpointing(pruner)
     model, opt = accelerator.prepare(model, opt)
@@ -45,6 +50,11 @@ def run(args) -> None:
         accelerator.load_state(out / "state")
         start = pruner.epoch + 1
     record = {"trained": {}, "subsets": {}, "losses": [], "steps": 0}
+
+    def sample_losses(batch):
+        x, y = batch
+        return F.cross_entropy(model(x), y, reduction="none")
+
     for epoch in range(start, args.epochs):
         trained = record["trained"].setdefault(epoch, [])
         loader.set_epoch(epoch)  # Accelerate's epoch counter, forwarded to the pruner
@@ -55,19 +65,22 @@ def run(args) -> None:
                 x, y = batch
                 loss = F.cross_entropy(model(x), y)
             else:
-                index, (x, y) = batch
+                index, batch = batch
                 trained += index.tolist()
-                loss = pruner.record(index, F.cross_entropy(model(x), y, reduction="none"))
+                loss = pruner.loss(index, batch, sample_losses)
             opt.zero_grad()
             accelerator.backward(loss)
             opt.step()
             record["losses"].append(loss.item())
             record["steps"] += 1
+        if pruner is not None:
+            pruner.end_epoch(model, loader, sample_losses)
         if epoch == args.stop_after:
             accelerator.save_state(out / "state")
             break
     if pruner is not None:
         record["total_steps"] = record["planned_steps"] = pruner.total_steps(args.batch_size)
+        record["summary"] = pruner.summary()
     name = f"rank{accelerator.process_index}{'-resumed' if args.resume else ''}.json"
     (out / name).write_text(json.dumps(record))
     records.finish()
