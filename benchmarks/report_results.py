@@ -16,7 +16,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from dataprune import Pruner, methods
-from dataprune.harness.methods import SCORERS
+from dataprune.harness.config import RunConfig
+from dataprune.harness.methods import scorers
 from dataprune.harness.report import (
     Row,
     group,
@@ -26,7 +27,7 @@ from dataprune.harness.report import (
     plot_frontier,
     pyplot,
 )
-from dataprune.harness.trainer import RunConfig, RunResult
+from dataprune.harness.results import RunResult
 from dataprune.harness.verdict import (
     FAILS,
     HOLDS,
@@ -38,7 +39,7 @@ from dataprune.harness.verdict import (
 )
 from dataprune.policies import POLICIES
 
-STATIC = SCORERS
+STATIC = scorers()
 DYNAMIC = tuple(m for m, p in POLICIES.items() if p.prunes and p.reselects)
 AGGRESSIVE = (0.7, 0.9)
 
@@ -571,11 +572,12 @@ def suite_section(folder: Path, figures: Path, rel: str, title: str) -> tuple[st
     ablation = load_results(ablation_dir) if folder.name == TABLE_SETTING else []
     device = results[0].device_name
     config = results[0].config
+    scoring_epochs = config.resolve().scoring_epochs
     checkpoints = any(e.checkpoint_seconds for r in results for e in r.epochs)
     body = [
         f"## {title}",
         f"Device: {device}. {config.epochs} epochs, batch {config.batch_size}, peak lr "
-        f"{config.lr}, {len(results)} runs; static scorers trained {config.scoring_epochs} "
+        f"{config.lr}, {len(results)} runs; static scorers trained {scoring_epochs} "
         f"epochs x {config.score_runs} runs (forgetting: 1 run). Checkpoint writes are "
         + (
             "counted in the wall time."

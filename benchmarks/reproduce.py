@@ -23,11 +23,11 @@ from pathlib import Path
 import torch
 
 from dataprune.harness.analyze import load_pruner_state, selection_summary
+from dataprune.harness.config import RunConfig
 from dataprune.harness.files import write_json
-from dataprune.harness.methods import SCORERS, run_methods
+from dataprune.harness.methods import get_method, run_methods
 from dataprune.harness.provenance import code_identity
 from dataprune.harness.runner import grid, run_grid, run_name
-from dataprune.harness.trainer import RunConfig
 from dataprune.policies import POLICIES
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -158,7 +158,7 @@ def run_suite(
         run_dir = out / variant_name(config)
         stale = rerun_stale and is_stale(run_dir)
         scores_file = None
-        if config.method in SCORERS:
+        if get_method(config.method).scorer:
             # One scoring run per method and seed serves every prune rate; its cost is still
             # charged to each run that uses it.
             scores = out / f"scores-{config.method}-s{config.seed}.pt"
@@ -169,7 +169,7 @@ def run_suite(
         configs.append(
             dataclasses.replace(config, out=str(run_dir), scores_file=scores_file, overwrite=stale)
         )
-    run_grid(configs, out=None, progress=True)
+    run_grid([config.resolve() for config in configs], out=None, progress=True)
     for config in configs:
         if _dynamic(config.method) and config.prune == 0.5 and config.seed == 0:
             save_selection(Path(config.out))

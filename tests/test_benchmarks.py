@@ -117,15 +117,14 @@ def test_integrations_benchmark_times_each_framework_alone_and_pruned(tmp_path, 
 def test_reproduce_defines_three_settings_of_every_method_prune_rate_and_seed():
     from reproduce import suites
 
-    from dataprune.harness.methods import run_methods
-    from dataprune.harness.trainer import unused_fields
+    from dataprune.harness.methods import harness_methods
 
     by_name = {s.name: s for s in suites(smoke=False, data_dir=None, device="cpu")}
     settings = [by_name[n] for n in ("fashion-mnist", "fashion-mnist-table", "cifar10-subset")]
     for suite in settings:
         runs = {(c.method, c.prune, c.seed) for c in suite.configs}
-        for method in run_methods():
-            prunes = (0.0,) if "prune" in unused_fields(method) else (0.3, 0.5, 0.7)
+        for method, entry in harness_methods().items():
+            prunes = (0.0,) if "prune" in entry.unused_fields() else (0.3, 0.5, 0.7)
             assert {(method, p, s) for p in prunes for s in (0, 1, 2)} <= runs, suite.name
         # the size is fixed here, not by the data folder found first
         assert all(c.train_limit and c.test_limit for c in suite.configs)
@@ -134,14 +133,15 @@ def test_reproduce_defines_three_settings_of_every_method_prune_rate_and_seed():
     assert (table.epochs, table.schedule, table.batch_size, table.lr) == (8, "cosine", 128, 0.05)
     assert long.epochs >= 30 and long.train_limit == 5_000
     for config in by_name["ablations"].configs:
-        config.validate()  # each a valid run (a scorer's fields left on a bandit's are refused)
+        config.resolve()  # each a valid run (a scorer's fields left on a bandit's are refused)
     every = {c.every for c in by_name["ablations"].configs}
     assert every == {1, 2} and {c.epochs for c in by_name["ablations"].configs} == {8}
 
 
 def _run(method: str, prune: float, seed: int, accuracy: float, train_s: float):
     """A one-epoch result: ``train_s`` seconds of training, then 1 s of evaluation."""
-    from dataprune.harness.trainer import EpochRecord, RunConfig, RunResult
+    from dataprune.harness.config import RunConfig
+    from dataprune.harness.results import EpochRecord, RunResult
 
     epoch = EpochRecord(0, 100, 0.5, accuracy, train_s, 0.0, 1.0, train_s + 1.0)
     return RunResult(RunConfig(method=method, prune=prune, seed=seed), epochs=[epoch])
@@ -186,8 +186,8 @@ def test_targets_name_the_best_method_and_the_margin_of_a_miss(tmp_path):
 def test_reproduce_refuses_results_of_other_code_unless_told_to_rerun_them(tmp_path):
     from reproduce import Suite, is_stale, run_suite
 
+    from dataprune.harness.config import RunConfig
     from dataprune.harness.runner import RunError
-    from dataprune.harness.trainer import RunConfig
 
     config = RunConfig(
         dataset="digits", method="random", prune=0.5, epochs=1, train_limit=300, progress=False

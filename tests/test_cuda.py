@@ -14,8 +14,9 @@ from test_sharded import KTH_SIZES, METHODS, PRUNE, N, kth_vector
 
 from dataprune import Pruner
 from dataprune.harness import cli
+from dataprune.harness.config import RunConfig
 from dataprune.harness.data import load_dataset
-from dataprune.harness.trainer import RunConfig, train
+from dataprune.harness.trainer import train
 from dataprune.selection import RandomStream, top_k_mask
 from dataprune.stats import SampleStats
 
@@ -112,7 +113,7 @@ def _syncs_of_a_run(batch_size: int) -> tuple[int, float]:
     try:
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
-            result, _ = train(config, data)
+            result, _ = train(config.resolve(), data)
     finally:
         torch.cuda.set_sync_debug_mode("default")
     return sum("synchroniz" in str(w.message) for w in caught), result.final_accuracy

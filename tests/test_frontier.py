@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from dataprune.harness.config import RunConfig
 from dataprune.harness.report import group, pareto_front, plot_frontier
-from dataprune.harness.trainer import EpochRecord, RunConfig, RunResult
+from dataprune.harness.results import EpochRecord, RunResult
 
 
 def _result(method: str, prune: float, seed: int, accuracy: float, wall: float) -> RunResult:

@@ -18,9 +18,10 @@ import torch
 
 from dataprune.harness import cli
 from dataprune.harness.checkpoint import CHECKPOINT
+from dataprune.harness.config import RunConfig
 from dataprune.harness.data import DatasetError, locate, verify_dataset
 from dataprune.harness.files import LOCK, locked_folder, save_torch, write_text
-from dataprune.harness.trainer import RunConfig, _make_schedule
+from dataprune.harness.trainer import _make_schedule
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT / ".." / "shared" / "data"

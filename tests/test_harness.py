@@ -10,10 +10,12 @@ from pathlib import Path
 import pytest
 import torch
 
+from dataprune.errors import RunError
 from dataprune.harness import cli
+from dataprune.harness.config import RunConfig
 from dataprune.harness.data import formats, load_dataset, locate
 from dataprune.harness.runner import run
-from dataprune.harness.trainer import RunConfig, RunError, train
+from dataprune.harness.trainer import train
 
 SHARED = Path(__file__).resolve().parents[1] / ".." / "shared" / "data"
 FASHION = SHARED / "fashion-mnist" / "train-images-idx3-ubyte.gz"
@@ -30,15 +32,15 @@ def quick(**overrides) -> RunConfig:
 
 
 def test_short_run_learns_far_above_chance(digits):
-    result, _ = train(quick(method="ucb", prune=0.5), digits)
+    result, _ = train(quick(method="ucb", prune=0.5).resolve(), digits)
     assert result.final_accuracy > 0.85  # chance is 0.10
     assert [e.samples for e in result.epochs] == [718] * 4  # round(0.5 * 1437), half to even
     assert result.pruner_summary["fraction_pruned"] == pytest.approx(1 - 718 / 1437)
 
 
 def test_fixed_seed_reproduces_on_cpu(digits):
-    a, model_a = train(quick(method="random", prune=0.3), digits)
-    b, model_b = train(quick(method="random", prune=0.3), digits)
+    a, model_a = train(quick(method="random", prune=0.3).resolve(), digits)
+    b, model_b = train(quick(method="random", prune=0.3).resolve(), digits)
     assert [e.test_accuracy for e in a.epochs] == [e.test_accuracy for e in b.epochs]
     for pa, pb in zip(model_a.parameters(), model_b.parameters(), strict=True):
         assert torch.equal(pa, pb)
@@ -46,7 +48,7 @@ def test_fixed_seed_reproduces_on_cpu(digits):
 
 def test_wall_time_counts_every_phase(digits, tmp_path):
     config = quick(method="epsilon-greedy", prune=0.5, out=str(tmp_path))
-    result, _ = train(config, digits, scoring_seconds=7.0)
+    result, _ = train(config.resolve(), digits, scoring_seconds=7.0)
     total = 7.0
     for e in result.epochs:
         assert (e.checkpoint_seconds > 0) == (e.epoch > 0)  # the previous epoch's checkpoint
@@ -59,7 +61,9 @@ def test_wall_time_counts_every_phase(digits, tmp_path):
 @pytest.mark.parametrize("method", ["ucb", "rs2", "infobatch"])
 def test_resume_after_interruption_matches_uninterrupted_run(digits, tmp_path, method):
     config = quick(method=method, prune=0.5, epochs=5)
-    full_run, full_model = train(dataclasses.replace(config, out=str(tmp_path / "a")), digits)
+    full_run, full_model = train(
+        dataclasses.replace(config, out=str(tmp_path / "a")).resolve(), digits
+    )
 
     class Stop(Exception):
         pass
@@ -73,11 +77,11 @@ def test_resume_after_interruption_matches_uninterrupted_run(digits, tmp_path, m
 
     interrupted = dataclasses.replace(config, out=str(tmp_path / "b"))
     with pytest.raises(Stop):
-        train(interrupted, digits, on_batch=stop_in_epoch_3)
+        train(interrupted.resolve(), digits, on_batch=stop_in_epoch_3)
     saved = torch.load(tmp_path / "b" / "checkpoint.pt", weights_only=True)
     assert saved["pruner"]["progress"]["epoch"] == 2
 
-    resumed, resumed_model = train(dataclasses.replace(interrupted, resume=True), digits)
+    resumed, resumed_model = train(dataclasses.replace(interrupted, resume=True).resolve(), digits)
     assert [e.test_accuracy for e in resumed.epochs] == [e.test_accuracy for e in full_run.epochs]
     full_state, resumed_state = full_model.state_dict(), resumed_model.state_dict()
     for name, tensor in full_state.items():
@@ -93,9 +97,9 @@ def test_resume_after_interruption_matches_uninterrupted_run(digits, tmp_path, m
     ],
 )
 def test_full_matched_trains_exactly_the_pruned_runs_steps(digits, pruning):
-    pruned, _ = train(quick(method="random", epochs=5, **pruning), digits)
-    matched, _ = train(quick(method="full-matched", epochs=5, **pruning), digits)
-    assert matched.steps == pruned.steps == matched.config.step_budget(1437)
+    pruned, _ = train(quick(method="random", epochs=5, **pruning).resolve(), digits)
+    matched, _ = train(quick(method="full-matched", epochs=5, **pruning).resolve(), digits)
+    assert matched.steps == pruned.steps == matched.config.resolve().step_budget(1437)
     # full data each epoch, up to the budget, which ends within the last epoch
     assert [e.samples for e in matched.epochs[:-1]] == [1437] * (len(matched.epochs) - 1)
     assert 0 < matched.epochs[-1].samples <= 1437
@@ -103,7 +107,10 @@ def test_full_matched_trains_exactly_the_pruned_runs_steps(digits, pruning):
 
 
 def test_full_matched_budgets_differ_by_prune_rate():
-    steps = [quick(method="full-matched", prune=p, epochs=5).step_budget(1437) for p in (0.5, 0.7)]
+    steps = [
+        quick(method="full-matched", prune=p, epochs=5).resolve().step_budget(1437)
+        for p in (0.5, 0.7)
+    ]
     assert steps == [5 * 12, 5 * 7]  # ceil(719 / 64) and ceil(431 / 64) steps an epoch
 
 
@@ -221,7 +228,7 @@ def test_new_methods_train_and_compare_on_fashion_mnist(capsys, tmp_path, method
 
 def test_kakurenbo_measures_hidden_samples_and_resumes(digits, tmp_path):
     config = quick(method="kakurenbo", prune=0.5, epochs=3, options={"tau": 0.6})
-    result, _ = train(config, digits)
+    result, _ = train(config.resolve(), digits)
     assert result.final_accuracy > 0.8
     assert [e.samples for e in result.epochs] == [718] * 3
     summary = result.pruner_summary
@@ -229,8 +236,8 @@ def test_kakurenbo_measures_hidden_samples_and_resumes(digits, tmp_path):
     assert summary["samples_backpropagated"] == 3 * 718
     # a run stopped after epoch 1 and resumed ends where the uninterrupted one does
     out = str(tmp_path / "run")
-    train(dataclasses.replace(config, out=out, stop_after=1), digits)
-    resumed, _ = train(dataclasses.replace(config, out=out, resume=True), digits)
+    train(dataclasses.replace(config, out=out, stop_after=1).resolve(), digits)
+    resumed, _ = train(dataclasses.replace(config, out=out, resume=True).resolve(), digits)
     assert [e.test_accuracy for e in resumed.epochs] == [e.test_accuracy for e in result.epochs]
 
 
@@ -250,7 +257,7 @@ def test_bad_prune_schedule_flags_are_refused(capsys, argv, message):
 
 def test_analyze_plots_selection_frequency_and_churn(tmp_path):
     config = quick(method="ucb", prune=0.5, epochs=3, out=str(tmp_path / "run"))
-    run(config)
+    run(config.resolve())
     assert cli.main(["analyze", str(tmp_path / "run")]) == 0
     for plot in ("selection_frequency.png", "selection_churn.png"):
         assert (tmp_path / "run" / plot).read_bytes()[:4] == b"\x89PNG"
@@ -270,7 +277,7 @@ def test_fashion_mnist_run_on_real_data(tmp_path):
         test_limit=1000,
         progress=False,
     )
-    result = run(config)
+    result = run(config.resolve())
     assert result.final_accuracy > 0.6  # chance is 0.10
 
 
@@ -286,9 +293,9 @@ def test_infobatch_does_not_diverge_where_full_does_not():
     torch.set_num_threads(1)  # tiny kernels: one thread is faster on a busy machine
     try:
         for seed in range(3):
-            full, _ = train(dataclasses.replace(base, seed=seed), data)
+            full, _ = train(dataclasses.replace(base, seed=seed).resolve(), data)
             pruned, _ = train(
-                dataclasses.replace(base, method="infobatch", prune=0.7, seed=seed), data
+                dataclasses.replace(base, method="infobatch", prune=0.7, seed=seed).resolve(), data
             )
             assert full.final_accuracy > 0.75
             assert pruned.final_accuracy > full.final_accuracy - 0.08
@@ -301,10 +308,12 @@ def test_interrupted_grid_resumes_unfinished_runs(digits, tmp_path):
     from dataprune.harness.runner import run_grid
 
     config = quick(method="ucb", prune=0.5, out=str(tmp_path / "run"))
-    (stopped,) = run_grid([dataclasses.replace(config, stop_after=2)], out=None, progress=False)
+    (stopped,) = run_grid(
+        [dataclasses.replace(config, stop_after=2).resolve()], out=None, progress=False
+    )
     assert len(stopped.epochs) == 2 and not (tmp_path / "run" / "result.json").exists()
-    (resumed,) = run_grid([config], out=None, progress=False)
-    straight, _ = train(dataclasses.replace(config, out=None), digits)
+    (resumed,) = run_grid([config.resolve()], out=None, progress=False)
+    straight, _ = train(dataclasses.replace(config, out=None).resolve(), digits)
     assert [e.epoch for e in resumed.epochs] == [0, 1, 2, 3]
     assert [e.test_accuracy for e in resumed.epochs] == [e.test_accuracy for e in straight.epochs]
 
@@ -314,7 +323,7 @@ def test_grid_reuses_a_result_only_of_the_same_code_and_data(tmp_path):
     from dataprune.harness.runner import run_grid
 
     config = quick(method="random", prune=0.5, epochs=1, train_limit=500, out=str(tmp_path))
-    (first,) = run_grid([config], out=None, progress=False)
+    (first,) = run_grid([config.resolve()], out=None, progress=False)
     saved = json.loads((tmp_path / "result.json").read_text())["provenance"]
     assert saved == {
         "commit": git_commit(),
@@ -326,19 +335,19 @@ def test_grid_reuses_a_result_only_of_the_same_code_and_data(tmp_path):
     result = json.loads((tmp_path / "result.json").read_text())
     result["provenance"]["commit"] = "0" * 40  # committing results or docs changes only this
     (tmp_path / "result.json").write_text(json.dumps(result))
-    (again,) = run_grid([config], out=None, progress=False)
+    (again,) = run_grid([config.resolve()], out=None, progress=False)
     assert again.epochs == first.epochs  # reused, not rerun
     result["provenance"]["torch"] = "1.0"
     (tmp_path / "result.json").write_text(json.dumps(result))
     with pytest.raises(RunError, match=r"^\S+ was produced from other code or data \(torch='1.0'"):
-        run_grid([config], out=None, progress=False)
+        run_grid([config.resolve()], out=None, progress=False)
 
 
 def test_schedules_with_few_steps_and_full_data_with_warmup_flags(digits):
     # 1437 training samples at batch 360: exactly 4 steps, where OneCycleLR divides by zero.
-    result, _ = train(quick(method="full", epochs=1, batch_size=360), digits)
+    result, _ = train(quick(method="full", epochs=1, batch_size=360).resolve(), digits)
     assert len(result.epochs) == 1
     # full-matched's budget, half of 2 epochs of 4 steps, is exactly one full epoch.
     config = quick(method="full-matched", prune=0.5, epochs=2, batch_size=360)
-    result, _ = train(config, digits)
+    result, _ = train(config.resolve(), digits)
     assert [(e.samples, e.steps) for e in result.epochs] == [(1437, 4)]

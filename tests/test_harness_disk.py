@@ -26,10 +26,11 @@ from test_formats import DATA, FORMATS, missing_library
 
 from dataprune.formats.images import ImageFolder
 from dataprune.harness import cli
+from dataprune.harness.config import RunConfig
 from dataprune.harness.data import DatasetError, load_dataset
 from dataprune.harness.data.disk import Decode, load_disk_data
 from dataprune.harness.runner import run
-from dataprune.harness.trainer import RunConfig, train
+from dataprune.harness.trainer import train
 
 TRAIN, TEST = 600, 200
 fmt = test_formats.fmt  # the fixture: each format, skipped where its library is absent
@@ -83,7 +84,9 @@ def test_a_run_from_disk_reads_and_decodes_only_the_samples_it_trains(
     monkeypatch.setattr(Decode, "__call__", logged_decode)  # forked workers inherit both
     trained = []
     config = disk_config(prepared / fmt, num_workers=2)
-    result, _ = train(config, on_batch=lambda idx, logits, y: trained.extend(idx.tolist()))
+    result, _ = train(
+        config.resolve(), on_batch=lambda idx, logits, y: trained.extend(idx.tolist())
+    )
 
     read = [int(v) for f in tmp_path.glob("*.log") for v in f.read_text().split()]
     assert len(trained) == sum(e.samples for e in result.epochs) == 3 * TRAIN // 2
@@ -99,9 +102,9 @@ def test_training_from_shards_is_bit_identical_to_training_from_memory(indexed, 
         pytest.skip(missing_library(indexed))
     common = dict(method="ucb", prune=0.5, epochs=2, batch_size=100, model="mlp", device="cpu")
     common["progress"] = False
-    memory, memory_model = train(RunConfig(**MEMORY, **common))
+    memory, memory_model = train(RunConfig(**MEMORY, **common).resolve())
     disk, disk_model = train(
-        dataclasses.replace(RunConfig(**common), data_path=str(prepared / indexed))
+        dataclasses.replace(RunConfig(**common), data_path=str(prepared / indexed)).resolve()
     )
     assert [e.train_loss for e in disk.epochs] == [e.train_loss for e in memory.epochs]
     assert [e.test_accuracy for e in disk.epochs] == [e.test_accuracy for e in memory.epochs]
@@ -112,10 +115,10 @@ def test_training_from_shards_is_bit_identical_to_training_from_memory(indexed, 
 
 
 def test_a_run_from_disk_resumes_exactly(fmt, prepared, tmp_path):
-    whole = run(disk_config(prepared / fmt, out=str(tmp_path / "whole")))
+    whole = run(disk_config(prepared / fmt, out=str(tmp_path / "whole")).resolve())
     part = disk_config(prepared / fmt, out=str(tmp_path / "part"))
-    run(dataclasses.replace(part, stop_after=1))
-    resumed = run(dataclasses.replace(part, resume=True))
+    run(dataclasses.replace(part, stop_after=1).resolve())
+    resumed = run(dataclasses.replace(part, resume=True).resolve())
     assert [e.train_loss for e in resumed.epochs] == [e.train_loss for e in whole.epochs]
     assert resumed.final_accuracy == whole.final_accuracy
 

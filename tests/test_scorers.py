@@ -13,9 +13,10 @@ import torch.multiprocessing as mp
 import torch.nn.functional as F
 
 from dataprune import Pruner
+from dataprune.harness.config import RunConfig
 from dataprune.harness.coreset import export_coreset
 from dataprune.harness.data import load_dataset
-from dataprune.harness.methods import SCORERS
+from dataprune.harness.methods import scorers as scorer_names
 from dataprune.harness.models import build_model
 from dataprune.harness.scoring import run as scorers
 from dataprune.harness.scoring.run import (
@@ -32,7 +33,7 @@ from dataprune.harness.scoring.scorers import (
     el2n_from_logits,
     grand_scores,
 )
-from dataprune.harness.trainer import RunConfig, train
+from dataprune.harness.trainer import train
 
 
 @pytest.fixture(scope="module")
@@ -173,10 +174,10 @@ def test_forgetting_update_reads_the_training_logits_and_is_order_independent():
 
 
 # ---------------------------------------------------------------------- computed scores, timing
-@pytest.mark.parametrize("name", SCORERS)
+@pytest.mark.parametrize("name", scorer_names())
 def test_compute_scores_gives_one_finite_score_per_sample(digits, name):
     config = small_config(method=name, score_runs=2 if name == "el2n" else 1)
-    result = compute_scores(name, config, digits)
+    result = compute_scores(name, config.resolve(), digits)
     assert result.name == name
     assert result.scores.shape == (digits.num_train,)
     assert result.scores.dtype == torch.float32 and torch.isfinite(result.scores).all()
@@ -188,7 +189,7 @@ def test_compute_scores_gives_one_finite_score_per_sample(digits, name):
 
 
 def test_scoring_time_is_charged_to_the_run(digits):
-    result, _ = run_static(small_config(epochs=1), digits)
+    result, _ = run_static(small_config(epochs=1).resolve(), digits)
     assert result.scores_source == "computed"
     assert result.scoring_seconds > 0
     first = result.epochs[0]
@@ -198,16 +199,16 @@ def test_scoring_time_is_charged_to_the_run(digits):
 
 def test_a_loaded_score_file_gives_the_same_subset_and_reports_its_cost(digits, tmp_path):
     path = tmp_path / "el2n.pt"
-    computed_run, computed_model = run_static(small_config(scores_file=str(path)), digits)
+    computed_run, computed_model = run_static(small_config(scores_file=str(path)).resolve(), digits)
     assert path.is_file() and computed_run.scores_source == "computed"
     saved = load_scores(path, digits.num_train)
     assert saved.name == "el2n" and saved.seconds == computed_run.scoring_seconds
 
-    fresh = compute_scores("el2n", small_config(), digits)  # same seeds -> same scores
+    fresh = compute_scores("el2n", small_config().resolve(), digits)  # same seeds -> same scores
     assert torch.allclose(fresh.scores, saved.scores, atol=1e-6)
     assert torch.equal(static_subset(fresh.scores, 0.5), static_subset(saved.scores, 0.5))
 
-    loaded_run, loaded_model = run_static(small_config(scores_file=str(path)), digits)
+    loaded_run, loaded_model = run_static(small_config(scores_file=str(path)).resolve(), digits)
     assert loaded_run.scores_source == str(path)
     assert loaded_run.scoring_seconds == saved.seconds
     assert loaded_run.epochs[0].wall_seconds >= saved.seconds
@@ -221,14 +222,14 @@ def test_a_loaded_score_file_gives_the_same_subset_and_reports_its_cost(digits, 
 
 def test_a_resumed_run_reuses_the_scores_it_computed(digits, tmp_path, monkeypatch):
     config = small_config(method="forgetting", epochs=2, out=str(tmp_path / "run"))
-    first, _ = run_static(config, digits)
+    first, _ = run_static(config.resolve(), digits)
     assert (tmp_path / "run" / "scores.pt").is_file()
 
     def must_not_run(*args, **kwargs):
         raise AssertionError("scores were computed again")
 
     monkeypatch.setattr(scorers, "compute_scores", must_not_run)
-    resumed, _ = run_static(dataclasses.replace(config, resume=True), digits)
+    resumed, _ = run_static(dataclasses.replace(config, resume=True).resolve(), digits)
     assert resumed.scores_source == "computed"
     assert resumed.scoring_seconds == first.scoring_seconds
     assert [e.to_dict() for e in resumed.epochs] == [e.to_dict() for e in first.epochs]
@@ -241,7 +242,7 @@ def test_bad_score_files_and_settings_are_rejected(digits, tmp_path):
     with pytest.raises(ValueError, match=r"has 10 scores but the dataset has 300 samples"):
         load_scores(short, digits.num_train)
     with pytest.raises(ValueError, match="has 10 scores but the dataset has 300"):
-        run_static(small_config(scores_file=str(short)), digits)
+        run_static(small_config(scores_file=str(short)).resolve(), digits)
 
     nan = tmp_path / "nan.pt"
     scores = torch.rand(300)
@@ -254,17 +255,17 @@ def test_bad_score_files_and_settings_are_rejected(digits, tmp_path):
     assert not (tmp_path / "x.pt").exists()
 
     with pytest.raises(ValueError, match="score_epochs=0"):
-        compute_scores("el2n", small_config(score_epochs=0), digits)
+        compute_scores("el2n", small_config(score_epochs=0).resolve(), digits)
     with pytest.raises(ValueError, match="score_runs=0"):
-        compute_scores("grand", small_config(score_runs=0), digits)
+        compute_scores("grand", small_config(score_runs=0).resolve(), digits)
     with pytest.raises(ValueError, match="score_epochs=0"):
-        run_static(small_config(score_epochs=0), digits)
+        run_static(small_config(score_epochs=0).resolve(), digits)
     other = tmp_path / "grand.pt"
     save_scores(other, ScoreResult(torch.rand(300), 1.0, "grand"))
     with pytest.raises(ValueError, match="holds 'grand' scores, but method='el2n'"):
-        run_static(small_config(scores_file=str(other)), digits)
+        run_static(small_config(scores_file=str(other)).resolve(), digits)
     with pytest.raises(ValueError, match="scorer='nope'"):
-        compute_scores("nope", small_config(), digits)
+        compute_scores("nope", small_config().resolve(), digits)
 
 
 # ------------------------------------------------------------------------- class balancing
@@ -295,7 +296,7 @@ def test_class_balanced_on_real_labels(digits):
 
 
 def test_class_balanced_run_trains_on_k_samples(digits):
-    result, _ = run_static(small_config(epochs=1, class_balanced=True), digits)
+    result, _ = run_static(small_config(epochs=1, class_balanced=True).resolve(), digits)
     assert result.epochs[0].samples == 150
 
 
@@ -318,7 +319,7 @@ def test_export_coreset_from_a_score_file(tmp_path):
 def test_export_coreset_from_a_run_folder(digits, tmp_path):
     run_dir = tmp_path / "run"
     config = small_config(method="random", prune=0.5, epochs=2, out=str(run_dir))
-    train(config, digits, evaluate_each_epoch=False)
+    train(config.resolve(), digits, evaluate_each_epoch=False)
     summary = export_coreset(str(run_dir), 0.5, str(tmp_path / "core"))
     assert summary["kind"] == "run" and summary["method"] == "random"
     exported = torch.load(summary["pt"], weights_only=True)

@@ -6,8 +6,9 @@ import math
 
 import pytest
 
+from dataprune.harness.config import RunConfig
 from dataprune.harness.report import group, markdown_table, records
-from dataprune.harness.trainer import EpochRecord, RunConfig, RunResult
+from dataprune.harness.results import EpochRecord, RunResult
 from dataprune.harness.verdict import (
     FAILS,
     HOLDS,

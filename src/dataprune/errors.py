@@ -24,3 +24,7 @@ class InvalidType(DataPruneError, TypeError):
 
 class InvalidIndex(DataPruneError, IndexError):
     """An index lies outside the dataset."""
+
+
+class RunError(DataPruneError):
+    """A run of the harness cannot go on: a bad flag, an unusable checkpoint, a diverged run."""

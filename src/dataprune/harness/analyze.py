@@ -11,9 +11,9 @@ from pathlib import Path
 
 import torch
 
+from ..errors import RunError
 from .checkpoint import CHECKPOINT, note_unfinished, read_checkpoint
 from .report import pyplot
-from .trainer import RunError
 
 
 def load_pruner_state(run_dir: Path) -> dict:

@@ -28,7 +28,7 @@ from typing import Any
 import torch
 
 from ..pruner import Pruner
-from .methods import SCORERS, core_method, run_methods
+from .methods import get_method, run_methods
 
 CORE_SAMPLES, CORE_EPOCHS, CORE_BATCH = 600, 4, 32
 GOLDEN_PRUNE = 0.5
@@ -48,7 +48,7 @@ def _one_thread() -> Iterator[None]:
 def core_digest(method: str) -> str:
     """The digest of ``method``'s core run (``method``: a core method, or a harness one that
     runs through it)."""
-    method = core_method(method)
+    method = get_method(method).policy
     n = CORE_SAMPLES
     options: dict[str, Any] = {}
     if method == "static-score":
@@ -80,8 +80,9 @@ def core_digest(method: str) -> str:
 
 def harness_digest(method: str) -> str:
     """The digest of ``method``'s harness run on the embedded digits (any harness method)."""
+    from .config import RunConfig
     from .scoring.run import run_static
-    from .trainer import RunConfig, train
+    from .trainer import train
 
     base = RunConfig(
         dataset="digits",
@@ -93,9 +94,9 @@ def harness_digest(method: str) -> str:
         progress=False,
         device="cpu",
     )
-    config = base.for_method(method, GOLDEN_PRUNE, seed=0)
+    spec = base.for_method(method, GOLDEN_PRUNE, seed=0).resolve()
     with _one_thread():
-        result, _ = (run_static if method in SCORERS else train)(config)
+        result, _ = (run_static if spec.method.scorer else train)(spec)
     digest = hashlib.sha256()
     for e in result.epochs:
         digest.update(f"{e.samples},{e.steps},{e.train_loss:.5g},{e.test_accuracy:.4f};".encode())

@@ -21,17 +21,11 @@ from typing import Any
 
 from ..errors import DataPruneError
 from ..formats import FORMATS as DATA_FORMATS
+from .config import FIELD_DEFAULTS, MAX_SEED, RunConfig
 from .data import DATASETS
+from .device import is_main_process, shutdown_distributed
 from .files import check_writable
-from .methods import FULL_MATCHED, method_options, run_methods
-from .trainer import (
-    FIELD_DEFAULTS,
-    MAX_SEED,
-    RunConfig,
-    is_main_process,
-    shutdown_distributed,
-    unused_fields,
-)
+from .methods import harness_methods
 
 DEFAULT_COMPARE_METHODS = "full,random,rs2,epsilon-greedy,ucb,infobatch"
 COMPARE_PRUNE = "0.5"
@@ -119,9 +113,9 @@ def _add_run_flags(
 def _add_option_flags(group: argparse._ArgumentGroup) -> None:
     """A flag per method option, once per name, listing the methods that take it."""
     takers: dict[str, list[tuple[str, Any]]] = {}
-    for method in run_methods():
-        for name, option in method_options(method).items():
-            takers.setdefault(name, []).append((method, option))
+    for method in harness_methods().values():
+        for name, option in method.options().items():
+            takers.setdefault(name, []).append((method.name, option))
     for name, uses in takers.items():
         option = uses[0][1]
         defaults = ", ".join(f"{m}: {o.default}" for m, o in uses)
@@ -240,10 +234,11 @@ def cmd_train(args: argparse.Namespace) -> None:
                 "--epochs-matching PRUNE is itself the method (full data for a run pruned at "
                 "PRUNE): leave out --method and --prune"
             )
-        overrides.update(method=FULL_MATCHED, prune=matching)
-    config = _config(args, **overrides).validate()
+        overrides.update(method="full-matched", prune=matching)
+    spec = _config(args, **overrides).resolve()
+    config = spec.config
     _check_writable(config.out)
-    result = run(config)
+    result = run(spec)
     if is_main_process():
         e = result.epochs[-1]
         print(
@@ -273,9 +268,11 @@ def cmd_compare(args: argparse.Namespace) -> None:
     from .report import write_reports
     from .runner import grid, run_grid
 
-    methods = _names("methods", args.methods, run_methods())
+    known = harness_methods()
+    methods = _names("methods", args.methods, known)
+    unused = {name: entry.unused_fields() for name, entry in known.items()}
     seeds = _seeds(args.seeds)
-    pruning = [m for m in methods if "prune" not in unused_fields(m)]
+    pruning = [m for m in methods if "prune" not in unused[m]]
     if args.prune is not None and not pruning:
         raise CLIError("--prune applies to pruning methods, and --methods holds none")
     prunes = _floats("prune", args.prune or COMPARE_PRUNE)
@@ -283,23 +280,21 @@ def cmd_compare(args: argparse.Namespace) -> None:
         raise CLIError(f"--target {args.target:g} is outside (0, 1]: it is a test accuracy")
     options = _options(args)
     for name in options:
-        if not any(name in method_options(m) for m in methods):
-            users = [m for m in run_methods() if name in method_options(m)]
+        if not any(name in known[m].options() for m in methods):
+            users = [m for m, entry in known.items() if name in entry.options()]
             raise CLIError(
                 f"the option {name!r} applies to {', '.join(users)}, none of which is in --methods"
             )
-    base = _config(args, method="full", prune=0.0, options=options)
+    template = _config(args, options=options)  # each run's method, rate and seed come next
     defaults = {**FIELD_DEFAULTS, **COMPAREFIELD_DEFAULTS}
-    for name in set().union(*(unused_fields(m) for m in run_methods())):
-        if getattr(base, name) != defaults[name] and all(name in unused_fields(m) for m in methods):
+    for name in set().union(*unused.values()):
+        if getattr(template, name) != defaults[name] and all(name in unused[m] for m in methods):
             flag = _flag_names()[name]
             raise CLIError(f"--{flag} applies to none of --methods {','.join(methods)}")
-    configs = grid(base, methods, prunes, seeds)
-    for config in configs:
-        config.validate()
-    _check_writable(base.out)
-    out = Path(base.out)
-    results = run_grid(configs, out, progress=base.progress)
+    specs = [config.resolve() for config in grid(template, methods, prunes, seeds)]
+    _check_writable(template.out)
+    out = Path(template.out)
+    results = run_grid(specs, out, progress=template.progress)
     if is_main_process():
         table = write_reports(results, out, target=args.target)
         print(table)
@@ -373,8 +368,8 @@ def _flag_names() -> dict[str, str]:
         f.name: f.metadata.get("flag", f.name.replace("_", "-"))
         for f in dataclasses.fields(RunConfig)
     }
-    for method in run_methods():
-        for option_name, option in method_options(method).items():
+    for method in harness_methods().values():
+        for option_name, option in method.options().items():
             flags[option_name] = option.flag or option_name.replace("_", "-")
     return flags
 

@@ -7,6 +7,8 @@ work unchanged.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 from torch import Tensor, nn
 
@@ -14,18 +16,10 @@ from ..errors import InvalidValue
 
 __all__ = ["MODELS", "BasicBlock", "ResNet", "SmallCNN", "build_model"]
 
-MODELS = ("mlp", "cnn", "resnet18", "resnet20")
-
 
 def build_model(name: str, in_channels: int, num_classes: int, image_size: int) -> nn.Module:
     """Build model ``name`` (one of :data:`MODELS`) for ``in_channels`` x ``image_size`` x
-    ``image_size`` images and ``num_classes`` classes.
-
-    - ``mlp``: flatten, Linear(in, 256), ReLU, Linear(256, 256), ReLU, Linear(256, classes).
-    - ``cnn``: a small, fast 3-block conv net (:class:`SmallCNN`) for CPU runs.
-    - ``resnet18``: the CIFAR ResNet-18 (3x3 stem, no max-pool, widths 64..512).
-    - ``resnet20``: He et al.'s CIFAR ResNet-20 (3 stages x 3 blocks, widths 16/32/64).
-    """
+    ``image_size`` images and ``num_classes`` classes."""
     if name not in MODELS:
         raise InvalidValue(f"model={name!r} is not known; choose one of: {', '.join(MODELS)}")
     if in_channels < 1 or num_classes < 1 or image_size < 1:
@@ -33,13 +27,7 @@ def build_model(name: str, in_channels: int, num_classes: int, image_size: int) 
             f"need positive in_channels, num_classes and image_size, got "
             f"{in_channels}, {num_classes}, {image_size}"
         )
-    if name == "mlp":
-        return mlp(in_channels * image_size * image_size, num_classes)
-    if name == "cnn":
-        return SmallCNN(in_channels, num_classes)
-    if name == "resnet18":
-        return resnet18(in_channels, num_classes)
-    return resnet20(in_channels, num_classes)
+    return MODELS[name](in_channels, num_classes, image_size)
 
 
 def mlp(in_features: int, num_classes: int, hidden: int = 256) -> nn.Sequential:
@@ -162,3 +150,16 @@ def resnet20(in_channels: int, num_classes: int) -> ResNet:
     """He et al. (2016) CIFAR ResNet-20: 3 stages of 3 BasicBlocks, widths 16/32/64, with
     1x1 conv + BN projection shortcuts (~0.27M params)."""
     return ResNet(in_channels, num_classes, widths=(16, 32, 64), blocks=(3, 3, 3))
+
+
+#: The models, by name: each builds from (in_channels, num_classes, image_size).
+MODELS: dict[str, Callable[[int, int, int], nn.Module]] = {
+    # two hidden layers of 256 ReLU units on the flattened image
+    "mlp": lambda channels, classes, size: mlp(channels * size * size, classes),
+    # a small, fast 3-block conv net for CPU runs
+    "cnn": lambda channels, classes, size: SmallCNN(channels, classes),
+    # the CIFAR ResNet-18 (3x3 stem, no max-pool, widths 64..512)
+    "resnet18": lambda channels, classes, size: resnet18(channels, classes),
+    # He et al.'s CIFAR ResNet-20 (3 stages x 3 blocks, widths 16/32/64)
+    "resnet20": lambda channels, classes, size: resnet20(channels, classes),
+}

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from .files import write_json
 from .methods import run_methods
-from .trainer import RunResult
+from .results import RunResult
 from .verdict import Interval, mean_interval, paired_difference, verdict
 
 

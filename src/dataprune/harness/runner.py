@@ -11,32 +11,26 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from ..errors import InvalidValue
+from ..errors import InvalidValue, RunError
 from .checkpoint import CHECKPOINT, CheckpointError, identity_difference, read_checkpoint
+from .config import FIELD_DEFAULTS, RunConfig, RunSpec
 from .data import ImageData
 from .data.disk import DiskData
+from .device import is_main_process, setup_device
 from .files import locked_folder, write_json
-from .methods import SCORERS
+from .methods import get_method
 from .provenance import identifying, provenance
-from .trainer import (
-    FIELD_DEFAULTS,
-    RunConfig,
-    RunError,
-    RunResult,
-    is_main_process,
-    setup_device,
-    train,
-    unused_fields,
-)
+from .results import RunResult
+from .trainer import train
 
 RESULT = "result.json"
 logger = logging.getLogger("dataprune")
 
 
 def run(
-    config: RunConfig, data: ImageData | None = None, origin: dict[str, Any] | None = None
+    spec: RunSpec, data: ImageData | None = None, origin: dict[str, Any] | None = None
 ) -> RunResult:
-    """Train one configuration: static scorers score first (and are charged), others train.
+    """Train one run: static scorers score first (and are charged), others train.
 
     The result records ``origin``, the data's :func:`provenance` (computed when not given).
 
@@ -45,7 +39,7 @@ def run(
     continues it, and without ``resume`` the run refuses to start. ``resume`` with no
     checkpoint yet starts from the first epoch, so a preempted job can rerun one command.
     """
-    config.validate()
+    config = spec.config
     if config.stop_after is not None and config.out is None:
         raise InvalidValue(
             f"stop_after={config.stop_after} needs out: without an output folder nothing is "
@@ -56,18 +50,18 @@ def run(
     lock = locked_folder(out) if out is not None and is_main_process() else None
     with lock or contextlib.nullcontext():
         if out is not None:
-            config = _guard_out(config, out)
+            spec = dataclasses.replace(spec, config=_guard_out(config, out))
         if data is None:
             data = config.load_data()
-        if config.method in SCORERS:
+        if spec.method.scorer:
             from .scoring.run import run_static
 
-            result, _ = run_static(config, data)
+            result, _ = run_static(spec, data)
         else:
-            result, _ = train(config, data)
+            result, _ = train(spec, data)
         result.provenance = provenance(data) if origin is None else origin
         # not stopped by --stop-after
-        finished = len(result.epochs) == config.train_epochs(data.num_train)
+        finished = len(result.epochs) == spec.train_epochs(data.num_train)
         if out is not None and finished and is_main_process():
             write_json(out / RESULT, result.to_dict())
     return result
@@ -119,13 +113,13 @@ def grid(
     without a prune rate (``full``) runs once per seed."""
     configs = []
     for method in methods:
-        for prune in [0.0] if "prune" in unused_fields(method) else prunes:
+        for prune in [0.0] if "prune" in get_method(method).unused_fields() else prunes:
             for seed in seeds:
                 configs.append(base.for_method(method, prune, seed))
     return configs
 
 
-def run_grid(configs: Sequence[RunConfig], out: Path | None, progress: bool = True):
+def run_grid(specs: Sequence[RunSpec], out: Path | None, progress: bool = True):
     """Run every configuration (each in ``out/<run_name>``); reuse finished runs' results.
 
     A finished run is one whose ``result.json`` holds the same configuration; a run with a
@@ -134,13 +128,14 @@ def run_grid(configs: Sequence[RunConfig], out: Path | None, progress: bool = Tr
     """
     data_cache: dict[tuple, tuple[ImageData, dict[str, Any]]] = {}
     results: list[RunResult] = []
-    iterator = configs
+    iterator = specs
     if progress and is_main_process():
         from tqdm.auto import tqdm
 
-        iterator = tqdm(configs, desc="runs")
+        iterator = tqdm(specs, desc="runs")
     warmed = False
-    for config in iterator:
+    for spec in iterator:
+        config = spec.config
         if out is not None:
             config = dataclasses.replace(config, out=str(out / run_name(config)))
         key = (config.dataset, config.data_dir, config.train_limit, config.test_limit)
@@ -160,7 +155,7 @@ def run_grid(configs: Sequence[RunConfig], out: Path | None, progress: bool = Tr
         if not warmed:
             warm_up(config, data)
             warmed = True
-        results.append(run(config, data, origin))
+        results.append(run(dataclasses.replace(spec, config=config), data, origin))
     return results
 
 
@@ -219,6 +214,6 @@ def warm_up(config: RunConfig, data: ImageData) -> None:
         stop_after=None,
         options={},
         # what full data does not use (pruning and scoring fields) back at the defaults
-        **{name: FIELD_DEFAULTS[name] for name in unused_fields("full")},
+        **{name: FIELD_DEFAULTS[name] for name in get_method("full").unused_fields()},
     )
-    train(short, small)
+    train(short.resolve(), small)

@@ -7,31 +7,21 @@ charged up front), and host syncs happen once an epoch, not once a step.
 
 from __future__ import annotations
 
-import builtins
-import dataclasses
 import functools
-import gc
 import logging
 import math
-import os
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
-import torch.distributed as dist
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .. import Pruner
-from .._validation import check_choice, check_float, check_int
 from ..distributed import all_reduce_sum, world
-from ..errors import DataPruneError, InvalidValue
-from ..policies import get_policy
-from ..pruner import MAX_EPOCHS
-from ..schedule import PRUNE_SCHEDULES, check_schedule
+from ..errors import RunError
 from .checkpoint import (
     CHECKPOINT,
     CheckpointError,
@@ -39,496 +29,18 @@ from .checkpoint import (
     read_checkpoint,
     write_checkpoint,
 )
-from .data import DATASETS, ImageData, load_dataset
-from .data.disk import load_disk_data
-from .methods import FULL_MATCHED, SCORERS, core_method, method_options, run_methods
-from .models import MODELS, build_model
+from .config import RunConfig, RunSpec
+from .data import ImageData
+from .device import autocast, device_name, is_main_process, layout, setup_device, synchronize
+from .models import build_model
+from .results import EpochRecord, RunResult
 
 logger = logging.getLogger("dataprune")
 
-SCHEDULES = ("onecycle", "cosine", "step")
-#: The most DataLoader workers a run may ask for.
-MAX_WORKERS = 256
-#: Seeds are bounded so that the seeds derived from them (per epoch, per scoring run) fit int64.
-MAX_SEED = 2**31 - 1
 #: A harness run stops after an epoch in which more than this share of the losses was NaN/inf.
 DIVERGED_SHARE = 0.5
 #: The harness warns once when an epoch's mean training loss exceeds this many times the first's.
 LOSS_GROWTH = 1000
-# Fields that may differ between a run and its resumption (shard_stats only changes where the
-# statistics live: the checkpoint holds them whole and the selections are the same).
-_RESUME_FREE = (
-    "resume",
-    "overwrite",
-    "out",
-    "progress",
-    "data_dir",
-    "device",
-    "scores_file",
-    "shard_stats",
-    "stop_after",
-    "verify",
-)
-
-
-class RunError(DataPruneError):
-    """A problem the user can fix (bad flag, unusable checkpoint); shown as one line by the CLI."""
-
-
-def flag(default: Any, help: str, group: str, type: type | None = None, **cli: Any) -> Any:
-    """A :class:`RunConfig` field with its command-line flag (``--name-with-dashes``).
-
-    ``type`` is the value's type where the default (None) does not tell it. ``cli`` may hold
-    ``choices`` (a callable, read when the parser is built), ``flag`` (another flag name) or
-    ``command`` (the one subcommand that has the flag).
-    """
-    factory = {"default_factory": dict} if default == {} else {"default": default}
-    kind = type if type is not None else builtins.type(default)
-    return field(**factory, metadata={"help": help, "group": group, "type": kind, **cli})
-
-
-@dataclass
-class RunConfig:
-    """Everything that defines one training run. Each field is one command-line flag."""
-
-    dataset: str = flag("digits", "the dataset", "data and model", choices=lambda: DATASETS)
-    data_dir: str | None = flag(
-        None,
-        "where datasets live (default: $DATAPRUNE_DATA_DIR, then ../shared/data, then "
-        "~/.cache/dataprune, where missing files are downloaded)",
-        "data and model",
-        type=str,
-    )
-    verify: bool = flag(False, "recheck the dataset's files against their sha256", "data and model")
-    data_path: str | None = flag(
-        None,
-        "train from data on disk instead of --dataset: a folder with train/ and test/, each an "
-        "image folder (one sub-folder per class) or shards written by dataprune prepare; "
-        "training images are read by DataLoader workers, and pruned ones never",
-        "data and model",
-        type=str,
-    )
-    num_workers: int = flag(
-        2, "DataLoader workers that read and decode --data-path's images", "data and model"
-    )
-    model: str = flag("cnn", "the model", "data and model", choices=lambda: MODELS)
-    train_limit: int | None = flag(
-        None, "use the first N train samples", "data and model", type=int
-    )
-    test_limit: int | None = flag(None, "use the first N test samples", "data and model", type=int)
-    method: str = flag("full", "the method", "pruning", choices=run_methods, command="train")
-    prune: float = flag(
-        0.0,
-        "fraction left out, in [0, 1) (the first pruned epoch's with --prune-schedule)",
-        "pruning",
-        command="train",
-    )
-    prune_schedule: str = flag(
-        "constant",
-        "how the prune rate moves over the pruned epochs: from --prune to --prune-end",
-        "pruning",
-        choices=lambda: PRUNE_SCHEDULES,
-    )
-    prune_end: float | None = flag(
-        None, "the prune rate of the last pruned epoch (linear, cosine)", "pruning", type=float
-    )
-    every: int = flag(1, "re-select every N epochs", "pruning")
-    warmup_epochs: int = flag(0, "full-data epochs first", "pruning")
-    anneal_epochs: int | None = flag(
-        None, "full-data epochs at the end (default: the method's)", "pruning", type=int
-    )
-    rescale: bool | None = flag(
-        None, "weight losses by 1/P(kept) (default: the method's)", "pruning", type=bool
-    )
-    alpha: float | None = flag(
-        None, "EMA step size of loss statistics (default: the method's)", "pruning", type=float
-    )
-    options: dict[str, Any] = flag({}, "the method's own options (flags of their own)", "pruning")
-    shard_stats: bool = flag(
-        False,
-        "under torchrun: each rank keeps only its 1/W shard of the per-sample statistics "
-        "(same selections, less memory per rank)",
-        "pruning",
-    )
-    score_epochs: int | None = flag(
-        None, "E_s: epochs the scorers train (default: min(5, epochs))", "static scorers", type=int
-    )
-    score_runs: int = flag(2, "K: scoring runs averaged", "static scorers")
-    class_balanced: bool = flag(False, "keep per-class proportions", "static scorers")
-    scores_file: str | None = flag(
-        None,
-        "score file: loaded if it exists (its cost still charged), else written",
-        "static scorers",
-        type=str,
-        flag="scores",
-    )
-    epochs: int = flag(10, "epochs of the run", "optimisation")
-    batch_size: int = flag(128, "batch size (per rank)", "optimisation")
-    lr: float = flag(0.05, "peak learning rate", "optimisation")
-    momentum: float = flag(0.9, "SGD momentum (Nesterov)", "optimisation")
-    weight_decay: float = flag(5e-4, "weight decay", "optimisation")
-    label_smoothing: float = flag(0.0, "label smoothing", "optimisation")
-    schedule: str = flag("onecycle", "LR schedule", "optimisation", choices=lambda: SCHEDULES)
-    seed: int = flag(0, f"random seed, in [0, {MAX_SEED}]", "optimisation", command="train")
-    device: str = flag("auto", "auto (cuda when available), cpu, cuda or cuda:N", "optimisation")
-    compile: bool = flag(False, "torch.compile the model and the statistics update", "optimisation")
-    out: str | None = flag(None, "output directory", "output", type=str)
-    resume: bool = flag(
-        False,
-        "continue from --out's checkpoint (start afresh if there is none)",
-        "output",
-        command="train",
-    )
-    overwrite: bool = flag(False, "start afresh even if --out holds a run's checkpoint", "output")
-    stop_after: int | None = flag(
-        None,
-        "stop after epoch N of the schedule (checkpointed; continue with --resume)",
-        "output",
-        type=int,
-        command="train",
-    )
-    progress: bool = flag(True, "progress bars", "output", flag="no-progress")
-
-    def validate(self) -> RunConfig:
-        """Check every field; errors name the field, the value and what is allowed.
-
-        A field the method does not use (see :func:`unused_fields`) must keep its default,
-        so that no flag is ignored without a word.
-        """
-        check_choice("dataset", self.dataset, DATASETS)
-        check_choice("model", self.model, MODELS)
-        check_choice("method", self.method, run_methods())
-        for name, reason in unused_fields(self.method).items():
-            value, default = getattr(self, name), FIELD_DEFAULTS[name]
-            if value != default:
-                raise InvalidValue(
-                    f"{name}={value!r} does not apply to method={self.method!r}: {reason}"
-                )
-        check_float("prune", self.prune, low=0.0, high=1.0, high_open=True)
-        check_schedule(self.prune_schedule, self.prune, self.prune_end)
-        check_int("epochs", self.epochs, low=1, high=MAX_EPOCHS)
-        check_int("batch_size", self.batch_size, low=1, high=2**31 - 1)
-        check_int("every", self.every, low=1, high=MAX_EPOCHS)
-        check_int("warmup_epochs", self.warmup_epochs, low=0, high=self.epochs)
-        check_int("score_runs", self.score_runs, low=1)
-        check_int("seed", self.seed, low=0, high=MAX_SEED)
-        for name in ("train_limit", "test_limit"):
-            if getattr(self, name) is not None:
-                check_int(name, getattr(self, name), low=1)
-        self._check_data_source()
-        if self.score_epochs is not None:
-            check_int("score_epochs", self.score_epochs, low=1, high=self.epochs)
-        if self.stop_after is not None:
-            check_int("stop_after", self.stop_after, low=1, high=self.epochs)
-        if self.resume and self.overwrite:
-            raise InvalidValue(
-                "resume and overwrite cannot both be set: resume continues the checkpoint in "
-                "the output folder, overwrite starts afresh over it"
-            )
-        for name in ("out", "scores_file", "data_dir", "data_path"):
-            if getattr(self, name) == "":
-                raise InvalidValue(f"{name}='' is empty: give a path, or leave it out")
-        check_choice("schedule", self.schedule, SCHEDULES)
-        check_float("lr", self.lr, low=0.0, low_open=True)
-        check_float("momentum", self.momentum, low=0.0, high=1.0, high_open=True)
-        check_float("weight_decay", self.weight_decay, low=0.0)
-        check_float("label_smoothing", self.label_smoothing, low=0.0, high=1.0, high_open=True)
-        accepted = method_options(self.method)
-        for name, value in self.options.items():
-            if name not in accepted:
-                takes = ", ".join(sorted(accepted)) or "none"
-                raise InvalidValue(
-                    f"option {name}={value!r} does not apply to method={self.method!r} "
-                    f"(its options: {takes})"
-                )
-            accepted[name].check(name, value)
-        # The core checks the rest (alpha, anneal_epochs against epochs) when the run starts.
-        return self
-
-    def _check_data_source(self) -> None:
-        """``data_path`` replaces the in-memory dataset and its fields; ``num_workers`` reads it."""
-        if self.data_path is None:
-            if self.num_workers != FIELD_DEFAULTS["num_workers"]:
-                raise InvalidValue(
-                    f"num_workers={self.num_workers!r} applies only with data_path (data on "
-                    "disk): the in-memory datasets need no DataLoader workers"
-                )
-            return
-        check_int("num_workers", self.num_workers, low=0, high=MAX_WORKERS)
-        for name in ("dataset", "data_dir", "verify", "train_limit", "test_limit"):
-            if getattr(self, name) != FIELD_DEFAULTS[name]:
-                raise InvalidValue(
-                    f"{name}={getattr(self, name)!r} does not apply with data_path="
-                    f"{self.data_path!r}, which is the whole dataset: leave {name} out"
-                )
-        if self.method in SCORERS:
-            raise InvalidValue(
-                f"method={self.method!r} does not apply with data_path: the static scorers "
-                "score the training set in memory; use a dynamic method, or a --dataset"
-            )
-
-    def for_method(self, method: str, prune: float, seed: int) -> RunConfig:
-        """This configuration for one run of a comparison: ``method`` at ``prune`` and ``seed``,
-        with the fields and options the method does not use left at their defaults."""
-        accepted = method_options(method)
-        unused = unused_fields(method)
-        return dataclasses.replace(
-            self,
-            method=method,
-            prune=0.0 if "prune" in unused else prune,
-            seed=seed,
-            options={k: v for k, v in self.options.items() if k in accepted},
-            **{name: FIELD_DEFAULTS[name] for name in unused if name != "prune"},
-        )
-
-    def step_budget(self, num_train: int) -> int | None:
-        """``full-matched``'s optimizer steps (None for every other method): exactly those of a
-        pruned run at its prune rate and schedule, warm-up, anneal and ``every`` on
-        ``num_train`` samples (the budgets every exact method shares), so that full data gets
-        the pruned run's sample budget and an LR schedule sized to it."""
-        if self.method != FULL_MATCHED:
-            return None
-        pruned = Pruner(
-            num_train,
-            method="random",
-            prune=self.prune,
-            prune_schedule=self.prune_schedule,
-            prune_end=self.prune_end,
-            epochs=self.epochs,
-            seed=self.seed,
-            every=self.every,
-            warmup_epochs=self.warmup_epochs,
-            anneal_epochs=self.anneal_epochs or 0,
-        )
-        return pruned.total_steps(self.batch_size)
-
-    def train_epochs(self, num_train: int) -> int:
-        """Epochs actually trained: ``full-matched`` stops within the epoch that spends its
-        :meth:`step_budget`."""
-        steps = self.step_budget(num_train)
-        if steps is None:
-            return self.epochs
-        per_epoch = Pruner(num_train, method="full", epochs=1).total_steps(self.batch_size)
-        return math.ceil(steps / per_epoch)
-
-    @property
-    def scoring_epochs(self) -> int:
-        """E_s, the epochs each scoring run trains."""
-        return min(5, self.epochs) if self.score_epochs is None else self.score_epochs
-
-    def pruner_kwargs(self, num_train: int) -> dict[str, Any]:
-        """Arguments for :class:`dataprune.Pruner` over ``num_train`` samples (the core method
-        and its options); a pruning field the method does not use gets its neutral value (full
-        data in every epoch: full-matched's pruning fields size its budget, not its data)."""
-        method = core_method(self.method)
-        unused = get_policy(method).unused_parameters()
-        pruning = {
-            name: neutral if name in unused else getattr(self, name)
-            for name, neutral in _NEUTRAL.items()
-        }
-        return dict(
-            method=method,
-            epochs=self.train_epochs(num_train),
-            seed=self.seed,
-            shard_stats=self.shard_stats,
-            compile=self.compile,
-            **pruning,
-            **self.options,
-        )
-
-    def load_data(self) -> ImageData:
-        """The run's dataset, on the CPU (its files rechecked first with ``verify``); with
-        ``data_path``, its training images stay on disk."""
-        if self.data_path is not None:
-            return load_disk_data(self.data_path, self.num_workers)
-        return load_dataset(
-            self.dataset,
-            self.data_dir,
-            train_limit=self.train_limit,
-            test_limit=self.test_limit,
-            verify=self.verify,
-        )
-
-    def identity(self) -> dict[str, Any]:
-        """The fields a checkpoint must agree on to be resumed."""
-        return {k: v for k, v in dataclasses.asdict(self).items() if k not in _RESUME_FREE}
-
-
-#: Every RunConfig field's default.
-FIELD_DEFAULTS = {
-    f.name: (f.default_factory() if f.default is dataclasses.MISSING else f.default)
-    for f in dataclasses.fields(RunConfig)
-}
-#: The pruning fields, each with its value where a method does not use it (no pruning).
-_NEUTRAL = {
-    "prune": 0.0,
-    "prune_schedule": "constant",
-    "prune_end": None,
-    "every": 1,
-    "warmup_epochs": 0,
-    "anneal_epochs": 0,
-    "rescale": None,
-    "alpha": None,
-}
-_SCORING = ("score_epochs", "score_runs", "class_balanced", "scores_file")
-
-
-def unused_fields(method: str) -> dict[str, str]:
-    """The :class:`RunConfig` fields ``method`` does not use, each with the reason."""
-    if method == FULL_MATCHED:  # its pruning fields size its step budget
-        unused = dict.fromkeys(("rescale", "alpha"), "it trains on every sample")
-    else:
-        unused = get_policy(core_method(method)).unused_parameters()
-    if method not in SCORERS:
-        unused |= {name: "it is not a static scorer" for name in _SCORING}
-    elif method == "forgetting":
-        unused["score_runs"] = "forgetting counts one scoring run's events"
-    return unused
-
-
-@dataclass
-class EpochRecord:
-    epoch: int
-    samples: int
-    train_loss: float
-    test_accuracy: float
-    train_seconds: float
-    selection_seconds: float
-    eval_seconds: float
-    wall_seconds: float  # cumulative: scoring, selection, training, evaluation, checkpoints
-    checkpoint_seconds: float = 0.0  # writing the previous epoch's checkpoint
-    nonfinite_losses: int = 0  # NaN or inf training losses, left out of statistics and loss
-    steps: int = 0  # optimizer steps on one rank (0 in results written before it was kept)
-
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
-
-@dataclass
-class RunResult:
-    config: RunConfig
-    epochs: list[EpochRecord] = field(default_factory=list)
-    scoring_seconds: float = 0.0
-    scores_source: str = ""  # "computed", or the file the scores were loaded from
-    pruner_summary: dict[str, Any] = field(default_factory=dict)
-    device_name: str = ""
-    #: the code, torch and data it came from (:func:`dataprune.harness.provenance.provenance`)
-    provenance: dict[str, Any] = field(default_factory=dict)
-
-    @property
-    def final_accuracy(self) -> float:
-        return self.epochs[-1].test_accuracy if self.epochs else float("nan")
-
-    @property
-    def best_accuracy(self) -> float:
-        return max((e.test_accuracy for e in self.epochs), default=float("nan"))
-
-    @property
-    def wall_seconds(self) -> float:
-        return self.epochs[-1].wall_seconds if self.epochs else self.scoring_seconds
-
-    @property
-    def samples_used(self) -> int:
-        return sum(e.samples for e in self.epochs)
-
-    @property
-    def steps(self) -> int:
-        """Optimizer steps of the run on one rank."""
-        return sum(e.steps for e in self.epochs)
-
-    def time_to_accuracy(self, target: float) -> float | None:
-        """Wall-clock seconds (every cost counted) at which test accuracy first reached target."""
-        for e in self.epochs:
-            if e.test_accuracy >= target:
-                return e.wall_seconds
-        return None
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "config": dataclasses.asdict(self.config),
-            "final_accuracy": self.final_accuracy,
-            "best_accuracy": self.best_accuracy,
-            "wall_seconds": self.wall_seconds,
-            "scoring_seconds": self.scoring_seconds,
-            "scores_source": self.scores_source,
-            "samples_used": self.samples_used,
-            "device_name": self.device_name,
-            "pruner_summary": self.pruner_summary,
-            "provenance": self.provenance,
-            "epochs": [e.to_dict() for e in self.epochs],
-        }
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> RunResult:
-        return cls(
-            config=RunConfig(**data["config"]),
-            epochs=[EpochRecord(**e) for e in data["epochs"]],
-            scoring_seconds=data["scoring_seconds"],
-            scores_source=data.get("scores_source", ""),
-            pruner_summary=data.get("pruner_summary", {}),
-            device_name=data.get("device_name", ""),
-            provenance=data.get("provenance", {}),
-        )
-
-
-# --------------------------------------------------------------------------- environment
-_started_process_group = False  # whether setup_device started torch.distributed
-
-
-def setup_device(requested: str) -> torch.device:
-    """The run's device; under torchrun, start the process group (nccl on CUDA, else gloo)."""
-    if requested not in ("auto", "cpu", "cuda") and not requested.startswith("cuda:"):
-        raise RunError(f"device={requested!r} is not known; choose one of: auto, cpu, cuda, cuda:N")
-    if requested == "auto":
-        requested = "cuda" if torch.cuda.is_available() else "cpu"
-    if requested.startswith("cuda") and not torch.cuda.is_available():
-        raise RunError(f"device={requested!r} was asked for, but CUDA is not available here")
-    global _started_process_group
-    world_size = int(os.environ.get("WORLD_SIZE", "1"))
-    if world_size > 1 and not dist.is_initialized():
-        dist.init_process_group("nccl" if requested.startswith("cuda") else "gloo")
-        _started_process_group = True
-    if requested.startswith("cuda"):
-        local_rank = int(os.environ.get("LOCAL_RANK", "0"))
-        device = torch.device("cuda", local_rank) if world_size > 1 else torch.device(requested)
-        if device.index is None:
-            device = torch.device("cuda", torch.cuda.current_device())
-        torch.cuda.set_device(device)
-        return device
-    return torch.device("cpu")
-
-
-def shutdown_distributed(barrier: bool = True) -> None:
-    """End the process group :func:`setup_device` started, if any (at the end of a command).
-
-    With ``barrier`` every rank first waits for the others (a barrier), so that none tears
-    down its connections while another still uses them: a rank that leaves early can otherwise
-    abort at exit ("terminate called without an active exception") after a finished run. Pass
-    False on an error that other ranks may not share (the barrier could wait forever).
-    """
-    global _started_process_group
-    if _started_process_group and dist.is_initialized():
-        gc.collect()  # free DDP wrappers (reference cycles) while the interpreter is alive
-        if barrier:
-            dist.barrier()
-        dist.destroy_process_group()
-    _started_process_group = False
-
-
-def is_main_process() -> bool:
-    return world()[0] == 0
-
-
-def device_name(device: torch.device) -> str:
-    if device.type == "cuda":
-        return torch.cuda.get_device_name(device)
-    return f"cpu ({torch.get_num_threads()} threads)"
-
-
-def synchronize(device: torch.device) -> None:
-    """Wait for the device's queued work (before reading a clock); no-op on the CPU."""
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
 
 
 def _make_schedule(
@@ -561,19 +73,11 @@ def evaluate(model: nn.Module, data: ImageData, batch_size: int = 1024) -> float
     indices = torch.arange(rank, data.num_test, world_size, device=data.device)
     for batch in indices.split(batch_size):
         x = data.test_x[batch]
-        with _autocast(data.device):
-            logits = model(_layout(x))
+        with autocast(data.device):
+            logits = model(layout(x))
         correct += (logits.argmax(1) == data.test_y[batch]).sum()
     model.train()
     return int(all_reduce_sum(correct)) / data.num_test
-
-
-def _autocast(device: torch.device):
-    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda")
-
-
-def _layout(x: Tensor) -> Tensor:
-    return x.contiguous(memory_format=torch.channels_last) if x.is_cuda else x
 
 
 # ------------------------------------------------------------------------------ training
@@ -581,7 +85,7 @@ BatchHook = Callable[[Tensor, Tensor, Tensor], None]  # (indices, logits, labels
 
 
 def train(
-    config: RunConfig,
+    spec: RunSpec,
     data: ImageData | None = None,
     *,
     scores: Tensor | None = None,
@@ -599,7 +103,7 @@ def train(
     (:func:`dataprune.harness.runner.run` also locks the folder and guards what it holds).
     Stops with :class:`RunError` after an epoch in which most losses were NaN or inf.
     """
-    config.validate()
+    config = spec.config
     device = setup_device(config.device)
     if data is None:
         data = config.load_data()
@@ -618,9 +122,7 @@ def train(
         net = torch.compile(net)
 
     options: dict[str, Any] = {"scores": scores} if scores is not None else {}
-    pruner = Pruner(
-        data.num_train, device=device, **config.pruner_kwargs(data.num_train), **options
-    )
+    pruner = Pruner(data.num_train, device=device, **spec.pruner_kwargs(data.num_train), **options)
     sampler = pruner.sampler(shuffle=True)
     batches = data.batches(pruner, sampler, config.batch_size)
     optimizer = torch.optim.SGD(
@@ -630,10 +132,10 @@ def train(
         weight_decay=config.weight_decay,
         nesterov=config.momentum > 0,  # Nesterov needs a momentum
     )
-    step_budget = config.step_budget(data.num_train)
+    step_budget = spec.step_budget(data.num_train)
     total_steps = pruner.total_steps(config.batch_size) if step_budget is None else step_budget
     schedule = _make_schedule(optimizer, config, total_steps)
-    train_epochs = config.train_epochs(data.num_train)
+    train_epochs = spec.train_epochs(data.num_train)
     result = RunResult(
         config=config,
         scoring_seconds=scoring_seconds,
@@ -656,8 +158,8 @@ def train(
 
     def sample_losses(rows: tuple[Tensor, Tensor]) -> Tensor:
         x, y = rows
-        with _autocast(device):
-            logits = net(_layout(x))
+        with autocast(device):
+            logits = net(layout(x))
         if on_batch is not None:
             last_logits[:] = [logits.detach()]
         return _losses(logits, y, config)
@@ -665,8 +167,8 @@ def train(
     def measured_losses(rows: tuple[Tensor, Tensor]) -> Tensor:
         """A method's own measurement: the unwrapped model, so no DDP collective runs."""
         x, y = rows
-        with _autocast(device):
-            return _losses(model(_layout(x)), y, config)
+        with autocast(device):
+            return _losses(model(layout(x)), y, config)
 
     accuracy = result.final_accuracy if result.epochs else float("nan")
     checkpoint_seconds = 0.0  # writing the previous epoch's checkpoint

@@ -26,10 +26,13 @@ from torch import Tensor, nn
 from ...distributed import all_gather_varlen, world
 from ...errors import InvalidValue
 from ...schedule import budget
+from ..config import RunConfig, RunSpec
 from ..data import ImageData
+from ..device import is_main_process, setup_device, synchronize
 from ..files import check_writable, read_torch, save_torch
-from ..methods import SCORERS
-from ..trainer import RunConfig, RunResult, is_main_process, setup_device, synchronize, train
+from ..methods import scorers
+from ..results import RunResult
+from ..trainer import train
 from .scorers import (
     ForgettingTracker,
     class_balanced_scores,
@@ -94,22 +97,22 @@ def scored_in_shards(num_samples: int, score_range: Callable[[int, int], Tensor]
     return all_gather_varlen(score_range(start, end)).cpu()
 
 
-def _scoring_config(config: RunConfig, seed: int) -> RunConfig:
+def _scoring_run(spec: RunSpec, seed: int) -> RunSpec:
     """The full-data run a scorer trains: the run's model, optimiser and schedule, stopped
     after its first ``E_s`` epochs (scores come from early training, as in Paul et al.)."""
     return dataclasses.replace(
-        config.for_method("full", 0.0, seed),
-        stop_after=config.scoring_epochs,
+        spec.config.for_method("full", 0.0, seed),
+        stop_after=spec.scoring_epochs,
         out=None,
         resume=False,
         progress=False,
-    )
+    ).resolve()
 
 
-def compute_scores(name: str, config: RunConfig, data: ImageData) -> ScoreResult:
-    """Score every training sample with scorer ``name`` (one of :data:`SCORERS`), timed.
+def compute_scores(name: str, spec: RunSpec, data: ImageData) -> ScoreResult:
+    """Score every training sample with scorer ``name`` (one of :func:`scorers`), timed.
 
-    With ``E_s = config.scoring_epochs`` and ``K = config.score_runs``:
+    With ``E_s = spec.scoring_epochs`` and ``K = spec.config.score_runs``:
 
     - ``el2n``: for ``r < K`` train the run's model on all data for ``E_s`` epochs (seed
       ``config.seed * 1000 + r``), then score every sample, un-augmented and in eval mode:
@@ -125,9 +128,9 @@ def compute_scores(name: str, config: RunConfig, data: ImageData) -> ScoreResult
     ends with one test evaluation (the trainer always evaluates the last epoch); both are in
     ``seconds``, measured with ``time.perf_counter`` around everything (CUDA synchronised).
     """
-    if name not in SCORERS:
-        raise InvalidValue(f"scorer={name!r} is not known; choose one of: {', '.join(SCORERS)}")
-    config.validate()
+    if name not in scorers():
+        raise InvalidValue(f"scorer={name!r} is not known; choose one of: {', '.join(scorers())}")
+    config = spec.config
     device = setup_device(config.device)
     synchronize(device)
     start = time.perf_counter()
@@ -135,13 +138,13 @@ def compute_scores(name: str, config: RunConfig, data: ImageData) -> ScoreResult
         "dataset": data.name,
         "num_samples": data.num_train,
         "model": config.model,
-        "score_epochs": config.scoring_epochs,
+        "score_epochs": spec.scoring_epochs,
         "seed": config.seed,
     }
     if name == "forgetting":
         tracker = ForgettingTracker(data.num_train, device)
         result, _ = train(
-            _scoring_config(config, config.seed * 1000),
+            _scoring_run(spec, config.seed * 1000),
             data,
             on_batch=tracker.update,
             evaluate_each_epoch=False,
@@ -153,7 +156,7 @@ def compute_scores(name: str, config: RunConfig, data: ImageData) -> ScoreResult
         accuracies = []
         for r in range(config.score_runs):
             result, model = train(
-                _scoring_config(config, config.seed * 1000 + r), data, evaluate_each_epoch=False
+                _scoring_run(spec, config.seed * 1000 + r), data, evaluate_each_epoch=False
             )
             accuracies.append(result.final_accuracy)
             total += scored_in_shards(data.num_train, _scorer(name, model, data, config)).double()
@@ -212,8 +215,8 @@ def load_scores(path: str | os.PathLike[str], num_samples: int | None) -> ScoreR
 
 
 # ---------------------------------------------------------------------------------- the run
-def run_static(config: RunConfig, data: ImageData | None = None) -> tuple[RunResult, nn.Module]:
-    """Train one static-baseline run (``config.method`` in :data:`SCORERS`).
+def run_static(spec: RunSpec, data: ImageData | None = None) -> tuple[RunResult, nn.Module]:
+    """Train one static-baseline run (its method a static scorer).
 
     Scores come from ``config.scores_file`` when that file exists (``scores_source`` = the
     file; the cost charged is the one recorded in it, so the table still shows what the scores
@@ -224,10 +227,11 @@ def run_static(config: RunConfig, data: ImageData | None = None) -> tuple[RunRes
     proportions (:func:`class_balanced_scores`). Then the core's ``static-score`` keeps the top
     ``k = round((1 - prune) N)`` for the whole run, with the scoring seconds charged up front.
     """
-    config.validate()
-    if config.method not in SCORERS:
+    config = spec.config
+    if not spec.method.scorer:
         raise InvalidValue(
-            f"method={config.method!r} is not a static scorer; choose one of: {', '.join(SCORERS)}"
+            f"method={config.method!r} is not a static scorer; choose one of: "
+            f"{', '.join(scorers())}"
         )
     if data is None:
         data = config.load_data()
@@ -249,7 +253,7 @@ def run_static(config: RunConfig, data: ImageData | None = None) -> tuple[RunRes
     elif config.resume and run_copy is not None and run_copy.is_file():
         scored, source = load_scores(run_copy, n), "computed"
     else:
-        scored, source = compute_scores(config.method, config, data), "computed"
+        scored, source = compute_scores(config.method, spec, data), "computed"
         if is_main_process():
             for target in (config.scores_file, run_copy):
                 if target:
@@ -257,4 +261,4 @@ def run_static(config: RunConfig, data: ImageData | None = None) -> tuple[RunRes
     scores = scored.scores
     if config.class_balanced:
         scores = class_balanced_scores(scores, data.train_y, budget(n, config.prune))
-    return train(config, data, scores=scores, scoring_seconds=scored.seconds, scores_source=source)
+    return train(spec, data, scores=scores, scoring_seconds=scored.seconds, scores_source=source)
