@@ -24,6 +24,7 @@ import torch
 
 from dataprune.harness.analyze import load_pruner_state, selection_summary
 from dataprune.harness.config import RunConfig
+from dataprune.harness.behaviour import all_digests
 from dataprune.harness.files import write_json
 from dataprune.harness.methods import get_method, run_methods
 from dataprune.harness.provenance import code_identity
@@ -32,6 +33,8 @@ from dataprune.policies import POLICIES
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
+#: Every method's behaviour digests for the code of the committed results.
+BEHAVIOUR = ROOT / "benchmarks" / "behaviour.json"
 PRUNES = (0.5, 0.7, 0.3)  # in running order: the rates of the targets first
 SEEDS = (0, 1, 2)  # paired by seed: the verdicts need 3 or more
 ABLATION_PRUNE = 0.5
@@ -180,8 +183,9 @@ def is_stale(run_dir: Path) -> bool:
     path = run_dir / "result.json"
     if not path.is_file():
         return False
-    saved = json.loads(path.read_text()).get("provenance", {})
-    return any(saved.get(field) != value for field, value in code_identity().items())
+    result = json.loads(path.read_text())
+    saved, method = result.get("provenance", {}), result["config"]["method"]
+    return any(saved.get(field) != value for field, value in code_identity(method).items())
 
 
 def _dynamic(method: str) -> bool:
@@ -219,11 +223,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     parser.add_argument("--device", default="cpu", help="cpu or cuda")
     parser.add_argument(
+        "--digests",
+        action="store_true",
+        help=f"write every method's behaviour digests to {BEHAVIOUR.relative_to(ROOT)} and stop",
+    )
+    parser.add_argument(
         "--rerun-stale",
         action="store_true",
         help="rerun results of other code or torch instead of refusing them",
     )
     args = parser.parse_args(argv)
+    if args.digests:
+        write_json(BEHAVIOUR, all_digests())
+        print(f"behaviour digests written to {BEHAVIOUR}")
+        return 0
     results = Path(args.results) if args.results else RESULTS
     if args.smoke and args.results is None:
         results = ROOT / "runs" / "smoke"

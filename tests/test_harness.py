@@ -318,7 +318,8 @@ def test_interrupted_grid_resumes_unfinished_runs(digits, tmp_path):
     assert [e.test_accuracy for e in resumed.epochs] == [e.test_accuracy for e in straight.epochs]
 
 
-def test_grid_reuses_a_result_only_of_the_same_code_and_data(tmp_path):
+def test_grid_reuses_a_result_only_of_the_same_behaviour_and_data(tmp_path):
+    from dataprune.harness.behaviour import digests
     from dataprune.harness.provenance import git_commit, source_tree
     from dataprune.harness.runner import run_grid
 
@@ -328,19 +329,22 @@ def test_grid_reuses_a_result_only_of_the_same_code_and_data(tmp_path):
     assert saved == {
         "commit": git_commit(),
         "source": source_tree(),
+        "behaviour": digests("random"),
         "torch": torch.__version__,
         "train_samples": 500,
         "test_samples": 360,
     }  # digits is embedded: no files to checksum
     result = json.loads((tmp_path / "result.json").read_text())
-    result["provenance"]["commit"] = "0" * 40  # committing results or docs changes only this
+    result["provenance"]["commit"] = "0" * 40  # a commit or a refactor changes only these
+    result["provenance"]["source"] = "1" * 64
     (tmp_path / "result.json").write_text(json.dumps(result))
     (again,) = run_grid([config.resolve()], out=None, progress=False)
     assert again.epochs == first.epochs  # reused, not rerun
-    result["provenance"]["torch"] = "1.0"
-    (tmp_path / "result.json").write_text(json.dumps(result))
-    with pytest.raises(RunError, match=r"^\S+ was produced from other code or data \(torch='1.0'"):
-        run_grid([config.resolve()], out=None, progress=False)
+    for field, value, shown in (("torch", "1.0", "torch='1.0'"), ("behaviour", {}, "behaviour={}")):
+        changed = {**result, "provenance": {**result["provenance"], field: value}}
+        (tmp_path / "result.json").write_text(json.dumps(changed))
+        with pytest.raises(RunError, match=rf"^\S+ was produced from other code or data \({shown}"):
+            run_grid([config.resolve()], out=None, progress=False)
 
 
 def test_schedules_with_few_steps_and_full_data_with_warmup_flags(digits):

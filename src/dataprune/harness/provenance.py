@@ -4,9 +4,10 @@ A finished run's ``result.json`` records it, and a rerun reuses the result only 
 the same (:data:`INFORMATIVE` fields apart), so that results of other code or other data never
 mix in one report.
 
-The code is identified by a hash of the package's committed source (:func:`source_tree`), not
-by the commit: committing results, docs or tests does not change the code that produced a
-result, so a benchmark interrupted across commits resumes while the package is unchanged.
+The code is identified by what it does, not by its text: the behaviour digests of the run's
+method (:mod:`dataprune.harness.behaviour`). A refactor that keeps them keeps every result
+valid; a change to one method makes only that method's results stale. The commit and a hash of
+the package's committed source (:func:`source_tree`) are kept for information.
 """
 
 from __future__ import annotations
@@ -19,11 +20,12 @@ from typing import Any
 
 import torch
 
+from .behaviour import digests
 from .data import ImageData
 
 UNKNOWN = "unknown"
-#: recorded but not compared: the commit changes with every commit of results or docs
-INFORMATIVE = ("commit",)
+#: recorded but not compared: behaviour identifies the code, not its commit or its text
+INFORMATIVE = ("commit", "source")
 PACKAGE = Path(__file__).resolve().parents[1]
 EXCLUDED = "frameworks/"
 
@@ -70,18 +72,19 @@ def identifying(fields: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in fields.items() if k not in INFORMATIVE}
 
 
-def code_identity() -> dict[str, str]:
-    """The provenance fields that identify the code: the package source and torch."""
-    return {"source": source_tree(), "torch": torch.__version__}
+def code_identity(method: str) -> dict[str, Any]:
+    """The provenance fields that identify the code of a run of ``method``: its behaviour
+    digests and torch's version."""
+    return {"behaviour": digests(method), "torch": torch.__version__}
 
 
 def provenance(data: ImageData) -> dict[str, Any]:
-    """The run's provenance: git commit, the package source's tree, torch version, the
-    dataset's size and the sha256 of each of its files (one flat field per file, so that a
-    difference names the file)."""
+    """The data's part of a run's provenance, with the commit and source tree: the dataset's
+    size and the sha256 of each of its files (one flat field per file, so that a difference
+    names the file). A run adds its method's :func:`code_identity`."""
     fields: dict[str, Any] = {
         "commit": git_commit(),
-        **code_identity(),
+        "source": source_tree(),
         "train_samples": data.num_train,
         "test_samples": data.num_test,
     }

@@ -19,7 +19,7 @@ from .data.disk import DiskData
 from .device import is_main_process, setup_device
 from .files import locked_folder, write_json
 from .methods import get_method
-from .provenance import identifying, provenance
+from .provenance import code_identity, identifying, provenance
 from .results import RunResult
 from .trainer import train
 
@@ -59,7 +59,8 @@ def run(
             result, _ = run_static(spec, data)
         else:
             result, _ = train(spec, data)
-        result.provenance = provenance(data) if origin is None else origin
+        origin = provenance(data) if origin is None else origin
+        result.provenance = {**origin, **code_identity(spec.method.name)}
         # not stopped by --stop-after
         finished = len(result.epochs) == spec.train_epochs(data.num_train)
         if out is not None and finished and is_main_process():
@@ -171,7 +172,8 @@ def _finished(config: RunConfig, origin: dict[str, Any]) -> RunResult | None:
         return None
     if result.config.identity() != config.identity():
         return None
-    saved, current = identifying(result.provenance), identifying(origin)
+    current = identifying({**origin, **code_identity(config.method)})
+    saved = identifying(result.provenance)
     if saved != current:
         raise RunError(
             f"{path} was produced from other code or data "
