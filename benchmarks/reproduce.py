@@ -23,8 +23,8 @@ from pathlib import Path
 import torch
 
 from dataprune.harness.analyze import load_pruner_state, selection_summary
-from dataprune.harness.config import RunConfig
 from dataprune.harness.behaviour import all_digests
+from dataprune.harness.config import RunConfig
 from dataprune.harness.files import write_json
 from dataprune.harness.methods import get_method, run_methods
 from dataprune.harness.provenance import code_identity

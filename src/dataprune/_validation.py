@@ -72,3 +72,18 @@ def check_float(
     if abs(value) > FLOAT32_MAX:
         raise InvalidValue(f"{name}={value} is beyond float32's range (at most {FLOAT32_MAX:.3g})")
     return value
+
+
+def check_device(device: Any) -> torch.device:
+    """``device`` parsed, if it is a real device that is available here."""
+    try:
+        parsed = torch.device(device)
+    except (RuntimeError, TypeError, ValueError):
+        raise InvalidValue(
+            f"device={device!r} is not a device; use 'cpu', 'cuda' or 'cuda:N'"
+        ) from None
+    if parsed.type == "meta":
+        raise InvalidValue("device='meta' holds no data: the statistics need a real device")
+    if parsed.type == "cuda" and not torch.cuda.is_available():
+        raise InvalidValue(f"device={device!r} was asked for, but CUDA is not available here")
+    return parsed

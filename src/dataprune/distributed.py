@@ -134,7 +134,8 @@ def _all_gather_ints(values: list[int]) -> list[list[int]]:
     return [t.tolist() for t in every]
 
 
-_host_groups: list[tuple[object, object]] = []  # (default group, its gloo twin), at most one
+#: (default group, its gloo twin), at most one
+_host_groups: list[tuple[object, dist.ProcessGroup]] = []
 
 
 def host_group() -> dist.ProcessGroup:

@@ -75,6 +75,7 @@ def epoch_budgets(
             t = (at - first) / (last - first) if last > first else 0.0
             if schedule == "cosine":
                 t = (1 - math.cos(math.pi * t)) / 2
-            rate = prune + (prune_end - prune) * t
+            end = prune if prune_end is None else prune_end  # check_schedule required it
+            rate = prune + (end - prune) * t
         budgets[epoch] = budget(num_samples, rate)
     return budgets

@@ -72,8 +72,8 @@ class Progress:
 
 
 #: The keys of a state, in order; each section's own keys come from its dataclass.
-KEYS = ("format", "settings", "options", "counters", "progress", "shard", "stats")
-KEYS += ("selected_count", "nonfinite")
+KEYS: tuple[str, ...] = ("format", "settings", "options", "counters", "progress", "shard")
+KEYS += ("stats", "selected_count", "nonfinite")
 
 
 def save(pruner: Any, stats: Tensor, selected_count: Tensor) -> dict[str, Any]:

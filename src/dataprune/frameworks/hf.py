@@ -109,7 +109,8 @@ class DataPruningTrainer(Trainer):
                     f"pruning={{{taken!r}: ...}}: the Trainer takes {taken} from {source}; "
                     "leave it out of pruning"
                 )
-        self.pruner = Pruner(len(self.train_dataset), epochs=int(epochs), **pruning)
+        size = len(self.train_dataset)  # type: ignore[arg-type]  # map-style: it has one
+        self.pruner = Pruner(size, epochs=int(epochs), **pruning)
         self.shuffle = shuffle
         model_class = type(self.accelerator.unwrap_model(self.model)).__name__
         self.causal = model_class in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES.values()
@@ -132,7 +133,9 @@ class DataPruningTrainer(Trainer):
         batches = list(itertools.islice(epoch_iterator, num_batches))
         if not batches:
             return batches, None
-        return batches, sum(self._valid(batch).sum() for batch in batches).to(device)
+        return batches, torch.stack([self._valid(batch).sum() for batch in batches]).sum().to(
+            device
+        )
 
     def compute_loss(
         self,
@@ -195,13 +198,15 @@ class DataPruningTrainer(Trainer):
             causal=self.causal,
         )
 
-    def train(self, resume_from_checkpoint: str | bool | None = None, **kwargs: Any):
+    def train(  # type: ignore[override]  # the Trainer's arguments, passed on
+        self, resume_from_checkpoint: str | bool | None = None, **kwargs: Any
+    ) -> Any:
         """``Trainer.train``; resuming from a checkpoint restores the pruner too."""
         if resume_from_checkpoint is True:
             resume_from_checkpoint = get_last_checkpoint(self.args.output_dir)
             if resume_from_checkpoint is None:
                 raise InvalidValue(f"no checkpoint found in output_dir={self.args.output_dir!r}")
-        if resume_from_checkpoint:
+        if isinstance(resume_from_checkpoint, str):
             path = os.path.join(resume_from_checkpoint, PRUNER_FILE)
             if not os.path.isfile(path):
                 raise FileNotFoundError(

@@ -130,16 +130,13 @@ class DataPruning(pl.Callback):
                 raise InvalidValue(f"dataloader(..., {option}=...): the pruner decides the order")
         if not isinstance(dataset, (IndexedDataset, IndexedDictDataset)):
             dataset = IndexedDataset(dataset)
-        if self.pruner is None:
-            self._build(trainer, len(dataset), batch_size, drop_last)
+        pruner = self.pruner or self._build(trainer, len(dataset), batch_size, drop_last)
         self._batch_size = batch_size
-        self._sampler = self.pruner.sampler(shuffle=shuffle, drop_last=drop_last)
+        self._sampler = sampler = pruner.sampler(shuffle=shuffle, drop_last=drop_last)
         self._loader = DataLoader(
             dataset,
             batch_size=batch_size,
-            sampler=self._sampler
-            if self.pruner.uniform_epochs()
-            else _UnsizedSampler(self._sampler),
+            sampler=sampler if pruner.uniform_epochs() else _UnsizedSampler(sampler),
             drop_last=drop_last,
             **loader_options,
         )
@@ -181,9 +178,10 @@ class DataPruning(pl.Callback):
             )
 
     def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        self.pruner.set_epoch(trainer.current_epoch)  # Lightning did it through the sampler
+        pruner = self._require_pruner("on_train_epoch_start")
+        pruner.set_epoch(trainer.current_epoch)  # Lightning did it through the sampler
         self._batches_done = 0
-        metrics = {METRIC_PREFIX + k: v for k, v in self.pruner.epoch_metrics().items()}
+        metrics = {METRIC_PREFIX + k: v for k, v in pruner.epoch_metrics().items()}
         # Identical on every rank; sync_dist only keeps Lightning from warning that they are not.
         pl_module.log_dict(metrics, on_step=False, on_epoch=True, sync_dist=True)
 
@@ -191,15 +189,18 @@ class DataPruning(pl.Callback):
         self._batches_done += 1
 
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        self.pruner.end_epoch(pl_module, self._loader, self._sample_losses or _needs_loss)
+        pruner, loader = self._require_pruner("on_train_epoch_end"), self._loader
+        if loader is not None:
+            pruner.end_epoch(pl_module, loader, self._sample_losses or _needs_loss)
 
     def state_dict(self) -> dict[str, Any]:
-        if self.pruner is None:
+        pruner, sampler = self.pruner, self._sampler
+        if pruner is None or sampler is None:
             return {}
-        state = self.pruner.gathered_state_dict() if self.pruner.shard else self.pruner.state_dict()
+        state = pruner.gathered_state_dict() if pruner.shard else pruner.state_dict()
         # Whether this rank finished the epoch's batches: a resume then starts the next epoch.
-        batches = len(self._sampler) / self._batch_size
-        batches = int(batches) if self._sampler.drop_last else math.ceil(batches)
+        batches = len(sampler) / self._batch_size
+        batches = int(batches) if sampler.drop_last else math.ceil(batches)
         return {"pruner": state, "epoch_done": self._batches_done >= batches}
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
@@ -226,26 +227,37 @@ class DataPruning(pl.Callback):
             )
         return self._trainer
 
-    def _build(self, trainer: pl.Trainer, num_samples: int, batch_size: int, drop_last: bool):
-        self.pruner = Pruner(num_samples, epochs=trainer.max_epochs, **self.pruner_args)
+    def _build(
+        self, trainer: pl.Trainer, num_samples: int, batch_size: int, drop_last: bool
+    ) -> Pruner:
+        if trainer.max_epochs is None or trainer.max_epochs < 1:
+            raise InvalidValue(
+                f"Trainer(max_epochs={trainer.max_epochs}): the pruner plans whole epochs; "
+                "give the Trainer a max_epochs"
+            )
+        self.pruner = pruner = Pruner(num_samples, epochs=trainer.max_epochs, **self.pruner_args)
         if self._restored is not None:
             self._restore()
-        if self.pruner.epoch is None:
+        if pruner.epoch is None:
             # Loaders may read the sampler before Lightning's first set_epoch (workers prefetch).
-            self.pruner.set_epoch(trainer.current_epoch)
-        if trainer.max_steps == -1 and not self.pruner.uniform_epochs():
+            pruner.set_epoch(trainer.current_epoch)
+        if trainer.max_steps == -1 and not pruner.uniform_epochs():
             # An unsized loader: estimated_stepping_batches is then max_steps, the exact count.
             # (Epochs of one size need nothing: Lightning's own estimate is exact.)
-            trainer.fit_loop.epoch_loop.max_steps = self.pruner.total_steps(
+            trainer.fit_loop.epoch_loop.max_steps = pruner.total_steps(
                 batch_size, drop_last, accumulate=trainer.accumulate_grad_batches
             )
+        return pruner
 
     def _restore(self) -> None:
         state, self._restored = self._restored, None
-        self.pruner.load_state_dict(state["pruner"])
-        epoch = self.pruner.epoch
-        if state["epoch_done"] and epoch is not None and epoch + 1 < self.pruner.epochs:
-            self.pruner.set_epoch(epoch + 1)
+        pruner = self._require_pruner("load_state_dict")
+        if state is None:
+            return
+        pruner.load_state_dict(state["pruner"])
+        epoch = pruner.epoch
+        if state["epoch_done"] and epoch is not None and epoch + 1 < pruner.epochs:
+            pruner.set_epoch(epoch + 1)
 
 
 def _needs_loss(batch: Any) -> Tensor:

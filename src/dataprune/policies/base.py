@@ -23,6 +23,7 @@ from .._validation import check_bool, check_choice, check_float, check_int
 from ..distributed import all_reduce_sum
 from ..errors import InvalidType, InvalidValue
 from ..selection import RandomStream, random_mask, top_k_mask
+from ..state import describe
 from ..stats import SampleStats
 
 #: Purposes whose random numbers every method shares: a uniform subset, and ties at a
@@ -64,7 +65,8 @@ class Option:
         if isinstance(self.default, bool):
             return check_bool(name, value)
         if isinstance(self.default, int):
-            return check_int(name, value, low=self.low, high=self.high)
+            low, high = (None if v is None else int(v) for v in (self.low, self.high))
+            return check_int(name, value, low=low, high=high)
         if isinstance(self.default, float):
             return check_float(name, value, low=self.low, high=self.high)
         return value
@@ -121,7 +123,7 @@ class SelectionContext:
 
     @property
     def shard(self) -> tuple[int, int] | None:
-        return (self.offset, self.total) if self.sharded else None
+        return None if self.total is None else (self.offset, self.total)
 
     def local_indices(self) -> Tensor:
         """Global indices of the rows held here."""
@@ -307,3 +309,26 @@ class Policy:
 def _digest(tensor: Tensor) -> str:
     data = tensor.detach().cpu().contiguous().view(torch.uint8).numpy().tobytes()
     return f"sha256:{hashlib.sha256(data).hexdigest()}"
+
+
+def check_selection(selection: Any, method: str, start: int, end: int) -> None:
+    """Refuse what a policy's ``select`` returned unless it is a sorted set of its rows."""
+    problem = None
+    if not isinstance(selection, Selection):
+        problem = f"returned {describe(selection)}, not a Selection"
+    else:
+        indices, weights = selection.indices, selection.weights
+        if not isinstance(indices, Tensor) or indices.dim() != 1 or indices.is_floating_point():
+            problem = f"returned indices {describe(indices)}, not a 1-D integer tensor"
+        elif indices.numel() > 1 and not bool((indices[1:] > indices[:-1]).all()):
+            problem = "returned indices that are not sorted without repeats"
+        elif indices.numel() and (int(indices[0]) < start or int(indices[-1]) >= end):
+            problem = f"returned indices outside its samples [{start}, {end})"
+        elif weights is not None and (
+            not isinstance(weights, Tensor)
+            or weights.shape != indices.shape
+            or not bool((torch.isfinite(weights) & (weights > 0)).all())
+        ):
+            problem = "returned weights that are not one finite positive number per index"
+    if problem:
+        raise RuntimeError(f"method={method!r}: Policy.select() {problem}")
