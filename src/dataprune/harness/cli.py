@@ -19,7 +19,7 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-from ..errors import DataPruneError
+from ..errors import DataPruneError, error_message
 from ..formats import FORMATS as DATA_FORMATS
 from .data import DATASETS
 from .files import check_writable
@@ -427,14 +427,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         if os.environ.get("DATAPRUNE_DEBUG"):
             raise
         print(
-            f"dataprune: error: {_as_flags(str(exc))} (set DATAPRUNE_DEBUG=1 for a traceback)",
+            f"dataprune: error: {_as_flags(error_message(exc))} (set DATAPRUNE_DEBUG=1 for a "
+            "traceback)",
             file=sys.stderr,
         )
         return 2
     except Exception as exc:  # a bug, not a usage problem: still one line, and a way to report
         if os.environ.get("DATAPRUNE_DEBUG"):
             raise
-        first_line = (str(exc).strip().splitlines() or ["no details"])[0]
+        first_line = (error_message(exc).strip().splitlines() or ["no details"])[0]
         print(
             f"dataprune: internal error: {type(exc).__name__}: {first_line} (please report it, "
             "with the traceback DATAPRUNE_DEBUG=1 shows)",
