@@ -308,7 +308,7 @@ def cmd_compare(args: argparse.Namespace) -> None:
 
 def cmd_prepare(args: argparse.Namespace) -> None:
     try:
-        from .prepare import prepare_dataset
+        from .prepare import check_target, prepare_dataset
     except ImportError as error:
         raise CLIError(
             f"dataprune prepare needs Pillow ({error}): pip install 'dataprune[images]'"
@@ -317,6 +317,7 @@ def cmd_prepare(args: argparse.Namespace) -> None:
     formats = _names("formats", args.formats, DATA_FORMATS)
     if not 0 < args.shard_mb <= 1 << 20:
         raise CLIError(f"--shard-mb {args.shard_mb:g} is outside (0, 1048576]: it is megabytes")
+    check_target(Path(args.out))  # not the working directory, and writable
     if Path(args.out).exists() and not args.overwrite:
         raise CLIError(f"--out {args.out} exists: pass --overwrite to replace it")
     try:

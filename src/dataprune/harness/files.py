@@ -12,6 +12,7 @@ import contextlib
 import fcntl
 import json
 import os
+import re
 import tempfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -79,6 +80,16 @@ def check_writable(folder: str | os.PathLike[str], flag: str) -> None:
         os.unlink(probe)
     except OSError as exc:
         raise InvalidValue(f"{flag} {folder}: cannot write there ({exc.strerror or exc})") from exc
+
+
+#: The name of a folder that ``dataprune prepare`` writes, then renames into place.
+STAGING = re.compile(r"\..+\.[^./]+\.partial")
+
+
+def is_staging(path: str | os.PathLike[str]) -> bool:
+    """Whether ``path`` lies in a staging folder of ``dataprune prepare``: unfinished, if its
+    writer was killed."""
+    return any(STAGING.fullmatch(part) for part in Path(path).resolve().parts)
 
 
 class UnreadableFile(InvalidValue):

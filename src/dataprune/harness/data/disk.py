@@ -33,6 +33,7 @@ from torch.utils.data import DataLoader, Dataset
 from ...formats import FORMATS
 from ...pruner import Pruner
 from ...sampler import IndexedDataset, PrunedSampler
+from ..files import is_staging
 from .formats import DatasetError
 from .resident import AUGMENTATIONS, Batch, ImageData, normaliser
 
@@ -355,6 +356,11 @@ def load_disk_data(root: str | Path, num_workers: int = 0) -> DiskData:
     from ...formats.prepare import METADATA, read_metadata
 
     root = Path(root).expanduser()
+    if is_staging(root):
+        raise DatasetError(
+            f"data_path={str(root)!r} lies in a folder that dataprune prepare was writing and did "
+            "not finish (it was killed): run the prepare again, which removes it"
+        )
     missing = [split for split in SPLITS if not (root / split).is_dir()]
     if missing:
         raise DatasetError(
