@@ -459,3 +459,15 @@ def test_metadata_that_does_not_fit_is_one_line_naming_the_file_and_field(
     assert cli.main([*argv, "--out", str(tmp_path / "run")]) == 2
     err = capsys.readouterr().err
     assert f"dataprune: error: {root / 'dataprune.json'}: {message}" in err
+
+
+def test_a_relative_and_an_absolute_data_path_to_one_folder_resume_one_run(
+    tmp_path, capsys, monkeypatch
+):
+    """The run's identity holds the folder, not how it was named: was "another configuration"."""
+    root = test_formats.write_tiny(tmp_path, "folder")
+    monkeypatch.chdir(tmp_path)
+    argv = ["train", "--epochs", "2", "--model", "mlp", "--no-progress", "--out", "run"]
+    assert cli.main([*argv, "--data-path", "folder", "--stop-after", "1"]) == 0
+    assert cli.main([*argv, "--data-path", str(root), "--resume"]) == 0
+    assert "over 2 epochs" in capsys.readouterr().out

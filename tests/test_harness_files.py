@@ -1,4 +1,5 @@
-"""dataprune.harness.files: the output folder's lock dies with the process that took it."""
+"""dataprune.harness.files: the output folder's lock dies with the process that took it, and a
+file that cannot be read or written is named as the user knows it."""
 
 from __future__ import annotations
 
@@ -12,8 +13,11 @@ from pathlib import Path
 
 import pytest
 import test_formats
+import torch
 
-from dataprune.harness.files import LOCK, locked_folder
+from dataprune.harness import cli
+from dataprune.harness.checkpoint import CHECKPOINT
+from dataprune.harness.files import LOCK, locked_folder, write_text
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -64,3 +68,33 @@ def test_after_kill_9_the_lock_is_free_at_once_though_workers_outlive_the_run(tm
                 if str(out) in Path(f"/proc/{pid}/cmdline").read_text():  # still one of them
                     os.kill(pid, signal.SIGKILL)
         run.stderr.close()
+
+
+@pytest.mark.parametrize("command", ["resume", "analyze", "export-coreset"])
+def test_a_folder_where_the_checkpoint_should_be_is_named_as_such(command, tmp_path, capsys):
+    """Not "no checkpoint at .../checkpoint.pt" (or "holds no checkpoint.pt") while one is there."""
+    out = tmp_path / "run"
+    (out / CHECKPOINT).mkdir(parents=True)
+    argv = {
+        "resume": ["train", "--dataset", "digits", "--epochs", "1", "--resume", "--out", str(out)],
+        "analyze": ["analyze", str(out)],
+        "export-coreset": ["export-coreset", str(out), "--prune", "0.5", "--out", str(tmp_path)],
+    }[command]
+    assert cli.main([*argv]) == 2
+    err = capsys.readouterr().err
+    assert f"checkpoint {out / CHECKPOINT} is a folder, not a checkpoint file" in err
+
+
+def test_a_failed_write_names_the_file_it_was_to_write_not_its_temporary_file(tmp_path, capsys):
+    target = tmp_path / "results.json"
+    target.mkdir()  # a folder where the file is to go: the final rename fails
+    with pytest.raises(IsADirectoryError) as raised:
+        write_text("{}", target)
+    assert str(raised.value) == f"[Errno 21] cannot write {target} (Is a directory)"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["results.json"]  # no temporary left
+    (tmp_path / "coreset.csv").mkdir()
+    source = tmp_path / "scores.pt"
+    torch.save({"scores": torch.rand(20), "seconds": 1.0, "name": "el2n", "details": {}}, source)
+    assert cli.main(["export-coreset", str(source), "--prune", "0.5", "--out", f"{tmp_path}/"]) == 2
+    err = capsys.readouterr().err
+    assert f"cannot write {tmp_path / 'coreset.csv'} (Is a directory)" in err and ".tmp" not in err

@@ -37,18 +37,23 @@ def current_umask() -> int:
 def atomic_write(path: Path, write: Callable[[str], None]) -> None:
     """Call ``write(temporary_path)``, then move the temporary file over ``path``."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=_TEMPORARY_SUFFIX, dir=path.parent)
-    os.close(fd)
+    tmp = None
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(
+            prefix=f".{path.name}.", suffix=_TEMPORARY_SUFFIX, dir=path.parent
+        )
+        os.close(fd)
         write(tmp)
         with open(tmp, "rb+") as f:
             os.fsync(f.fileno())
         os.chmod(tmp, 0o666 & ~current_umask())  # mkstemp makes 0600
         os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    except OSError as error:  # named by the file being written, not the hidden temporary one
+        raise type(error)(error.errno, f"cannot write {path} ({error.strerror})") from error
+    finally:
+        if tmp is not None:
+            Path(tmp).unlink(missing_ok=True)
     directory = os.open(path.parent, os.O_RDONLY)
     try:
         os.fsync(directory)  # the rename itself reaches the disk
@@ -102,8 +107,11 @@ def read_torch(path: Path, what: str) -> Any:
     ``what`` names the file in messages ("checkpoint", "score file").
     """
     path = Path(path)
-    if not path.is_file():
+    if not path.exists():
         raise UnreadableFile(f"no {what} at {path}")
+    if not path.is_file():
+        kind = "a folder" if path.is_dir() else "not a regular file"
+        raise UnreadableFile(f"{what} {path} is {kind}, not a {what} file: remove or rename it")
     if path.stat().st_size == 0:
         raise UnreadableFile(f"{what} {path} is empty (an interrupted write?); delete it")
     try:

@@ -360,8 +360,12 @@ class RunConfig:
         )
 
     def identity(self) -> dict[str, Any]:
-        """The fields a checkpoint must agree on to be resumed."""
-        return {k: v for k, v in dataclasses.asdict(self).items() if k not in _RESUME_FREE}
+        """The fields a checkpoint must agree on to be resumed (``data_path`` as an absolute
+        path: the folder, however it was named)."""
+        identity = {k: v for k, v in dataclasses.asdict(self).items() if k not in _RESUME_FREE}
+        if identity.get("data_path"):
+            identity["data_path"] = str(Path(identity["data_path"]).expanduser().resolve())
+        return identity
 
 
 #: Every RunConfig field's default.
