@@ -7,6 +7,7 @@ import dataclasses
 import json
 import logging
 import re
+import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -135,12 +136,22 @@ def run_grid(configs: Sequence[RunConfig], out: Path | None, progress: bool = Tr
     data_cache: dict[tuple, tuple[ImageData, dict[str, Any]]] = {}
     results: list[RunResult] = []
     iterator = configs
-    if progress and is_main_process():
+    bars = progress and is_main_process() and sys.stderr.isatty()
+    if bars:
         from tqdm.auto import tqdm
 
         iterator = tqdm(configs, desc="runs")
     warmed = False
-    for config in iterator:
+    for number, config in enumerate(iterator, 1):
+        if progress and is_main_process() and not bars:  # a log: plain lines, no escape codes
+            logger.info(
+                "run %d of %d: %s p=%g seed %d",
+                number,
+                len(configs),
+                config.method,
+                config.prune,
+                config.seed,
+            )
         if out is not None:
             config = dataclasses.replace(config, out=str(out / run_name(config)))
         key = (config.dataset, config.data_dir, config.train_limit, config.test_limit)

@@ -13,6 +13,7 @@ import gc
 import logging
 import math
 import os
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -187,7 +188,12 @@ class RunConfig:
         type=int,
         command="train",
     )
-    progress: bool = flag(True, "progress bars", "output", flag="no-progress")
+    progress: bool = flag(
+        True,
+        "hide progress (bars on a terminal; a line per run of compare otherwise)",
+        "output",
+        flag="no-progress",
+    )
 
     def validate(self) -> RunConfig:
         """Check every field; errors name the field, the value and what is allowed.
@@ -664,7 +670,7 @@ def train(
 
     stop_after = config.stop_after
     epochs = range(start_epoch, train_epochs)
-    if config.progress and is_main_process():
+    if config.progress and is_main_process() and sys.stderr.isatty():  # else escape codes
         from tqdm.auto import tqdm
 
         epochs = tqdm(epochs, desc=f"{config.method} p={config.prune:g}", leave=False)
