@@ -471,3 +471,19 @@ def test_a_relative_and_an_absolute_data_path_to_one_folder_resume_one_run(
     assert cli.main([*argv, "--data-path", "folder", "--stop-after", "1"]) == 0
     assert cli.main([*argv, "--data-path", str(root), "--resume"]) == 0
     assert "over 2 epochs" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("data_format", ["litdata", "mds"])
+def test_a_cut_chunk_or_shard_is_refused_naming_it_from_the_index(data_format, tmp_path, capsys):
+    """Was litdata's ChunkWaitTimeoutError from a worker, reported as an internal error."""
+    if missing_library(data_format):
+        pytest.skip(missing_library(data_format))
+    root = test_formats.write_tiny(tmp_path, data_format)
+    index = json.loads((root / "train" / "index.json").read_text())
+    entry = (index["chunks"] if data_format == "litdata" else index["shards"])[0]
+    name = entry["filename"] if data_format == "litdata" else entry["raw_data"]["basename"]
+    (root / "train" / name).write_bytes((root / "train" / name).read_bytes()[:100])
+    argv = ["train", "--data-path", str(root), "--epochs", "1", "--no-progress"]
+    assert cli.main([*argv, "--out", str(tmp_path / "run")]) == 2
+    err = capsys.readouterr().err
+    assert f"dataprune: error: {root / 'train' / name}: 100 bytes, where" in err

@@ -19,6 +19,7 @@ folder, and there is no augmentation.
 from __future__ import annotations
 
 import importlib
+import json
 import logging
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
@@ -261,14 +262,14 @@ def _webdataset(folder: Path, pruner: Pruner, decode: Decode, **kwargs: Any):
 
 
 def _check_split(data_format: str, folder: Path, num_samples: int) -> None:
-    """Refuse a split that does not hold ``num_samples`` samples, from its index, file listing
+    """Refuse a split that does not hold ``num_samples`` samples, from its file listing, index
     or tar headers (no sample is read), before anything is sized by that count."""
     if data_format == "webdataset":
         found = _import("webdataset").scan_shards(_shards(folder))
-    else:
-        if data_format == "litdata":
-            _check_chunks(folder)
+    elif data_format == "folder":
         found = len(_map_style(data_format, folder, None, 256, None))  # type: ignore[arg-type]
+    else:
+        found = _index_count(data_format, folder)
     _check_count(folder, found, num_samples)
 
 
@@ -280,22 +281,40 @@ def _check_count(folder: Path, found: int, expected: int | None) -> None:
         )
 
 
-def _check_chunks(folder: Path) -> None:
-    """Every chunk file in a LitData ``index.json`` is there, of the size the index gives."""
-    import json
-
+def _index_count(data_format: str, folder: Path) -> int:
+    """The samples a LitData or MDS split's ``index.json`` lists, once each chunk or shard file
+    it lists is there, of the size it gives."""
     index = folder / "index.json"
     try:
-        chunks = json.loads(index.read_text())["chunks"]
-        sizes = {chunk["filename"]: int(chunk["chunk_bytes"]) for chunk in chunks}
+        listed = json.loads(index.read_text())
+        if data_format == "litdata":
+            files = [
+                ([(c["filename"], int(c["chunk_bytes"]))], int(c["chunk_size"]))
+                for c in listed["chunks"]
+            ]
+        else:  # an MDS shard may be there raw, or only compressed
+            files = [
+                (
+                    [(f["basename"], int(f["bytes"])) for f in (s["raw_data"], s["zip_data"]) if f],
+                    int(s["samples"]),
+                )
+                for s in listed["shards"]
+            ]
     except (OSError, ValueError, KeyError, TypeError) as error:
-        raise DatasetError(f"{index}: not a readable LitData index ({error})") from error
-    for name, size in sizes.items():
-        path = folder / name
-        found = path.stat().st_size if path.is_file() else None
-        if found != size:
-            what = "missing" if found is None else f"{found} bytes, where {index} says {size}"
-            raise DatasetError(f"{path}: {what}: write the dataset again with dataprune prepare")
+        raise DatasetError(
+            f"{index}: not a readable {data_format} index ({type(error).__name__}: {error}); "
+            "write the dataset again with dataprune prepare"
+        ) from error
+    for candidates, _ in files:
+        sizes = [(folder / name, size) for name, size in candidates]
+        if not any(path.is_file() and path.stat().st_size == size for path, size in sizes):
+            path, size = sizes[0]
+            what = "missing" if not path.is_file() else f"{path.stat().st_size} bytes"
+            raise DatasetError(
+                f"{path}: {what}, where {index} says {size} bytes: write the dataset again with "
+                "dataprune prepare"
+            )
+    return sum(count for _, count in files)
 
 
 def _read_split(data_format: str, folder: Path, num_samples: int, decode: Decode, workers: int):
