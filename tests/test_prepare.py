@@ -65,8 +65,10 @@ def test_a_killed_prepares_staging_folder_is_never_read_and_the_next_prepare_rem
     argv = ["train", "--data-path", str(left / "folder"), "--epochs", "1", "--no-progress"]
     assert cli.main([*argv, "--out", str(tmp_path / "run")]) == 2
     assert "dataprune prepare was writing and did not finish" in capsys.readouterr().err
+    sibling = tmp_path / ".digits.x.s1bl1ng_.partial"  # of a prepare into digits.x, running
+    sibling.mkdir()
     assert prepare(capsys, str(out), "--overwrite")[0] == 0
-    assert not left.exists()
+    assert not left.exists() and sibling.is_dir()
 
 
 def test_stale_staging_folders_are_not_the_data_path_of_a_finished_one(tmp_path):

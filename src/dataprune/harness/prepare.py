@@ -15,8 +15,8 @@ An existing ``OUT`` is replaced only with ``overwrite``. ``OUT`` is locked while
 
 from __future__ import annotations
 
-import glob
 import os
+import re
 import shutil
 import tempfile
 from collections.abc import Sequence
@@ -69,8 +69,10 @@ def prepare_dataset(
 
 def _staging(out: Path, kind: str) -> list[Path]:
     """The hidden folders beside ``out`` that a prepare into it writes (``partial``) or moves
-    an old ``out`` into (``old``): see the module docstring."""
-    return [p for p in out.parent.glob(f".{glob.escape(out.name)}.*.{kind}") if p.is_dir()]
+    an old ``out`` into (``old``): see the module docstring. (Not those of ``out.x``, whose
+    names also begin with ``.out.``: the random part holds no dot.)"""
+    name = re.compile(rf"\.{re.escape(out.name)}\.[^.]+\.{kind}")
+    return [p for p in out.parent.iterdir() if name.fullmatch(p.name) and p.is_dir()]
 
 
 def check_target(out: Path) -> None:
