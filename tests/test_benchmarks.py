@@ -197,10 +197,13 @@ def test_reproduce_refuses_results_of_other_code_unless_told_to_rerun_them(tmp_p
     path = tmp_path / "tiny" / "random-p0.5-s0" / "result.json"
     assert not is_stale(path.parent)
     result = json.loads(path.read_text())
-    result["provenance"]["source"] = "older code"
+    result["provenance"]["source"] = "refactored code"  # the text alone: still valid
+    path.write_text(json.dumps(result))
+    assert not is_stale(path.parent)
+    result["provenance"]["behaviour"] = {"core": "older", "harness": "older"}
     path.write_text(json.dumps(result))
     assert is_stale(path.parent)
-    with pytest.raises(RunError, match="source='older code'"):
+    with pytest.raises(RunError, match="behaviour="):
         run_suite(suite, tmp_path)
     run_suite(suite, tmp_path, rerun_stale=True)
     assert not is_stale(path.parent)

@@ -125,8 +125,8 @@ def _worker(rank: int, world_size: int, init_file: str, out_dir: str) -> None:
         (world_group, host_group), *_ = distributed._host_groups
         results["host_group"] = {
             "count": len(distributed._host_groups),
-            "bound_to_world": world_group is dist.group.WORLD,
-            "backend": dist.get_backend(host_group),
+            "bound_to_world": world_group() is dist.group.WORLD,
+            "backend": dist.get_backend(host_group()),
         }
         torch.save(results, Path(out_dir) / f"rank{rank}.pt")
     finally:

@@ -8,6 +8,7 @@ CI runs the MosaicML Streaming cases in their own environment (``-k mds``, see .
 from __future__ import annotations
 
 import datetime
+import functools
 import os
 import subprocess
 import sys
@@ -302,3 +303,235 @@ def test_folder_litdata_and_webdataset_read_without_torchvision(shards):
     )
     assert result.returncode == 0, result.stderr[-3000:]
     assert "read without torchvision" in result.stdout
+
+
+# ------------------------------------------------------------------ data that does not fit
+TINY_TRAIN, TINY_TEST, TINY_CLASSES = 40, 20, 4
+
+
+def write_tiny(root: Path, fmt: str) -> Path:
+    """40 training and 20 test images (1 x 8 x 8, 4 classes) in ``fmt``, laid out and described
+    as dataprune prepare writes them (small shards: several a split); returns the data folder."""
+    from dataprune.formats.prepare import class_folder_names, prepare, write_metadata
+
+    rng = np.random.default_rng(0)
+    for split, n in (("train", TINY_TRAIN), ("test", TINY_TEST)):
+        images = rng.integers(0, 256, (n, 8, 8), dtype=np.uint8)
+        prepare(root, images, np.arange(n) % TINY_CLASSES, (fmt,), shard_bytes=3000,
+                progress=False, split=split)  # fmt: skip
+    write_metadata(
+        root / fmt, data_format=fmt, dataset="tiny", classes=class_folder_names(TINY_CLASSES),
+        shape=(1, 8, 8), splits={"train": TINY_TRAIN, "test": TINY_TEST}, mean=[127.5],
+        std=[74.0],
+    )  # fmt: skip
+    return root / fmt
+
+
+def png_bytes(size: int = 8) -> bytes:
+    from dataprune.formats.images import encode_png
+
+    return encode_png(np.zeros((size, size), dtype=np.uint8))
+
+
+@functools.cache
+def bomb_png() -> bytes:
+    """A small PNG whose size (15000 x 15000) Pillow refuses to decode: a decompression bomb."""
+    import io
+
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.new("1", (15000, 15000)).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def first_shard(folder: Path) -> Path:
+    return sorted(folder.glob("*.tar"))[0]
+
+
+def rewrite_member(shard: Path, suffix: str, data: bytes | None) -> None:
+    """Replace the first member ending in ``suffix`` with ``data``, or drop it (None)."""
+    import io
+    import tarfile
+
+    with tarfile.open(shard) as tar:
+        members = [(m, tar.extractfile(m).read()) for m in tar.getmembers()]
+    target = next(m.name for m, _ in members if m.name.endswith(suffix))
+    with tarfile.open(shard, "w") as tar:
+        for member, content in members:
+            if member.name == target:
+                if data is None:
+                    continue
+                content = data
+            member.size = len(content)
+            tar.addfile(member, io.BytesIO(content))
+
+
+def add_shard(folder: Path, members: list[tuple[str, bytes | str]]) -> Path:
+    """A shard of ``(name, bytes)`` members, or ``(name, target)`` hard links."""
+    import io
+    import tarfile
+
+    shard = folder / "zz-extra.tar"
+    with tarfile.open(shard, "w") as tar:
+        for name, content in members:
+            info = tarfile.TarInfo(name)
+            if isinstance(content, str):
+                info.type, info.linkname = tarfile.LNKTYPE, content
+                tar.addfile(info)
+            else:
+                info.size = len(content)
+                tar.addfile(info, io.BytesIO(content))
+    return shard
+
+
+def _cut(shard: Path) -> None:
+    shard.write_bytes(shard.read_bytes()[:1200])  # within the second member
+
+
+def _garbage(shard: Path) -> None:
+    shard.write_bytes(bytes(range(256)) * 8)
+
+
+def _copy(shard: Path) -> None:
+    shard.with_name("copy-of-first.tar").write_bytes(shard.read_bytes())
+
+
+def _gap(shard: Path) -> None:
+    shard.unlink()
+
+
+def _named(name: str):
+    """A shard beside ``shard`` holding one sample whose members are ``name`` and its label."""
+    return lambda shard: add_shard(
+        shard.parent, [(name, png_bytes()), (f"{name[:-4]}.label", b"1")]
+    )
+
+
+def _link(shard: Path) -> None:
+    rewrite_member(shard, ".png", None)
+    add_shard(shard.parent, [("00000000.png", "00000001.png")])
+
+
+BAD_SHARDS = {  # what is done to a split's first shard -> what the one-line error says
+    "truncated": (_cut, "truncated"),
+    "garbage": (_garbage, "not a readable tar file"),
+    "copied": (_copy, "is in both"),
+    "missing": (_gap, "sample 0 is in none of them"),
+    "unindexed name": (_named("cat.png"), "member 'cat.png' is not named by a sample index"),
+    "name upwards": (_named("../../00000003.png"), "'../../00000003.png' names a path outside"),
+    "absolute name": (_named("/00000003.png"), "member '/00000003.png' names a path outside"),
+    "hard link": (_link, "member '00000000.png' is not a regular file"),
+}
+
+
+@pytest.mark.parametrize("case", BAD_SHARDS)
+def test_tar_headers_alone_count_the_samples_and_refuse_members_that_do_not_fit(case, tmp_path):
+    """scan_shards reads no sample: the count comes from the data, and a shard that is cut,
+    copied, missing, or holds a member that is no sample of its own is refused naming it."""
+    if missing_library("webdataset"):
+        pytest.skip(missing_library("webdataset"))
+    from dataprune.errors import InvalidValue
+    from dataprune.formats.webdataset import scan_shards
+
+    folder = write_tiny(tmp_path, "webdataset") / "train"
+    assert scan_shards(sorted(folder.glob("*.tar"))) == TINY_TRAIN
+    damage, message = BAD_SHARDS[case]
+    damage(first_shard(folder))
+    with pytest.raises(InvalidValue, match=message.replace(".", r"\.")) as raised:
+        scan_shards(sorted(folder.glob("*.tar")))
+    assert str(folder) in str(raised.value) or case == "missing"
+    assert len(str(raised.value).splitlines()) == 1
+
+
+@pytest.mark.parametrize(
+    ("labels", "class_names", "message"),
+    [
+        ([0, 1, 0.5, 1], None, r"labels\[2\]=0.5 is not a whole number"),
+        ([0, 1, 1.7, 1], None, r"labels\[2\]=1.7 is not a whole number"),
+        ([0, 1, -1, 1], None, r"labels\[2\]=-1 is not a class index"),
+        ([0, 1, 2, 1], ["cat", "dog"], r"labels\[2\]=2 is not a class index: .* up to 1"),
+    ],
+)
+def test_prepare_refuses_labels_that_are_not_class_indices(labels, class_names, message, tmp_path):
+    """Rather than truncating 1.7 to 1, or filing -1 under the last class."""
+    from dataprune.errors import InvalidValue
+    from dataprune.formats.prepare import prepare
+
+    images = np.zeros((4, 8, 8), dtype=np.uint8)
+    with pytest.raises(InvalidValue, match=message):
+        prepare(tmp_path, images, np.array(labels), ("folder",), class_names, progress=False)
+    assert not (tmp_path / "folder").exists()
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "message"),
+    [
+        ("std", [0.0], "std=[0.0] holds a standard deviation <= 0"),
+        ("std", [float("nan")], "std=[nan] is not 1 finite numbers"),
+        ("mean", "abc", "mean='abc' is not 1 finite numbers"),
+        ("splits", {"train": -5, "test": 20}, "splits={'train': -5, 'test': 20} is not a"),
+        ("shape", [1, 8], "shape=[1, 8] is not an image's [C, H, W]"),
+        ("classes", "ab", "classes='ab' is not a list of class names"),
+        ("format", "zip", "format='zip' is not one of"),
+    ],
+)
+def test_metadata_of_the_wrong_kind_is_refused_naming_the_file_and_field(
+    field, value, message, tmp_path
+):
+    import json
+
+    from dataprune.errors import InvalidValue
+    from dataprune.formats.prepare import read_metadata, write_metadata
+
+    path = write_metadata(
+        tmp_path, data_format="folder", dataset="tiny", classes=["a", "b"], shape=(1, 8, 8),
+        splits={"train": 40, "test": 20}, mean=[127.5], std=[74.0],
+    )  # fmt: skip
+    assert read_metadata(tmp_path)["std"] == [74.0]
+    fields = json.loads(path.read_text())
+    fields[field] = value
+    path.write_text(json.dumps(fields))
+    with pytest.raises(InvalidValue) as raised:
+        read_metadata(tmp_path)
+    assert str(raised.value).startswith(f"{path}: {message}")
+
+
+def _bad_png(folder: Path) -> tuple[Path, str]:
+    path = sorted(folder.rglob("*.png"))[0]
+    path.write_bytes(b"not a png")
+    return path, "not an image"
+
+
+def _bad_label(folder: Path) -> tuple[Path, str]:
+    shard = first_shard(folder)
+    rewrite_member(shard, ".label", b"cat")
+    return shard, "label 'cat' is not a whole number"
+
+
+@pytest.mark.parametrize("fmt_case", ["folder", "webdataset"])
+def test_a_bad_sample_is_an_error_naming_its_file_or_shard_and_sample(fmt_case, tmp_path):
+    """The readers name the file (or shard and sample) of a sample that cannot be decoded.
+    (In DataLoader workers too: tests/test_harness_disk.py runs them.)"""
+    reason = missing_library(fmt_case)
+    if reason:
+        pytest.skip(reason)
+    from dataprune.errors import DataPruneError
+    from dataprune.formats.images import ImageFolder, decode_image, decode_sample
+
+    folder = write_tiny(tmp_path, fmt_case) / "train"
+    bad, message = (_bad_png if fmt_case == "folder" else _bad_label)(folder)
+    pruner = Pruner(TINY_TRAIN, "full", epochs=1)
+    pruner.set_epoch(0)
+    if fmt_case == "folder":
+        dataset = IndexedDataset(ImageFolder(folder, decode=decode_image))
+        loader = DataLoader(dataset, batch_size=8)
+    else:
+        from dataprune.formats.webdataset import PrunedWebDataset
+
+        shards = sorted(str(p) for p in folder.glob("*.tar"))
+        loader = DataLoader(PrunedWebDataset(shards, pruner, decode_sample), batch_size=8)
+    with pytest.raises(DataPruneError) as raised:
+        list(loader)
+    assert str(raised.value).startswith(str(bad)) and message in str(raised.value)
+    assert len(str(raised.value).splitlines()) == 1

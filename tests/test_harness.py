@@ -186,6 +186,19 @@ def test_compare_writes_table_json_csv_and_plots(capsys, tmp_path):
     assert (out / "random-p0.3-s0" / "result.json").stat().st_mtime_ns == before
 
 
+def test_compare_logs_plain_progress_lines_where_stderr_is_no_terminal(capsys, tmp_path):
+    """Not tqdm's nested bars, whose carriage returns and escape codes fill a log file."""
+    argv = ["compare", "--dataset", "digits", "--train-limit", "200", "--test-limit", "50"]
+    argv += ["--methods", "full,random", "--epochs", "2", "--out", str(tmp_path)]
+    assert cli.main(argv) == 0
+    err = capsys.readouterr().err
+    assert "\r" not in err and "\x1b" not in err
+    assert "dataprune: run 1 of 2: full p=0 seed 0\ndataprune: run 2 of 2: random p=0.5" in err
+    with pytest.raises(SystemExit):
+        cli.main(["train", "--help"])
+    assert "--no-progress         hide progress" in capsys.readouterr().out  # was "progress bars"
+
+
 SMALL = ["--dataset", "digits", "--train-limit", "300", "--test-limit", "100", "--no-progress"]
 
 

@@ -24,6 +24,7 @@ import torch
 from PIL import Image
 from test_formats import DATA, FORMATS, missing_library
 
+from dataprune.errors import DataPruneError
 from dataprune.formats.images import ImageFolder
 from dataprune.harness import cli
 from dataprune.harness.config import RunConfig
@@ -323,3 +324,169 @@ def test_without_pillow_disk_data_and_prepare_say_which_extra_to_install(tmp_pat
     lines = done.stderr.splitlines()
     assert "needs its library" in lines[0] and "pip install 'dataprune[images]'" in lines[0]
     assert "prepare needs Pillow" in lines[1] and "pip install 'dataprune[images]'" in lines[1]
+
+
+# ------------------------------------------------------------------- data that does not fit
+def _not_an_image(folder: Path) -> tuple[Path, str]:
+    path = sorted(folder.rglob("*.png"))[0]
+    path.write_bytes(b"not a png")
+    return path, "not an image"
+
+
+def _other_size(folder: Path) -> tuple[Path, str]:
+    path = sorted(folder.rglob("*.png"))[0]
+    path.write_bytes(test_formats.png_bytes(10))
+    return path, "an image of shape (1, 10, 10) among images of shape (1, 8, 8)"
+
+
+def _bomb(folder: Path) -> tuple[Path, str]:
+    path = sorted(folder.rglob("*.png"))[0]
+    path.write_bytes(test_formats.bomb_png())
+    return path, "DecompressionBombError"
+
+
+def _member(suffix: str, data: bytes | None, message: str):
+    def damage(folder: Path) -> tuple[Path, str]:
+        shard = test_formats.first_shard(folder)
+        test_formats.rewrite_member(shard, suffix, data)
+        return shard, message
+
+    return damage
+
+
+BAD_SAMPLES = {  # (format, how the first sample of a split is damaged)
+    "folder, not an image": ("folder", _not_an_image),
+    "folder, other size": ("folder", _other_size),
+    "folder, decompression bomb": ("folder", _bomb),
+    "webdataset, label cat": ("webdataset", _member(".label", b"cat", "label 'cat' is not a")),
+    "webdataset, label 4": ("webdataset", _member(".label", b"4", "label 4 is not a class")),
+    "webdataset, label -1": ("webdataset", _member(".label", b"-1", "label -1 is not a class")),
+    "webdataset, no label": ("webdataset", _member(".label", None, "the sample has no label")),
+    "webdataset, bomb": (
+        "webdataset",
+        _member(".png", test_formats.bomb_png(), "DecompressionBomb"),
+    ),
+}
+
+
+@pytest.mark.parametrize(
+    ("split", "workers"), [("train", 2), ("test", 0), ("train", 0), ("test", 2)]
+)
+@pytest.mark.parametrize("case", BAD_SAMPLES)
+def test_a_bad_sample_is_one_line_naming_its_file_in_either_split_with_or_without_workers(
+    case, split, workers, tmp_path, capsys
+):
+    """Corrupt input is the user's to fix: one line naming the file (or shard and sample), what
+    is wrong with it and what to do, never a worker's traceback nor an internal error."""
+    data_format, damage = BAD_SAMPLES[case]
+    if missing_library(data_format):
+        pytest.skip(missing_library(data_format))
+    root = test_formats.write_tiny(tmp_path, data_format)
+    bad, message = damage(root / split)
+    argv = ["train", "--data-path", str(root), "--method", "full", "--epochs", "1"]  # reads all
+    argv += ["--model", "mlp", "--num-workers", str(workers), "--no-progress"]
+    assert cli.main([*argv, "--out", str(tmp_path / "run")]) == 2
+    lines = capsys.readouterr().err.splitlines()
+    assert len(lines) == 1, lines
+    assert lines[0].startswith(f"dataprune: error: {bad}") and message in lines[0]
+
+
+@pytest.mark.parametrize("case", test_formats.BAD_SHARDS)
+def test_shards_that_do_not_hold_what_they_claim_are_refused_before_training(
+    case, tmp_path, capsys
+):
+    """From the tar headers, before the test split or a pruner is sized by dataprune.json's
+    counts: a shard cut, copied or missing, or a member that is no sample of its own."""
+    if missing_library("webdataset"):
+        pytest.skip(missing_library("webdataset"))
+    root = test_formats.write_tiny(tmp_path, "webdataset")
+    damage, message = test_formats.BAD_SHARDS[case]
+    damage(test_formats.first_shard(root / "train"))
+    with pytest.raises(DataPruneError, match=message.replace(".", r"\.")):
+        load_disk_data(root)
+    argv = ["train", "--data-path", str(root), "--epochs", "1", "--model", "mlp"]
+    assert cli.main([*argv, "--no-progress", "--out", str(tmp_path / "run")]) == 2
+    assert message in capsys.readouterr().err
+    assert not (tmp_path / "run" / "checkpoint.pt").exists()
+
+
+@pytest.mark.parametrize("claim", [TRAIN * 2, 50_000_000])
+def test_a_count_claimed_beyond_the_shards_is_refused_before_anything_is_sized_by_it(
+    claim, tmp_path
+):
+    """The claim of 5e7 samples would allocate gigabytes of statistics: refused first."""
+    if missing_library("webdataset"):
+        pytest.skip(missing_library("webdataset"))
+    root = test_formats.write_tiny(tmp_path, "webdataset")
+    meta = json.loads((root / "dataprune.json").read_text())
+    meta["splits"]["train"] = claim
+    (root / "dataprune.json").write_text(json.dumps(meta))
+    found = test_formats.TINY_TRAIN
+    with pytest.raises(DatasetError, match=f"holds {found} samples, but {claim} were expected"):
+        load_disk_data(root)
+
+
+def test_a_folder_dataset_of_one_class_is_refused(tmp_path, capsys):
+    _write_folder(tmp_path / "pets", {"cat": 4})
+    with pytest.raises(DatasetError, match="1 class .cat.: a classifier needs at least two"):
+        load_disk_data(tmp_path / "pets")
+    root = test_formats.write_tiny(tmp_path / "tiny", "folder")
+    meta = json.loads((root / "dataprune.json").read_text())
+    meta["classes"] = ["only"]
+    (root / "dataprune.json").write_text(json.dumps(meta))
+    argv = ["train", "--data-path", str(root), "--epochs", "1", "--no-progress"]
+    assert cli.main([*argv, "--out", str(tmp_path / "run")]) == 2
+    err = capsys.readouterr().err
+    assert f"{root / 'dataprune.json'}: 1 class (only): a classifier needs at least two" in err
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "message"),
+    [
+        ("std", [0.0], "std=[0.0] holds a standard deviation <= 0"),
+        ("std", [float("nan")], "std=[nan] is not 1 finite numbers"),
+        ("splits", {"train": -5, "test": 20}, "splits={'train': -5, 'test': 20} is not a"),
+        ("mean", "abc", "mean='abc' is not 1 finite numbers"),
+        ("augment", "rotate", "augment='rotate' is not one of none, flip, crop-flip"),
+    ],
+)
+def test_metadata_that_does_not_fit_is_one_line_naming_the_file_and_field(
+    field, value, message, tmp_path, capsys
+):
+    """Not "training diverged ... lower --lr" for a std of 0, nor a message naming no file."""
+    root = test_formats.write_tiny(tmp_path, "folder")
+    meta = json.loads((root / "dataprune.json").read_text())
+    meta[field] = value
+    (root / "dataprune.json").write_text(json.dumps(meta))
+    argv = ["train", "--data-path", str(root), "--epochs", "1", "--no-progress"]
+    assert cli.main([*argv, "--out", str(tmp_path / "run")]) == 2
+    err = capsys.readouterr().err
+    assert f"dataprune: error: {root / 'dataprune.json'}: {message}" in err
+
+
+def test_a_relative_and_an_absolute_data_path_to_one_folder_resume_one_run(
+    tmp_path, capsys, monkeypatch
+):
+    """The run's identity holds the folder, not how it was named: was "another configuration"."""
+    root = test_formats.write_tiny(tmp_path, "folder")
+    monkeypatch.chdir(tmp_path)
+    argv = ["train", "--epochs", "2", "--model", "mlp", "--no-progress", "--out", "run"]
+    assert cli.main([*argv, "--data-path", "folder", "--stop-after", "1"]) == 0
+    assert cli.main([*argv, "--data-path", str(root), "--resume"]) == 0
+    assert "over 2 epochs" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("data_format", ["litdata", "mds"])
+def test_a_cut_chunk_or_shard_is_refused_naming_it_from_the_index(data_format, tmp_path, capsys):
+    """Was litdata's ChunkWaitTimeoutError from a worker, reported as an internal error."""
+    if missing_library(data_format):
+        pytest.skip(missing_library(data_format))
+    root = test_formats.write_tiny(tmp_path, data_format)
+    index = json.loads((root / "train" / "index.json").read_text())
+    entry = (index["chunks"] if data_format == "litdata" else index["shards"])[0]
+    name = entry["filename"] if data_format == "litdata" else entry["raw_data"]["basename"]
+    (root / "train" / name).write_bytes((root / "train" / name).read_bytes()[:100])
+    argv = ["train", "--data-path", str(root), "--epochs", "1", "--no-progress"]
+    assert cli.main([*argv, "--out", str(tmp_path / "run")]) == 2
+    err = capsys.readouterr().err
+    assert f"dataprune: error: {root / 'train' / name}: 100 bytes, where" in err

@@ -268,6 +268,23 @@ def test_bad_score_files_and_settings_are_rejected(digits, tmp_path):
         compute_scores("nope", small_config().resolve(), digits)
 
 
+@pytest.mark.parametrize(
+    ("field", "value"), [("seconds", "abc"), ("seconds", -1.0), ("name", 7), ("details", [1])]
+)
+def test_a_score_file_with_a_damaged_field_is_one_line_naming_the_file_and_field(
+    field, value, tmp_path, capsys
+):
+    """Not "could not convert string to float: 'abc'", naming neither, as an internal error."""
+    from dataprune.harness import cli
+
+    path = tmp_path / "scores.pt"
+    state = {"scores": torch.rand(50), "seconds": 1.0, "name": "el2n", "details": {}}
+    torch.save({**state, field: value}, path)
+    assert cli.main(["export-coreset", str(path), "--prune", "0.5", "--out", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert f"score file {path} is damaged: its {field}={value!r} is not" in err
+
+
 # ------------------------------------------------------------------------- class balancing
 def test_class_balanced_keeps_proportions_and_the_exact_total():
     labels = torch.tensor([0] * 50 + [1] * 30 + [2] * 20)

@@ -93,3 +93,10 @@ def test_report_compares_each_row_with_full_by_seed():
     assert "| -0.50 [-0.50, -0.50] lower |" in table
     assert "| full | 0 | 90.00 ± 4.97 |" in table  # t(2) = 4.303 times 2 points / sqrt(3)
     assert "vs full, points (95% CI by seed)" in table
+
+
+def test_a_table_of_one_seed_claims_no_interval():
+    results = [_result("full", 0.0, 0, 0.90), _result("ucb", 0.5, 0, 0.89)]
+    table = markdown_table(group(results), target=None)
+    assert "95% CI" not in table and "vs full, points (one seed, no interval) |" in table
+    assert "| ucb | 0.5 | 89.00 | 89.00 |" in table and "| -1.00 (1 seed) |" in table

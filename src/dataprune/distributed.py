@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import weakref
 
 import torch
 import torch.distributed as dist
@@ -134,8 +135,12 @@ def _all_gather_ints(values: list[int]) -> list[list[int]]:
     return [t.tolist() for t in every]
 
 
-#: (default group, its gloo twin), at most one
-_host_groups: list[tuple[object, dist.ProcessGroup]] = []
+# (default group, its gloo twin), at most one pair, both held weakly: torch's own registry keeps
+# them alive until destroy_process_group(), which must be the end of them. A strong reference
+# here kept both gloo groups, with their connections and threads, until interpreter exit, where
+# a rank whose peer had already gone died with SIGABRT ("terminate called without an active
+# exception") after a finished run.
+_host_groups: list[tuple[weakref.ref, weakref.ref]] = []
 
 
 def host_group() -> dist.ProcessGroup:
@@ -145,9 +150,11 @@ def host_group() -> dist.ProcessGroup:
     does, when it is built). Made under gloo too, so that one code path serves every backend.
     """
     world_group = dist.group.WORLD
-    if not _host_groups or _host_groups[0][0] is not world_group:
-        _host_groups[:] = [(world_group, dist.new_group(backend="gloo"))]
-    return _host_groups[0][1]
+    group = _host_groups[0][1]() if _host_groups and _host_groups[0][0]() is world_group else None
+    if group is None:
+        group = dist.new_group(backend="gloo")
+        _host_groups[:] = [(weakref.ref(world_group), weakref.ref(group))]
+    return group
 
 
 _BIT_SHIFTS = torch.arange(8, dtype=torch.uint8)

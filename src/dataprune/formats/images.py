@@ -13,11 +13,11 @@ from typing import Any
 
 import numpy as np
 import torch
-from PIL import Image
+from PIL import Image, UnidentifiedImageError
 from torch import Tensor
 from torch.utils.data import Dataset
 
-from ..errors import InvalidValue
+from ..errors import DataPruneError, InvalidValue
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
 INDEX_FORMAT = "08d"  # sample index in file names and WebDataset keys: sorts as it counts
@@ -38,9 +38,27 @@ def encode_png(image: np.ndarray) -> bytes:
 
 
 def decode_image(data: bytes | bytearray | memoryview) -> Tensor:
-    """Decode PNG or JPEG bytes into a uint8 tensor C x H x W (C = 1 for greyscale)."""
-    with Image.open(io.BytesIO(data)) as image:
-        return pil_to_tensor(image)
+    """Decode PNG or JPEG bytes into a uint8 tensor C x H x W (C = 1 for greyscale).
+
+    Bytes that Pillow cannot decode (truncated, not an image, a decompression bomb) raise
+    :class:`~dataprune.errors.InvalidValue`, which the readers here prefix with the file.
+    """
+    try:
+        with Image.open(io.BytesIO(data)) as image:
+            return pil_to_tensor(image)
+    except UnidentifiedImageError as error:  # its message names the BytesIO object
+        raise InvalidValue("not an image: Pillow knows no image format in it") from error
+    except Exception as error:  # noqa: BLE001 - Pillow fails on bad bytes with many error types
+        reason = (str(error).strip().splitlines() or ["no details"])[0]
+        raise InvalidValue(
+            f"not a readable PNG or JPEG image ({type(error).__name__}: {reason})"
+        ) from error
+
+
+def located(error: DataPruneError, where: str, fix: str) -> DataPruneError:
+    """``error``, raised while reading the sample at ``where`` (a file, or a shard and its
+    member), as an error of its type in one line that names it first and ends with ``fix``."""
+    return type(error)(f"{where}: {error}; {fix}")
 
 
 def pil_to_tensor(image: Image.Image) -> Tensor:
@@ -97,7 +115,11 @@ class ImageFolder(Dataset):
         return len(self.files)
 
     def __getitem__(self, index: int) -> tuple[Any, Tensor]:
-        image = self.decode((self.root / self.files[index]).read_bytes())
+        path = self.root / self.files[index]
+        try:
+            image = self.decode(path.read_bytes())
+        except DataPruneError as error:
+            raise located(error, str(path), "replace or remove the file") from error
         if self.transform is not None:
             image = self.transform(image)
         return image, self.labels[index]
@@ -125,5 +147,16 @@ def decode_sample(sample: Mapping[str, Any]) -> tuple[Tensor, int]:
     Decodes ``sample["png"]`` (:func:`decode_image`); ``sample["label"]`` may be an int or, as
     WebDataset gives it, the bytes of its decimal text.
     """
+    missing = [key for key in ("png", "label") if key not in sample]
+    if missing:
+        held = ", ".join(sorted(k for k in sample if not k.startswith("__"))) or "nothing"
+        raise InvalidValue(f"the sample has no {' and no '.join(missing)} (it holds {held})")
     label = sample["label"]
-    return decode_image(sample["png"]), int(label.decode() if isinstance(label, bytes) else label)
+    text = label.decode(errors="replace") if isinstance(label, bytes) else label
+    try:
+        value = int(text)
+    except (TypeError, ValueError):
+        value = None
+    if value is None or isinstance(text, float) and value != text:
+        raise InvalidValue(f"label {text!r} is not a whole number (a class index)")
+    return decode_image(sample["png"]), value

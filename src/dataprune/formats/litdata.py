@@ -37,8 +37,8 @@ from typing import Any
 import litdata
 from torch.utils.data import Dataset
 
-from ..errors import InvalidValue
-from .images import SHARD_BYTES, Sample
+from ..errors import DataPruneError, InvalidValue
+from .images import SHARD_BYTES, Sample, located
 
 
 class LitDataIndexed(Dataset):
@@ -68,7 +68,13 @@ class LitDataIndexed(Dataset):
 
     def __getitem__(self, index: int) -> tuple[int, Any]:
         sample = self.dataset[index]
-        return index, sample if self.transform is None else self.transform(sample)
+        if self.transform is None:
+            return index, sample
+        try:
+            return index, self.transform(sample)
+        except DataPruneError as error:  # a bad stored sample: say which
+            where = f"{self.dataset.input_dir.path or self.dataset.input_dir.url}: sample {index}"
+            raise located(error, where, "write the dataset again") from error
 
 
 def _as_item(sample: Sample) -> dict[str, Any]:

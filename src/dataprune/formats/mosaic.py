@@ -36,7 +36,8 @@ from typing import Any
 from streaming import MDSWriter, StreamingDataset
 from torch.utils.data import Dataset
 
-from .images import SHARD_BYTES, Sample
+from ..errors import DataPruneError
+from .images import SHARD_BYTES, Sample, located
 
 MDS_COLUMNS = {"index": "int64", "label": "int64", "png": "bytes"}
 
@@ -51,13 +52,20 @@ class MosaicIndexed(Dataset):
     def __init__(self, dataset: StreamingDataset, transform: Callable[[Any], Any] | None = None):
         self.dataset = dataset
         self.transform = transform
+        streams = getattr(dataset, "streams", None) or [None]
+        self.where = str(getattr(streams[0], "local", None) or "the MDS dataset")  # for errors
 
     def __len__(self) -> int:
         return self.dataset.num_samples
 
     def __getitem__(self, index: int) -> tuple[int, Any]:
         sample = self.dataset[index]
-        return index, sample if self.transform is None else self.transform(sample)
+        if self.transform is None:
+            return index, sample
+        try:
+            return index, self.transform(sample)
+        except DataPruneError as error:  # a bad stored sample: say which
+            raise located(error, f"{self.where}: sample {index}", "write it again") from error
 
 
 def write_mds(

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import importlib
 import json
+import math
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -39,8 +40,35 @@ def encode_samples(images: np.ndarray, labels: np.ndarray, progress: bool = True
     """``(index, png, label)`` for uint8 ``images`` (N x H x W or N x H x W x C)."""
     if len(images) != len(labels):
         raise InvalidValue(f"images ({len(images)}) and labels ({len(labels)}) differ in length")
+    labels = class_indices(labels)
     iterator = tqdm(images, desc="encoding PNG", unit="img", disable=not progress)
     return [(i, encode_png(image), int(labels[i])) for i, image in enumerate(iterator)]
+
+
+def class_indices(labels: np.ndarray, num_classes: int | None = None) -> np.ndarray:
+    """``labels`` as int64 class indices, refusing any that is not a whole number in
+    ``[0, num_classes)`` (``num_classes`` None: any non-negative one) rather than rounding it."""
+    array = np.asarray(labels)
+    if array.ndim != 1 or not (
+        np.issubdtype(array.dtype, np.integer) or np.issubdtype(array.dtype, np.floating)
+    ):
+        raise InvalidValue(
+            f"labels must be a 1-D array of class indices, got {array.dtype} {array.shape}"
+        )
+    with np.errstate(invalid="ignore"):
+        values = array.astype(np.int64)
+    bad = np.flatnonzero((values != array) | (values < 0))
+    if num_classes is not None:
+        bad = np.union1d(bad, np.flatnonzero(values >= num_classes))
+    if len(bad):
+        at = int(bad[0])
+        what = "is not a whole number" if values[at] != array[at] else "is not a class index"
+        limit = "" if num_classes is None else f" up to {num_classes - 1} (one a class name)"
+        raise InvalidValue(
+            f"labels[{at}]={array[at].item()!r} {what}: labels are class indices 0, 1, ..."
+            f"{limit}; {len(bad)} of {len(array)} labels are not"
+        )
+    return values
 
 
 def pixels(x: Tensor, mean: Sequence[float], std: Sequence[float]) -> np.ndarray:
@@ -89,6 +117,7 @@ def prepare(
                 f"format {name!r} needs its library ({error.name}): "
                 f"pip install 'dataprune[{extra}]'"
             ) from error
+    labels = class_indices(labels, None if class_names is None else len(class_names))
     samples = encode_samples(images, labels, progress)
     names = list(class_names or class_folder_names(int(labels.max()) + 1))
     paths = {}
@@ -156,4 +185,48 @@ def read_metadata(folder: str | os.PathLike[str]) -> dict | None:
         raise InvalidValue(
             f"{path}: missing {', '.join(missing)}; write it again (dataprune prepare does)"
         )
+    _check_metadata(path, fields)
     return fields
+
+
+def _check_metadata(path: Path, fields: dict) -> None:
+    """Each field of a ``dataprune.json`` is of the kind :func:`write_metadata` writes."""
+
+    def refuse(name: str, what: str) -> None:
+        raise InvalidValue(
+            f"{path}: {name}={fields[name]!r} {what}; write it again (dataprune prepare does)"
+        )
+
+    def whole(value: object, low: int) -> bool:
+        return isinstance(value, int) and not isinstance(value, bool) and value >= low
+
+    def numbers(value: object) -> bool:
+        return isinstance(value, list) and all(
+            isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)
+            for v in value
+        )
+
+    if fields["format"] not in FORMATS:
+        refuse("format", f"is not one of {', '.join(FORMATS)}")
+    if not isinstance(fields["dataset"], str):
+        refuse("dataset", "is not a name")
+    classes = fields["classes"]
+    if not isinstance(classes, list) or not all(isinstance(c, str) for c in classes):
+        refuse("classes", "is not a list of class names")
+    if len(set(classes)) < len(classes) or not classes:
+        refuse("classes", "is empty or repeats a name")
+    shape = fields["shape"]
+    if not (isinstance(shape, list) and len(shape) == 3 and all(whole(v, 1) for v in shape)):
+        refuse("shape", "is not an image's [C, H, W] (positive integers)")
+    if shape[0] not in (1, 3):
+        refuse("shape", "has a channel count other than 1 (greyscale) or 3 (RGB)")
+    splits = fields["splits"]
+    if not isinstance(splits, dict) or not all(whole(v, 1) for v in splits.values()):
+        refuse("splits", "is not a sample count (an integer >= 1) for each split")
+    for name in ("mean", "std"):
+        if not numbers(fields[name]) or len(fields[name]) != shape[0]:
+            refuse(name, f"is not {shape[0]} finite numbers, one a channel")
+    if min(fields["std"]) <= 0:
+        refuse("std", "holds a standard deviation <= 0, which normalisation divides by")
+    if not isinstance(fields["augment"], str):
+        refuse("augment", "is not the name of an augmentation")

@@ -20,6 +20,10 @@ shards' kept samples again. The realised budget is :meth:`PrunedWebDataset.epoch
 the chosen subset where shards hold uneven shares of it); ``pruner.summary()
 ["samples_recorded"]`` reports what this rank recorded.
 
+Tars do not hold their sample count: :func:`scan_shards` reads it from their headers, checking
+every member, before a pruner is sized by it. A sample that cannot be read or decoded raises an
+error naming its shard and sample.
+
 Use it with ``persistent_workers=False`` (the default): each epoch's workers must start after
 ``pruner.set_epoch``, and they read the subset from their copy of the pruner.
 
@@ -39,8 +43,10 @@ Needs ``pip install 'dataprune[webdataset]'`` (no torchvision).
 
 from __future__ import annotations
 
+import functools
 import itertools
 import os
+import tarfile
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -50,15 +56,96 @@ import webdataset as wds
 from torch.utils.data import IterableDataset, get_worker_info
 
 from ..distributed import world
-from ..errors import InvalidValue
+from ..errors import DataPruneError, InvalidValue
 from ..pruner import Pruner
-from .images import INDEX_FORMAT, SHARD_BYTES, Sample
+from .images import INDEX_FORMAT, SHARD_BYTES, Sample, located
 
 
 def key_index(name: str) -> int:
     """The sample index in a member name written by :func:`write_webdataset` (``42`` for
     ``dir/00000042.png``)."""
     return int(os.path.basename(name).split(".", 1)[0])
+
+
+def scan_shards(
+    urls: Sequence[str | os.PathLike[str]], index_of: Callable[[str], int] = key_index
+) -> int:
+    """The number of samples N in local tar shards, from their headers alone, checking each member.
+
+    Every member must be a regular file whose data lies within the file, with a relative name
+    that stays inside its folder and gives a sample index (``index_of``); a sample's members must
+    be consecutive, and the indices must run 0 .. N-1, each sample in one shard only (a shard
+    copied under a second name is refused). Raises :class:`~dataprune.errors.InvalidValue`
+    naming the shard and the member. Reads one 512-byte header a member and seeks past the data,
+    so it costs a small fraction of one epoch's reading; memory is 8 bytes a sample.
+    """
+    if not urls:
+        raise InvalidValue("urls is empty: pass the list of tar shards")
+    parts = [_shard_indices(str(url), index_of) for url in urls]
+    owners = np.repeat(np.arange(len(parts)), [len(p) for p in parts])
+    indices = np.concatenate(parts)
+    order = np.argsort(indices, kind="stable")
+    indices, owners = indices[order], owners[order]
+    repeated = np.flatnonzero(indices[1:] == indices[:-1])
+    if len(repeated):
+        at = repeated[0]
+        first, second = urls[owners[at]], urls[owners[at + 1]]
+        raise InvalidValue(
+            f"sample {indices[at]} is in both {first} and {second} ({len(repeated)} samples held "
+            "twice: a shard copied under another name?): remove the copies"
+        )
+    if len(indices) == 0:
+        raise InvalidValue(f"the {len(urls)} shards hold no samples: write them again")
+    if indices[-1] != len(indices) - 1:
+        missing = int(np.flatnonzero(indices != np.arange(len(indices)))[0])
+        raise InvalidValue(
+            f"the {len(urls)} shards hold {len(indices)} samples with indices up to "
+            f"{indices[-1]}, but sample {missing} is in none of them (a shard missing?): the "
+            "indices must run 0 .. N-1"
+        )
+    return len(indices)
+
+
+def _shard_indices(url: str, index_of: Callable[[str], int]) -> np.ndarray:
+    """The sample indices of one local tar shard, one a sample, in order (see scan_shards)."""
+    fix = "write the shard again"
+    keys = []
+    try:
+        size = os.stat(url).st_size
+        with tarfile.open(url, mode="r:") as tar:
+            for member in tar:  # headers only: tarfile seeks past each member's data
+                name = member.name
+                where = f"{url}: member {name!r}"
+                if not member.isreg():
+                    raise InvalidValue(f"{where} is not a regular file (a link?): {fix}")
+                if name.startswith("/") or ".." in name.split("/"):
+                    raise InvalidValue(f"{where} names a path outside the shard's folder: {fix}")
+                if member.offset_data + member.size > size:
+                    raise InvalidValue(f"{where} is cut short: the file is truncated; {fix}")
+                try:
+                    index = index_of(name)
+                except ValueError:
+                    raise InvalidValue(
+                        f"{where} is not named by a sample index (such as 00000042.png): {fix}"
+                    ) from None
+                if index < 0:
+                    raise InvalidValue(f"{where} gives a negative sample index: {fix}")
+                keys.append(index)
+            end = tar.offset  # where reading stopped: a tar ends with zero blocks there
+        with open(url, "rb") as file:
+            file.seek(end)
+            if file.read(512) != bytes(512):
+                raise InvalidValue(f"{url} ends within a member: it is truncated; {fix}")
+    except tarfile.TarError as error:
+        raise InvalidValue(f"{url}: not a readable tar file ({error}): {fix}") from error
+    samples = np.asarray(keys, dtype=np.int64)
+    samples = samples[np.r_[True, samples[1:] != samples[:-1]]] if len(samples) else samples
+    if len(np.unique(samples)) < len(samples):
+        again = samples[np.flatnonzero(np.bincount(samples) > 1)[0]] if len(samples) else 0
+        raise InvalidValue(
+            f"{url}: the members of sample {again} are not consecutive (or repeat it): {fix}"
+        )
+    return samples
 
 
 class PrunedWebDataset(IterableDataset):
@@ -163,13 +250,19 @@ class PrunedWebDataset(IterableDataset):
         index_of = self.index_of
 
         def keep_member(name: str) -> bool:
-            return bool(kept[index_of(name)])
+            try:
+                index = index_of(name)
+            except ValueError:
+                raise InvalidValue(f"member {name!r} is not named by a sample index") from None
+            if not 0 <= index < len(kept):
+                raise InvalidValue(
+                    f"member {name!r} is sample {index}, outside the pruner's [0, {len(kept)})"
+                )
+            return bool(kept[index])
 
-        stages: list[Any] = [
-            wds.SimpleShardList(self.shards()),
-            wds.split_by_worker,
-            wds.tarfile_to_samples(select_files=keep_member),
-        ]
+        # a callable, not a generator: _fill reads the shards again when they run short
+        urls = list(wds.split_by_worker(self.shards()))
+        stages: list[Any] = [functools.partial(_read_shards, urls, keep_member)]
         if self.shuffle_buffer:
             _, _, worker, _ = wds.utils.pytorch_worker_info()
             seed = hash((self.pruner.seed, epoch, self.rank, worker))
@@ -181,7 +274,15 @@ class PrunedWebDataset(IterableDataset):
             samples = self._fill(pipeline, self._quota(0 if info is None else info.num_workers))
         for sample in samples:
             index = index_of(sample["__key__"])
-            yield index, sample if self.transform is None else self.transform(sample)
+            if self.transform is None:
+                yield index, sample
+                continue
+            try:
+                item = self.transform(sample)
+            except DataPruneError as error:
+                where = f"{sample['__url__']}: sample {sample['__key__']}"
+                raise located(error, where, "write the shard again") from error
+            yield index, item
 
     @staticmethod
     def _fill(pipeline: Iterable[dict[str, Any]], quota: int) -> Iterator[dict[str, Any]]:
@@ -197,6 +298,24 @@ class PrunedWebDataset(IterableDataset):
                     "a DataLoader worker's shards hold none of this epoch's kept samples, so it "
                     "cannot yield its share: write more, smaller shards"
                 )
+
+
+def _read_shards(
+    urls: Iterable[str], select_files: Callable[[str], bool]
+) -> Iterator[dict[str, Any]]:
+    """WebDataset's samples of each shard in turn; an error names the shard it arose in."""
+    for url in urls:
+        try:
+            yield from wds.tarfile_to_samples(select_files=select_files)([{"url": url}])
+        except Exception as error:  # noqa: BLE001 - a bad tar fails in many ways, in the library
+            # webdataset appends " @ <stream>" to the message and more to the arguments
+            text = str(error.args[0]) if error.args else ""
+            text = text.rpartition(" @ ")[0] or text
+            if isinstance(error, DataPruneError):  # from select_files: a member's name
+                raise type(error)(f"{url}: {text}; write the shard again") from error
+            raise InvalidValue(
+                f"{url}: not a readable tar shard ({type(error).__name__}: {text}); write it again"
+            ) from error
 
 
 def write_webdataset(

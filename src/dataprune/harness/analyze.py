@@ -18,7 +18,7 @@ from .report import pyplot
 
 def load_pruner_state(run_dir: Path) -> dict:
     """The pruner state in a run folder's checkpoint (one-line errors if it is unusable)."""
-    if not (run_dir / CHECKPOINT).is_file():
+    if not (run_dir / CHECKPOINT).exists():  # one that is there but unreadable: read says why
         raise RunError(f"{run_dir} holds no {CHECKPOINT}: pass the --out directory of a train run")
     pruner = read_checkpoint(run_dir / CHECKPOINT, keys=("pruner",))["pruner"]
     note_unfinished(pruner)

@@ -19,7 +19,7 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-from ..errors import DataPruneError
+from ..errors import DataPruneError, error_message
 from ..formats import FORMATS as DATA_FORMATS
 from .config import FIELD_DEFAULTS, MAX_SEED, RunConfig
 from .data import DATASETS
@@ -303,7 +303,7 @@ def cmd_compare(args: argparse.Namespace) -> None:
 
 def cmd_prepare(args: argparse.Namespace) -> None:
     try:
-        from .prepare import prepare_dataset
+        from .prepare import check_target, prepare_dataset
     except ImportError as error:
         raise CLIError(
             f"dataprune prepare needs Pillow ({error}): pip install 'dataprune[images]'"
@@ -312,6 +312,7 @@ def cmd_prepare(args: argparse.Namespace) -> None:
     formats = _names("formats", args.formats, DATA_FORMATS)
     if not 0 < args.shard_mb <= 1 << 20:
         raise CLIError(f"--shard-mb {args.shard_mb:g} is outside (0, 1048576]: it is megabytes")
+    check_target(Path(args.out))  # not the working directory, and writable
     if Path(args.out).exists() and not args.overwrite:
         raise CLIError(f"--out {args.out} exists: pass --overwrite to replace it")
     try:
@@ -422,14 +423,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         if os.environ.get("DATAPRUNE_DEBUG"):
             raise
         print(
-            f"dataprune: error: {_as_flags(str(exc))} (set DATAPRUNE_DEBUG=1 for a traceback)",
+            f"dataprune: error: {_as_flags(error_message(exc))} (set DATAPRUNE_DEBUG=1 for a "
+            "traceback)",
             file=sys.stderr,
         )
         return 2
     except Exception as exc:  # a bug, not a usage problem: still one line, and a way to report
         if os.environ.get("DATAPRUNE_DEBUG"):
             raise
-        first_line = (str(exc).strip().splitlines() or ["no details"])[0]
+        first_line = (error_message(exc).strip().splitlines() or ["no details"])[0]
         print(
             f"dataprune: internal error: {type(exc).__name__}: {first_line} (please report it, "
             "with the traceback DATAPRUNE_DEBUG=1 shows)",

@@ -7,6 +7,7 @@ import builtins
 import dataclasses
 import math
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from .. import Pruner
@@ -153,7 +154,12 @@ class RunConfig:
         type=int,
         command="train",
     )
-    progress: bool = flag(True, "progress bars", "output", flag="no-progress")
+    progress: bool = flag(
+        True,
+        "hide progress (bars on a terminal; a line per run of compare otherwise)",
+        "output",
+        flag="no-progress",
+    )
 
     def resolve(self) -> RunSpec:
         """Check every field once and resolve the method: the :class:`RunSpec` to run.
@@ -262,8 +268,12 @@ class RunConfig:
         )
 
     def identity(self) -> dict[str, Any]:
-        """The fields a checkpoint must agree on to be resumed."""
-        return {k: v for k, v in dataclasses.asdict(self).items() if k not in _RESUME_FREE}
+        """The fields a checkpoint must agree on to be resumed (``data_path`` as an absolute
+        path: the folder, however it was named)."""
+        identity = {k: v for k, v in dataclasses.asdict(self).items() if k not in _RESUME_FREE}
+        if identity.get("data_path"):
+            identity["data_path"] = str(Path(identity["data_path"]).expanduser().resolve())
+        return identity
 
 
 #: Every RunConfig field's default.

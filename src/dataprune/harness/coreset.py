@@ -53,7 +53,7 @@ def export_coreset(source: str, prune: float, out_path: str) -> dict[str, Any]:
     tiebreak: Tensor | None = None
     if src.is_dir():
         checkpoint = src / CHECKPOINT
-        if not checkpoint.is_file():
+        if not checkpoint.exists():
             raise FileNotFoundError(
                 f"{src} is a folder without {CHECKPOINT}: pass a finished run's --out folder "
                 "or a score file"

@@ -136,10 +136,13 @@ def records(rows: Sequence[Row], target: float | None) -> list[dict[str, object]
 def markdown_table(rows: Sequence[Row], target: float | None) -> str:
     """The comparison as a markdown table; wall time counts scoring, selection and evaluation."""
     target_label = "n/a" if target is None else f"{100 * target:.2f}%"
+    one_seed = all(len(row.runs) < 2 for row in rows)  # no interval to show
+    ci = "" if one_seed else " (95% CI)"
+    versus = "one seed, no interval" if one_seed else "95% CI by seed"
     header = (
-        "| method | prune | final acc % (95% CI) | best acc % (95% CI) | wall s | scoring s | "
+        f"| method | prune | final acc %{ci} | best acc %{ci} | wall s | scoring s | "
         "speed-up | "
-        f"time to {target_label} s | samples used | vs full, points (95% CI by seed) |"
+        f"time to {target_label} s | samples used | vs full, points ({versus}) |"
     )
     lines = [header, "|" + "---|" * 10]
     for row, rec in zip(rows, records(rows, target), strict=True):

@@ -7,6 +7,7 @@ import dataclasses
 import json
 import logging
 import re
+import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -130,13 +131,23 @@ def run_grid(specs: Sequence[RunSpec], out: Path | None, progress: bool = True):
     data_cache: dict[tuple, tuple[ImageData, dict[str, Any]]] = {}
     results: list[RunResult] = []
     iterator = specs
-    if progress and is_main_process():
+    bars = progress and is_main_process() and sys.stderr.isatty()
+    if bars:
         from tqdm.auto import tqdm
 
         iterator = tqdm(specs, desc="runs")
     warmed = False
-    for spec in iterator:
+    for number, spec in enumerate(iterator, 1):
         config = spec.config
+        if progress and is_main_process() and not bars:  # a log: plain lines, no escape codes
+            logger.info(
+                "run %d of %d: %s p=%g seed %d",
+                number,
+                len(specs),
+                config.method,
+                config.prune,
+                config.seed,
+            )
         if out is not None:
             config = dataclasses.replace(config, out=str(out / run_name(config)))
         key = (config.dataset, config.data_dir, config.train_limit, config.test_limit)

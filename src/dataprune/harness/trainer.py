@@ -10,6 +10,7 @@ from __future__ import annotations
 import functools
 import logging
 import math
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -150,7 +151,7 @@ def train(
 
     stop_after = config.stop_after
     epochs = range(start_epoch, train_epochs)
-    if config.progress and is_main_process():
+    if config.progress and is_main_process() and sys.stderr.isatty():  # else escape codes
         from tqdm.auto import tqdm
 
         epochs = tqdm(epochs, desc=f"{config.method} p={config.prune:g}", leave=False)

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import dataclasses
 import importlib
+import json
 import logging
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
@@ -35,8 +36,9 @@ from ...data import IndexedDataset
 from ...formats import FORMATS
 from ...pruner import Pruner
 from ...sampler import PrunedSampler
+from ..files import is_staging
 from .formats import DatasetError
-from .resident import Batch, ImageData, normaliser
+from .resident import AUGMENTATIONS, Batch, ImageData, normaliser
 
 logger = logging.getLogger("dataprune")
 
@@ -47,11 +49,14 @@ STATS_SAMPLES = 1024
 
 class Decode:
     """A worker's transform: a stored sample to ``(uint8 C x H x W image, label)``, checking
-    that every image has the size the model was built for."""
+    that every image has the size the model was built for and, with ``num_classes``, that every
+    label is a class of ``where``'s data folder. Its errors do not name the sample: the reader
+    that calls it does."""
 
-    def __init__(self, shape: Sequence[int], where: Path):
+    def __init__(self, shape: Sequence[int], where: Path, num_classes: int | None = None):
         self.shape = tuple(shape)
         self.where = where
+        self.num_classes = num_classes
 
     def __call__(self, sample: Any) -> Any:
         # Pillow is an extra: imported where images are decoded, not with the harness
@@ -64,10 +69,17 @@ class Decode:
             image, label = decode_sample(sample)
         if tuple(image.shape) != self.shape:
             raise DatasetError(
-                f"{self.where}: an image of shape {tuple(image.shape)} among images of shape "
-                f"{self.shape} (C x H x W): the harness trains on images of one size and mode"
+                f"an image of shape {tuple(image.shape)} among images of shape {self.shape} "
+                "(C x H x W): the harness trains on images of one size and mode"
             )
-        return image if label is None else (image, label)
+        if label is None:
+            return image
+        if self.num_classes is not None and not 0 <= label < self.num_classes:
+            raise DatasetError(
+                f"label {label} is not a class: {self.where.parent / 'dataprune.json'} lists "
+                f"{self.num_classes}, labels 0..{self.num_classes - 1}"
+            )
+        return image, label
 
 
 @dataclass
@@ -96,7 +108,7 @@ class DiskData(ImageData):
             self.root / "train",
             pruner,
             sampler,
-            Decode(self.train_x.shape[1:], self.root / "train"),
+            Decode(self.train_x.shape[1:], self.root / "train", self.num_classes),
             batch_size,
             self.num_workers,
             pin_memory=self.device.type == "cuda",
@@ -172,7 +184,7 @@ class EpochReader:
         if self.webdataset is not None:
             self.webdataset.snapshot_subset()  # before iter() starts the workers: see its doc
         batches: Iterable[tuple[Tensor, Tensor, Tensor]] = (
-            (idx, x, torch.as_tensor(y, dtype=torch.int64)) for idx, (x, y) in self.loader
+            (idx, x, torch.as_tensor(y, dtype=torch.int64)) for idx, (x, y) in _read(self.loader)
         )
         if self.webdataset is not None:
             batches = _regroup(batches, self.batch_size)
@@ -194,6 +206,21 @@ class _OnDevice:
                 self.normalise(x.to(self.device, non_blocking=True)),
                 y.to(self.device, non_blocking=True),
             )
+
+
+def _read(loader: DataLoader) -> Iterator[Any]:
+    """``loader``'s batches; if reading fails (a bad sample, an interrupt), its workers stop at
+    once. Left to the garbage collector, torch's cleanup of an unfinished iterator can find its
+    queues gone first and wait 5 s for each worker, which never sees the stop signal. (A loop
+    that only stops early keeps persistent workers for the next epoch.)"""
+    batches = iter(loader)
+    try:
+        yield from batches
+    except (Exception, KeyboardInterrupt):
+        stop = getattr(batches, "_shutdown_workers", None)  # what the iterator's __del__ calls
+        if stop is not None:
+            stop()
+        raise
 
 
 def _regroup(batches: Iterable[tuple[Tensor, ...]], size: int) -> Iterator[tuple[Tensor, ...]]:
@@ -224,9 +251,10 @@ def _import(data_format: str):
 
 
 def _map_style(
-    data_format: str, folder: Path, decode: Decode, batch_size: int, num_samples: int
+    data_format: str, folder: Path, decode: Decode, batch_size: int, num_samples: int | None
 ) -> Dataset:
-    """``(index, (image, label))`` for every sample of an indexable split of ``num_samples``."""
+    """``(index, (image, label))`` for every sample of an indexable split of ``num_samples``
+    (checked, unless None)."""
     module = _import(data_format)
     dataset: Dataset
     if data_format == "folder":
@@ -241,20 +269,75 @@ def _map_style(
 
         chunks = litdata.StreamingDataset(str(folder), batch_decode=0)
         dataset = module.LitDataIndexed(chunks, decode)
-    found = len(dataset)  # type: ignore[arg-type]
-    if found != num_samples:
-        raise DatasetError(
-            f"{folder} holds {found} samples, but {num_samples} were expected (dataprune.json's "
-            "splits): write the folder again with dataprune prepare"
-        )
+    _check_count(folder, len(dataset), num_samples)  # type: ignore[arg-type]
     return dataset
 
 
-def _webdataset(folder: Path, pruner: Pruner, decode: Decode, **kwargs: Any):
+def _shards(folder: Path) -> list[str]:
     urls = sorted(str(p) for p in folder.glob("*.tar"))
     if not urls:
         raise DatasetError(f"{folder}: no .tar shards")
-    return _import("webdataset").PrunedWebDataset(urls, pruner, decode, **kwargs)
+    return urls
+
+
+def _webdataset(folder: Path, pruner: Pruner, decode: Decode, **kwargs: Any):
+    return _import("webdataset").PrunedWebDataset(_shards(folder), pruner, decode, **kwargs)
+
+
+def _check_split(data_format: str, folder: Path, num_samples: int) -> None:
+    """Refuse a split that does not hold ``num_samples`` samples, from its file listing, index
+    or tar headers (no sample is read), before anything is sized by that count."""
+    if data_format == "webdataset":
+        found = _import("webdataset").scan_shards(_shards(folder))
+    elif data_format == "folder":
+        found = len(_map_style(data_format, folder, None, 256, None))  # type: ignore[arg-type]
+    else:
+        found = _index_count(data_format, folder)
+    _check_count(folder, found, num_samples)
+
+
+def _check_count(folder: Path, found: int, expected: int | None) -> None:
+    if expected is not None and found != expected:
+        raise DatasetError(
+            f"{folder} holds {found} samples, but {expected} were expected (dataprune.json's "
+            "splits): write the folder again with dataprune prepare"
+        )
+
+
+def _index_count(data_format: str, folder: Path) -> int:
+    """The samples a LitData or MDS split's ``index.json`` lists, once each chunk or shard file
+    it lists is there, of the size it gives."""
+    index = folder / "index.json"
+    try:
+        listed = json.loads(index.read_text())
+        if data_format == "litdata":
+            files = [
+                ([(c["filename"], int(c["chunk_bytes"]))], int(c["chunk_size"]))
+                for c in listed["chunks"]
+            ]
+        else:  # an MDS shard may be there raw, or only compressed
+            files = [
+                (
+                    [(f["basename"], int(f["bytes"])) for f in (s["raw_data"], s["zip_data"]) if f],
+                    int(s["samples"]),
+                )
+                for s in listed["shards"]
+            ]
+    except (OSError, ValueError, KeyError, TypeError) as error:
+        raise DatasetError(
+            f"{index}: not a readable {data_format} index ({type(error).__name__}: {error}); "
+            "write the dataset again with dataprune prepare"
+        ) from error
+    for candidates, _ in files:
+        sizes = [(folder / name, size) for name, size in candidates]
+        if not any(path.is_file() and path.stat().st_size == size for path, size in sizes):
+            path, size = sizes[0]
+            what = "missing" if not path.is_file() else f"{path.stat().st_size} bytes"
+            raise DatasetError(
+                f"{path}: {what}, where {index} says {size} bytes: write the dataset again with "
+                "dataprune prepare"
+            )
+    return sum(count for _, count in files)
 
 
 def _read_split(data_format: str, folder: Path, num_samples: int, decode: Decode, workers: int):
@@ -268,7 +351,7 @@ def _read_split(data_format: str, folder: Path, num_samples: int, decode: Decode
         dataset = _map_style(data_format, folder, decode, 256, num_samples)
     images = torch.empty((num_samples, *decode.shape), dtype=torch.uint8)
     labels = torch.full((num_samples,), -1, dtype=torch.int64)
-    for idx, (x, y) in DataLoader(dataset, batch_size=256, num_workers=workers):
+    for idx, (x, y) in _read(DataLoader(dataset, batch_size=256, num_workers=workers)):
         images[idx], labels[idx] = x, torch.as_tensor(y, dtype=torch.int64)
     if (labels < 0).any():
         raise DatasetError(f"{folder}: holds fewer samples than the {num_samples} expected")
@@ -312,9 +395,14 @@ def load_disk_data(root: str | Path, num_workers: int = 0) -> DiskData:
     """The data folder ``root`` (see the module docstring) as a :class:`DiskData` on the CPU,
     its test split read into memory with ``num_workers`` DataLoader workers."""
     _import("folder")  # every format's images are PNG files decoded by Pillow, an extra
-    from ...formats.prepare import read_metadata
+    from ...formats.prepare import METADATA, read_metadata
 
     root = Path(root).expanduser()
+    if is_staging(root):
+        raise DatasetError(
+            f"data_path={str(root)!r} lies in a folder that dataprune prepare was writing and did "
+            "not finish (it was killed): run the prepare again, which removes it"
+        )
     missing = [split for split in SPLITS if not (root / split).is_dir()]
     if missing:
         raise DatasetError(
@@ -323,17 +411,31 @@ def load_disk_data(root: str | Path, num_workers: int = 0) -> DiskData:
             "or shards written by dataprune prepare"
         )
     try:
-        meta = read_metadata(root) or _describe_folder(root)
-    except (ValueError, FileNotFoundError) as error:  # no metadata, or no images
+        stored = read_metadata(root)
+        meta = stored or _describe_folder(root)
+    except (ValueError, FileNotFoundError) as error:  # bad metadata, or no images
         raise DatasetError(str(error)) from error
-    data_format, shape = meta["format"], meta["shape"]
-    if data_format not in FORMATS:
-        raise DatasetError(f"{root}: format {data_format!r} is not one of {', '.join(FORMATS)}")
+    data_format, shape, classes = meta["format"], meta["shape"], meta["classes"]
+    described = root / METADATA if stored else root / "train"
+    if len(classes) < 2:
+        raise DatasetError(
+            f"{described}: {len(classes)} class ({', '.join(classes)}): a classifier needs at "
+            "least two; give each class its own sub-folder of train/ and test/"
+        )
+    if meta["augment"] not in AUGMENTATIONS:
+        raise DatasetError(
+            f"{described}: augment={meta['augment']!r} is not one of {', '.join(AUGMENTATIONS)}"
+        )
+    missing = [split for split in SPLITS if split not in meta["splits"]]
+    if missing:
+        raise DatasetError(f"{described}: splits has no {' and no '.join(missing)} count")
+    for split in SPLITS:  # before any memory or pruner is sized by these counts
+        _check_split(data_format, root / split, meta["splits"][split])
     test_x, test_y = _read_split(
         data_format,
         root / "test",
         meta["splits"]["test"],
-        Decode(shape, root / "test"),
+        Decode(shape, root / "test", len(classes)),
         num_workers,
     )
     return DiskData(

@@ -12,6 +12,7 @@ method inside :func:`~dataprune.harness.trainer.train`.
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 import time
 from collections.abc import Callable
@@ -205,13 +206,20 @@ def load_scores(path: str | os.PathLike[str], num_samples: int | None) -> ScoreR
     state = read_torch(path, "score file")
     if not isinstance(state, dict) or not {"scores", "seconds", "name"} <= set(state):
         raise InvalidValue(f"score file {path} is not a dataprune score file (save_scores)")
+    seconds, name, details = state["seconds"], state["name"], state.get("details") or {}
+    number = isinstance(seconds, int | float) and not isinstance(seconds, bool)
+    for key, fits, kind in (
+        ("seconds", number and math.isfinite(seconds) and seconds >= 0, "a number of seconds"),
+        ("name", isinstance(name, str), "a method's name"),
+        ("details", isinstance(details, dict), "a dict"),
+    ):
+        if not fits:
+            raise InvalidValue(
+                f"score file {path} is damaged: its {key}={state[key]!r} is not {kind}; "
+                "compute the scores again"
+            )
     scores = _check_scores(state["scores"], f"score file {path}", num_samples).float()
-    return ScoreResult(
-        scores=scores,
-        seconds=float(state["seconds"]),
-        name=str(state["name"]),
-        details=dict(state.get("details") or {}),
-    )
+    return ScoreResult(scores=scores, seconds=float(seconds), name=name, details=dict(details))
 
 
 # ---------------------------------------------------------------------------------- the run
