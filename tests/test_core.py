@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader, TensorDataset
 
-from dataprune import IndexedDataset, Pruner, methods
+from dataprune import IndexedDataset, Pruner, SelectionContext, methods
 from dataprune.sampler import PrunedSampler
 from dataprune.stats import SampleStats
 
@@ -542,6 +542,51 @@ def test_seta_first_selection_before_any_loss_is_uniform():
     b.set_epoch(0)
     assert a.indices().numel() == 250
     assert not torch.equal(a.indices(), b.indices())  # its own stream
+
+
+# --------------------------------------------------------------------------- orderdp
+def test_orderdp_keeps_the_highest_losses_of_a_uniform_share():
+    n = 200
+    pruner = Pruner(n, "orderdp", 0.5, 3, seed=4)
+    pruner.set_epoch(0)
+    pruner.record(torch.arange(n), torch.arange(n, dtype=torch.float32))  # loss i for sample i
+    pruner.set_epoch(1)
+    kept = pruner.indices()
+    assert kept.numel() == 100
+    # 150 drawn uniformly; of them, the 100 highest losses are kept: the 50 lowest drawn drop
+    share = SelectionContext(
+        pruner.stats, 150, 1, 4, type(pruner.policy), rounds=pruner.rounds
+    ).random_mask(150, "share")
+    drawn = share.nonzero().squeeze(1)
+    assert kept.tolist() == drawn[-100:].tolist()
+    again = Pruner(n, "orderdp", 0.2, 3, seed=4)  # more than the share of 150: the share grows
+    again.set_epoch(0)
+    assert again.indices().numel() == 160
+
+
+# ------------------------------------------------------------------------------ repb
+def test_repb_prunes_below_its_local_mean_and_weights_by_selection_frequency():
+    n = 40
+    pruner = Pruner(n, "repb", 0.25, 4, warmup_epochs=1, anneal_epochs=0, window=1)
+    pruner.set_epoch(0)  # a full epoch
+    # window=1: each batch is compared with its own mean. Batch 1 has losses 0..19 (mean
+    # 9.5), batch 2 has 100..119 (mean 109.5): below are 0-9 and 20-29, not the lowest 20.
+    pruner.record(torch.arange(20), torch.arange(20, dtype=torch.float32))
+    pruner.record(torch.arange(20, 40), 100 + torch.arange(20, dtype=torch.float32))
+    below = pruner.policy.buffers["below_local"][:-1]
+    assert below.nonzero().squeeze(1).tolist() == [*range(10), *range(20, 30)]
+    pruner.set_epoch(1)
+    dropped = set(range(n)) - set(pruner.indices().tolist())
+    assert len(dropped) == 10 and dropped <= {*range(10), *range(20, 30)}
+    # the first pruned epoch: E / N_i(E) = 1 / 1 for every kept sample
+    weights = pruner.state_dict()["progress"]["weights"]
+    assert bool((weights == 1.0).all())
+    pruner.set_epoch(2)  # the stale statistics again: the 10 dropped before may drop again
+    kept = pruner.indices()
+    weights = pruner.state_dict()["progress"]["weights"]
+    back = [i for i in kept.tolist() if i in dropped]  # kept now, dropped in epoch 1: 2 / 1
+    assert back and all(weights[i] == 2.0 for i in back)
+    assert all(weights[i] == 1.0 for i in kept.tolist() if i not in dropped)
 
 
 # ------------------------------------------------------------------------- kakurenbo

@@ -46,6 +46,8 @@ METHODS = {
     "static-score": {"scores": (torch.arange(N) % 7).float()},  # heavy ties at the threshold
     "kakurenbo": {"tau": 0.1},  # after the first epochs, enough samples qualify
     "kakurenbo-filled": {"method": "kakurenbo"},  # too few qualify: topped up uniformly
+    "orderdp": {},
+    "repb": {"window": 3},  # weighted by selection frequency: the weights gathered too
 }
 KTH_SIZES = (1, 2, 50, 333, 600, 999, 1000)
 
@@ -124,7 +126,7 @@ def _worker(rank: int, world_size: int, tmp: str) -> None:
             assert torch.equal(again.stats.table, sharded.stats.table)
             assert torch.equal(again.selected_count, sharded.selected_count)
     for n in (1, 2, 4):  # shards of 0 or 1 samples
-        for method in ("ucb", "random", "infobatch", "seta", "kakurenbo"):
+        for method in ("ucb", "random", "infobatch", "seta", "kakurenbo", "orderdp", "repb"):
             tiny = Pruner(n, method, 0.5, 3, seed=1, anneal_epochs=0, shard_stats=True)
             plain = Pruner(n, method, 0.5, 3, seed=1, anneal_epochs=0)
             for epoch in range(3):

@@ -277,6 +277,8 @@ class Pruner(Recording):
             offset=self.stats.offset,
             total=None if self.shard is None else self.num_samples,
             rounds=self.rounds,
+            selected=self.selected_count,
+            pruned_epochs=self.counters.pruned_epochs,
         )
 
     def _select(self, rnd: int, k: int) -> None:
@@ -432,7 +434,7 @@ class Pruner(Recording):
         would have. With sharded statistics each rank's state holds only its shard's rows of
         ``stats`` and ``selected_count``; :meth:`gathered_state_dict` gives the whole state.
         """
-        return state.save(self, self.stats.table, self.selected_count)
+        return state.save(self, self.stats.table, self.selected_count, self.policy.buffers)
 
     def gathered_state_dict(self) -> dict[str, Any]:
         """The whole state, on every rank, as an unsharded pruner would save it.
@@ -443,10 +445,18 @@ class Pruner(Recording):
         """
         if self.shard is None:
             return self.state_dict()
+        per_row = self.stats.num_rows + 1  # with the spare entry, which travels once
+        buffers = {
+            name: torch.cat([all_gather_varlen(value[:-1]), value[-1:]])
+            if value.dim() == 1 and value.numel() == per_row
+            else value
+            for name, value in self.policy.buffers.items()
+        }
         saved = state.save(
             self,
             all_gather_varlen(self.stats.table.flatten()).view(-1, 3),
             all_gather_varlen(self.selected_count),
+            buffers,
         )
         saved["shard"] = None
         return saved

@@ -179,7 +179,9 @@ class Recording:
         else:
             valid = valid.to(losses.device, non_blocking=True)
             counted = valid & (observed.float().abs() < math.inf)
-            self.stats.update(*gather_batch(indices, loop.nan_where_invalid(observed, valid)))
+            all_indices, all_losses = gather_batch(indices, loop.nan_where_invalid(observed, valid))
+            self.stats.update(all_indices, all_losses)
+        self.policy.observe(self.stats, all_indices, all_losses)
         if counted is not None:
             nonfinite = (valid if valid is not None else True) & ~counted
             self.nonfinite += nonfinite.sum()
@@ -234,6 +236,7 @@ class Recording:
 
     def _to(self, device: torch.device) -> None:
         self.stats.to(device)
+        self.policy.buffers = {k: v.to(device) for k, v in self.policy.buffers.items()}
         self.selected_count = self.selected_count.to(device)
         self.nonfinite = self.nonfinite.to(device)
         for name in ("weights", "subset"):

@@ -73,11 +73,14 @@ class Progress:
 
 #: The keys of a state, in order; each section's own keys come from its dataclass.
 KEYS: tuple[str, ...] = ("format", "settings", "options", "counters", "progress", "shard")
-KEYS += ("stats", "selected_count", "nonfinite")
+KEYS += ("stats", "selected_count", "nonfinite", "buffers")
 
 
-def save(pruner: Any, stats: Tensor, selected_count: Tensor) -> dict[str, Any]:
-    """The state of ``pruner`` with these rows of statistics and counts (CPU tensors)."""
+def save(
+    pruner: Any, stats: Tensor, selected_count: Tensor, buffers: Mapping[str, Tensor]
+) -> dict[str, Any]:
+    """The state of ``pruner`` with these rows of statistics, counts and the method's buffers
+    (as CPU tensors)."""
     progress = dataclasses.asdict(pruner.progress)
     for name in ("subset", "weights"):
         progress[name] = None if progress[name] is None else progress[name].cpu()
@@ -91,6 +94,7 @@ def save(pruner: Any, stats: Tensor, selected_count: Tensor) -> dict[str, Any]:
         "stats": stats.cpu(),
         "selected_count": selected_count.cpu(),
         "nonfinite": int(pruner.nonfinite),
+        "buffers": {name: value.cpu() for name, value in buffers.items()},
     }
 
 
@@ -159,6 +163,9 @@ def check_fields(state: Any, rows: int | None = None) -> None:
     nonfinite = state["nonfinite"]
     if isinstance(nonfinite, bool) or not isinstance(nonfinite, int) or nonfinite < 0:
         raise InvalidValue(f"the pruner state's 'nonfinite' must be an int >= 0, got {nonfinite!r}")
+    buffers = state["buffers"]
+    if not isinstance(buffers, Mapping) or not all(isinstance(v, Tensor) for v in buffers.values()):
+        raise InvalidValue("the pruner state's 'buffers' must be a dict of tensors")
 
 
 def _check_keys(state: Any) -> None:
@@ -261,6 +268,18 @@ def load(pruner: Any, state: Mapping[str, Any], rows: slice) -> None:
     pruner.progress = Progress(**progress)
     pruner.counters = Counters(**state["counters"])
     pruner.nonfinite = torch.tensor(state["nonfinite"], device=device)
+    whole = state["stats"].shape[0]  # a buffer of a row per statistics row (+ a spare) too
+    pruner.policy.buffers = {
+        name: (
+            _rows_of(value, rows) if value.dim() == 1 and value.numel() == whole + 1 else value
+        ).to(device, copy=True)
+        for name, value in state["buffers"].items()
+    }
+
+
+def _rows_of(buffer: Tensor, rows: slice) -> Tensor:
+    """A per-row buffer's ``rows``, with its spare entry (cleared) after them."""
+    return torch.cat([buffer[:-1][rows], buffer.new_zeros(1)])
 
 
 def describe(value: Any) -> str:

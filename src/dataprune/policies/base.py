@@ -102,6 +102,8 @@ class SelectionContext:
     offset: int = 0
     total: int | None = None  # number of samples over all shards; None: unsharded
     rounds: int = 1  # selection rounds in the run (round < rounds)
+    selected: Tensor | None = None  # per row held here: the pruned epochs it was selected in
+    pruned_epochs: int = 0  # pruned epochs before this selection
 
     @property
     def sharded(self) -> bool:
@@ -219,7 +221,9 @@ class Policy:
             (:func:`stream_id`), so a new method lists none.
 
     Hooks, all no-ops but :meth:`select`; the :class:`dataprune.Pruner` calls them, so a loop
-    is the same for every method: :meth:`batch_rows`, :meth:`loss_scale`, :meth:`remeasure`.
+    is the same for every method: :meth:`observe`, :meth:`batch_rows`, :meth:`loss_scale`,
+    :meth:`remeasure`. A method that keeps more than the loss statistics keeps it in
+    :attr:`buffers`, which the Pruner saves, restores, moves and shards with them.
     """
 
     name: ClassVar[str]
@@ -243,6 +247,10 @@ class Policy:
             name: option.check(name, params[name]) if name in params else option.default
             for name, option in self.options.items()
         }
+        #: Tensors the method keeps beside the statistics: 1-D with one entry per statistics
+        #: row and a spare last one, where writes for other shards' samples can go without a
+        #: host sync (the Pruner shards these like the statistics), or 0-D (kept whole).
+        self.buffers: dict[str, Tensor] = {}
 
     @classmethod
     def default_anneal_epochs(cls, epochs: int, warmup_epochs: int = 0) -> int:
@@ -290,6 +298,10 @@ class Policy:
         raise NotImplementedError(f"{type(self).__name__} must define select()")
 
     # ------------------------------------------------------------------- hooks
+    def observe(self, stats: SampleStats, indices: Tensor, losses: Tensor) -> None:
+        """Sees every batch folded into ``stats``: its global ``indices`` (of every rank) and
+        float32 ``losses``, NaN where a sample has no loss. Nothing by default; no host sync."""
+
     def batch_rows(self, losses: Tensor, prune: float) -> Tensor:
         """For a method that ``selects_in_batch``: the ascending positions of the rows to
         back-propagate, from the batch's losses (NaN for a row without one)."""
