@@ -90,6 +90,7 @@ class RePB(Policy):
             keep &= ~ctx.top_k(-keys, drop, f"{purpose}-ties")
             to_drop -= drop
         epochs = ctx.pruned_epochs + 1  # E, this one included
-        selected = (ctx.selected if ctx.selected is not None else 0) + 1  # N_i(E), if kept now
-        weight = (epochs / selected.double()).clamp(max=self.params["max_weight"]).float()
+        before = ctx.selected if ctx.selected is not None else torch.zeros_like(stats.mean)
+        selected = before.double() + 1  # N_i(E), if kept now
+        weight = (epochs / selected).clamp(max=self.params["max_weight"]).float()
         return ctx.selection(keep, torch.where(stats.seen, weight, 1.0))
