@@ -1,13 +1,18 @@
-"""The evidence benchmark: every method, prune rate and seed on real data, then docs/RESULTS.md.
+"""The evidence benchmark: every method, prune rate and seed in four settings, then docs/RESULTS.md.
 
-    python benchmarks/reproduce.py             # the full benchmark (resumable), then the report
-    python benchmarks/reproduce.py --smoke     # seconds, on digits: keeps the script working in CI
-    python benchmarks/reproduce.py --report    # only regenerate docs/RESULTS.md from the results
+    python benchmarks/reproduce.py                   # every suite (resumable), then the report
+    python benchmarks/reproduce.py --suite text      # one suite
+    python benchmarks/reproduce.py --smoke           # seconds, on digits: keeps it working in CI
+    python benchmarks/reproduce.py --report          # only regenerate docs/RESULTS.md
+    python benchmarks/reproduce.py --digests         # every method's behaviour digests
 
-Each run writes ``result.json`` under ``benchmarks/results/<suite>/<run>/``; those files are
-committed, and a rerun skips every finished run. The report is generated from them alone.
-A result of other code (another ``source`` in its provenance) or another torch is refused;
-``--rerun-stale`` runs those again instead.
+A suite runs interleaved: for each seed, full training first, then every other run of that seed
+in an order shuffled from the seed, so that each time ratio compares runs made side by side and
+the machine's drift averages out. Each run writes ``result.json`` under
+``benchmarks/results/<suite>/<run>/``; those files are committed, and a rerun skips every
+finished run. A result whose method behaves differently now (its behaviour digests,
+``benchmarks/behaviour.json``) or of another torch is refused; ``--rerun-stale`` reruns it.
+The report is generated from the result files alone.
 """
 
 from __future__ import annotations
@@ -15,87 +20,127 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import random
 import sys
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import torch
 
-from dataprune.harness.analyze import load_pruner_state, selection_summary
 from dataprune.harness.behaviour import all_digests
 from dataprune.harness.config import RunConfig
 from dataprune.harness.files import write_json
 from dataprune.harness.methods import get_method, run_methods
 from dataprune.harness.provenance import code_identity
-from dataprune.harness.runner import grid, run_grid, run_name
-from dataprune.policies import POLICIES
+from dataprune.harness.runner import run_grid, run_name
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
 #: Every method's behaviour digests for the code of the committed results.
 BEHAVIOUR = ROOT / "benchmarks" / "behaviour.json"
-PRUNES = (0.5, 0.7, 0.3)  # in running order: the rates of the targets first
-SEEDS = (0, 1, 2)  # paired by seed: the verdicts need 3 or more
-ABLATION_PRUNE = 0.5
+PRUNES = (0.3, 0.5, 0.7)
+SEEDS = (0, 1, 2)
+#: Two more seeds for the cells that decide the default and the targets (and full's).
+MORE_SEEDS = (3, 4)
+DECIDING = {
+    ("peek", 0.5), ("peek", 0.7), ("kakurenbo", 0.5), ("kakurenbo", 0.7), ("ucb", 0.5),
+    ("ucb", 0.7), ("epsilon-greedy", 0.3), ("epsilon-greedy", 0.5), ("infobatch", 0.5),
+    ("infobatch", 0.7), ("selective-backprop", 0.5),
+}  # fmt: skip
+#: What each of peek's ingredients is worth: peek with one of them taken away (or added).
+INGREDIENTS = (
+    ("peek", {"stretch": False}),  # no longer steps: the schedule's learning rate
+    ("peek", {"peek": 0.0}),  # no measurement of the hidden samples
+)
 
 
 @dataclass
 class Suite:
-    """A named group of runs sharing a base configuration."""
+    """A setting: a base configuration and the runs made in it, in the order they run."""
 
     name: str
     title: str
-    configs: list[RunConfig]
+    configs: list[RunConfig] = field(default_factory=list)
+    runner: str = "harness"  # or "text": the HF Trainer (benchmarks/text.py)
 
 
-def main_suite(
-    name: str,
-    title: str,
+def interleaved(
     base: RunConfig,
+    methods: Sequence[str],
+    ablations: Sequence[tuple[str, dict[str, Any]]] = (),
     prunes: Sequence[float] = PRUNES,
     seeds: Sequence[int] = SEEDS,
-) -> Suite:
-    """Every method at each of ``prunes`` and ``seeds`` in ``base``'s setting.
+    more_seeds: Sequence[int] = MORE_SEEDS,
+) -> list[RunConfig]:
+    """Every run of a suite, seed by seed: full first, then the seed's other runs shuffled
+    from the seed. The ``more_seeds`` run only full and the :data:`DECIDING` cells."""
+    order = []
+    for seed in (*seeds, *more_seeds):
+        runs = []
+        for method in methods:
+            unpruned = "prune" in get_method(method).unused_fields()
+            for prune in [0.0] if unpruned else prunes:
+                if seed in more_seeds and method != "full" and (method, prune) not in DECIDING:
+                    continue
+                runs.append(base.for_method(method, prune, seed))
+        if seed in seeds:
+            for method, options in ablations:
+                for prune in (0.5, 0.7):
+                    config = base.for_method(method, prune, seed)
+                    runs.append(dataclasses.replace(config, options=options))
+        full = [c for c in runs if c.method == "full"]
+        rest = [c for c in runs if c.method != "full"]
+        random.Random(seed).shuffle(rest)
+        order += full + rest
+    return order
 
-    Runs go rate by rate in the order of ``prunes`` (the unpruned ones first), every seed of a
-    rate before the next: an interrupted benchmark has whole rows, each with its verdict."""
 
-    def order(config: RunConfig) -> tuple[int, int]:
-        rate = prunes.index(config.prune) if config.prune in prunes else -1
-        return rate, config.seed
+def suites(smoke: bool, data_dir: str | None, device: str) -> list[Suite]:
+    """The four settings of the evidence (method rankings change with them); with ``smoke``,
+    one short suite on the embedded digits.
 
-    configs = sorted(grid(base, run_methods(), prunes, seeds), key=order)
-    return Suite(name, title, configs)
-
-
-def ablation_suite(base: RunConfig, seeds: Sequence[int]) -> Suite:
-    """every 1 vs 2, UCB bonus sigma vs sigma^2, rescale + anneal on and off, at one rate.
-
-    ``every=2`` over ``base``'s epochs (8) re-selects 4 times: a test of re-selecting less
-    often, where a single selection over 5 epochs would be a static subset."""
-    anneal = _anneal(base)
-    changes = [
-        ("ucb", {"every": 2}),
-        ("random", {"every": 2}),
-        ("ucb", {"options": {"bonus": "var"}}),
-        ("ucb", {"rescale": True, "anneal_epochs": anneal}),
-        ("epsilon-greedy", {"rescale": True, "anneal_epochs": anneal}),
-        ("random", {"rescale": True, "anneal_epochs": anneal}),
-        ("infobatch", {"rescale": False, "anneal_epochs": 0}),
+    Each image setting fixes its dataset's size (``train_limit``/``test_limit``), so that the
+    data dir found first cannot change it: one with fewer samples is refused, and results
+    record the counts. The static scorers are not rerun here: their results, from the suites
+    of 2026-11 (``benchmarks/results/archive/``), carry the behaviour of this code.
+    """
+    common = dict(data_dir=data_dir, progress=False, model="cnn", device=device)
+    methods = [m for m in run_methods() if not get_method(m).scorer]
+    if smoke:  # embedded data: runs anywhere, no files needed
+        digits = RunConfig(dataset="digits", epochs=2, batch_size=64, **common)
+        runs = interleaved(digits, ["full", "random", "peek"], (), (0.5,), (0,), ())
+        return [Suite("smoke", "Smoke test (digits)", runs)]
+    fashion = dict(dataset="fashion-mnist", train_limit=60_000, test_limit=10_000, **common)
+    short = RunConfig(epochs=5, batch_size=256, lr=0.1, **fashion)
+    table = RunConfig(epochs=8, batch_size=128, lr=0.05, schedule="cosine", **fashion)
+    cifar = RunConfig(
+        dataset="cifar10", train_limit=5_000, test_limit=1_000, epochs=30, batch_size=128,
+        lr=0.05, **common,
+    )  # fmt: skip
+    return [
+        Suite(
+            "fashion-mnist-table",
+            "Fashion-MNIST (60k/10k), cnn, 8 epochs, cosine",
+            interleaved(table, methods, INGREDIENTS),
+        ),
+        Suite(
+            "fashion-mnist",
+            "Fashion-MNIST (60k/10k), cnn, 5 epochs, one-cycle",
+            interleaved(short, methods, INGREDIENTS),
+        ),
+        Suite(
+            "cifar10-subset",
+            "CIFAR-10 subset (5k/1k), cnn, 30 epochs, one-cycle",
+            interleaved(cifar, methods),
+        ),
+        Suite(
+            "text",
+            "Text: a tiny GPT-2 on the standard library's source, 3 epochs, the HF Trainer",
+            runner="text",
+        ),
     ]
-    # each the main grid's configuration of its method (for_method, as grid() makes it), with
-    # one thing changed
-    variants = [
-        dataclasses.replace(base.for_method(method, ABLATION_PRUNE, seed), **change)
-        for seed in seeds
-        for method, change in changes
-    ]
-    return Suite("ablations", "Ablations on Fashion-MNIST, the table's setting", variants)
-
-
-def _anneal(config: RunConfig) -> int:
-    return POLICIES["infobatch"].default_anneal_epochs(config.epochs, config.warmup_epochs)
 
 
 def variant_name(config: RunConfig) -> str:
@@ -110,76 +155,35 @@ def variant_name(config: RunConfig) -> str:
     return "-".join([run_name(config), *extras])
 
 
-def suites(smoke: bool, data_dir: str | None, device: str) -> list[Suite]:
-    """The three settings of the evidence (method rankings change with them), each for every
-    method at every prune rate and seed, and the ablations; with ``smoke``, one short suite.
-
-    Each fixes its dataset's size (``train_limit``/``test_limit``), so that the data dir found
-    first cannot change it: one with fewer samples is refused, and results record the counts.
-    """
-    common = dict(data_dir=data_dir, progress=False, model="cnn", device=device)
-    if smoke:  # embedded data: runs anywhere, no files needed
-        digits = RunConfig(
-            dataset="digits", epochs=2, batch_size=64, score_epochs=1, score_runs=1, **common
-        )
-        return [main_suite("smoke", "Smoke test (digits)", digits, (0.5,), (0,))]
-    fashion = dict(dataset="fashion-mnist", train_limit=60_000, test_limit=10_000, **common)
-    short = RunConfig(epochs=5, batch_size=256, lr=0.1, score_epochs=2, **fashion)
-    # issue 15's table: 8 epochs, batch 128, lr 0.05, cosine (per step here, not per epoch);
-    # static scorers score after 2 of the 8 epochs (the harness default, 5, costs more than full)
-    table = RunConfig(
-        epochs=8, batch_size=128, lr=0.05, schedule="cosine", score_epochs=2, **fashion
-    )
-    long = RunConfig(
-        dataset="cifar10",
-        train_limit=5_000,
-        test_limit=1_000,
-        epochs=30,
-        batch_size=128,
-        lr=0.05,
-        score_epochs=3,
-        **common,
-    )
-    return [
-        main_suite("fashion-mnist", "Fashion-MNIST (60k/10k), cnn, 5 epochs, one-cycle", short),
-        main_suite("fashion-mnist-table", "Fashion-MNIST (60k/10k), cnn, 8 epochs, cosine", table),
-        main_suite("cifar10-subset", "CIFAR-10 subset (5k/1k), cnn, 30 epochs, one-cycle", long),
-        ablation_suite(table, SEEDS),
-    ]
-
-
 def run_suite(
     suite: Suite, results: Path, rerun_stale: bool = False, method: str | None = None
 ) -> None:
     """Run ``suite``'s unfinished runs (only ``method``'s, if given) into ``results``."""
     out = results / suite.name
+    if suite.runner == "text":
+        import text
+
+        text.run_suite(out, rerun_stale=rerun_stale, method=method)
+        return
+    measure_forward_share(suite, out)
     configs = []
-    rescored: set[Path] = set()
     for config in suite.configs:
         if method not in (None, config.method):
             continue
         run_dir = out / variant_name(config)
-        stale = rerun_stale and is_stale(run_dir)
-        scores_file = None
-        if get_method(config.method).scorer:
-            # One scoring run per method and seed serves every prune rate; its cost is still
-            # charged to each run that uses it.
-            scores = out / f"scores-{config.method}-s{config.seed}.pt"
-            if stale and scores not in rescored:  # scores of the old code go with its results
-                scores.unlink(missing_ok=True)
-                rescored.add(scores)
-            scores_file = str(scores)
         configs.append(
-            dataclasses.replace(config, out=str(run_dir), scores_file=scores_file, overwrite=stale)
+            dataclasses.replace(
+                config, out=str(run_dir), overwrite=rerun_stale and is_stale(run_dir)
+            )
         )
     run_grid([config.resolve() for config in configs], out=None, progress=True)
     for config in configs:
-        if _dynamic(config.method) and config.prune == 0.5 and config.seed == 0:
+        if (config.method, config.prune, config.seed, config.options) == ("peek", 0.5, 0, {}):
             save_selection(Path(config.out))
 
 
 def is_stale(run_dir: Path) -> bool:
-    """Whether ``run_dir`` holds a result of other code or another torch than this checkout's."""
+    """Whether ``run_dir`` holds a result of other behaviour or another torch than this code's."""
     path = run_dir / "result.json"
     if not path.is_file():
         return False
@@ -188,23 +192,80 @@ def is_stale(run_dir: Path) -> bool:
     return any(saved.get(field) != value for field, value in code_identity(method).items())
 
 
-def _dynamic(method: str) -> bool:
-    """Whether ``method`` re-selects its subset as training goes (its selections are kept)."""
-    policy = POLICIES.get(method)
-    return policy is not None and policy.prunes and policy.reselects
+def measure_forward_share(suite: Suite, out: Path, repeats: int = 20) -> None:
+    """The time of a forward pass without gradients as a share of a training step's, for the
+    suite's model and batch on this machine (``forward_share.json``): the weight of a sample
+    forwarded but not trained in the compute shares of the report."""
+    target = out / "forward_share.json"
+    if target.is_file() or not suite.configs:
+        return
+    import time
+
+    from dataprune.harness.device import setup_device
+    from dataprune.harness.models import build_model
+
+    config = suite.configs[0]
+    data = config.load_data()
+    device = setup_device(config.device)
+    torch.manual_seed(0)
+    model = build_model(config.model, data.in_channels, data.num_classes, data.image_size).to(
+        device
+    )
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
+    x, y = (
+        data.train_x[: config.batch_size].to(device),
+        data.train_y[: config.batch_size].to(device),
+    )
+
+    def step() -> None:
+        loss = torch.nn.functional.cross_entropy(model(x), y)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+
+    def forward() -> None:
+        with torch.no_grad():
+            model(x)
+
+    times: dict[str, list[float]] = {"step": [], "forward": []}
+    for _ in range(3):  # warm-up
+        step(), forward()
+    for _ in range(repeats):  # interleaved, so that both see the same machine
+        for name, call in (("step", step), ("forward", forward)):
+            start = time.perf_counter()
+            call()
+            times[name].append(time.perf_counter() - start)
+    median = {name: sorted(values)[len(values) // 2] for name, values in times.items()}
+    write_json(
+        target,
+        {
+            "forward_share": median["forward"] / median["step"],
+            "step_seconds": median["step"],
+            "forward_seconds": median["forward"],
+            "batch_size": config.batch_size,
+            "model": config.model,
+            "device": str(device),
+            "threads": torch.get_num_threads(),
+        },
+    )
 
 
 def save_selection(run_dir: Path) -> None:
-    """Keep what ``dataprune analyze`` plots as a small committed file (checkpoints are not)."""
-    target = run_dir / "selection.json"
+    """Keep what ``dataprune analyze`` draws, as a small committed file: how often each sample
+    was selected (checkpoints are not committed)."""
+    from dataprune.harness.analyze import load_pruner_state
+
+    target = run_dir / "selection.pt"
     if target.is_file() or not (run_dir / "checkpoint.pt").is_file():
         return
     state = load_pruner_state(run_dir)
-    summary = selection_summary(state)
-    counts = state["selected_count"].to(torch.int64)
-    histogram = torch.bincount(counts, minlength=summary["epochs"] + 1).tolist()
-    write_json(
-        target, {"summary": summary, "histogram": histogram, "churn": state["progress"]["churn"]}
+    torch.save(
+        {
+            "selected_count": state["selected_count"].to(torch.int16),
+            "pruned_epochs": state["counters"]["pruned_epochs"],
+            "churn": state["progress"]["churn"],
+        },
+        target,
     )
 
 
@@ -219,18 +280,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--method",
         default=None,
         choices=run_methods(),
-        help="run only this method's runs (with --rerun-stale: rerun a method after a fix)",
+        help="run only this method's runs (with --rerun-stale: rerun a method after a change)",
     )
     parser.add_argument("--device", default="cpu", help="cpu or cuda")
+    parser.add_argument(
+        "--rerun-stale",
+        action="store_true",
+        help="rerun results of other behaviour or torch instead of refusing them",
+    )
     parser.add_argument(
         "--digests",
         action="store_true",
         help=f"write every method's behaviour digests to {BEHAVIOUR.relative_to(ROOT)} and stop",
-    )
-    parser.add_argument(
-        "--rerun-stale",
-        action="store_true",
-        help="rerun results of other code or torch instead of refusing them",
     )
     args = parser.parse_args(argv)
     if args.digests:
@@ -240,16 +301,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     results = Path(args.results) if args.results else RESULTS
     if args.smoke and args.results is None:
         results = ROOT / "runs" / "smoke"
-    from report_results import write_results_md
-
     every = suites(args.smoke, args.data_dir, args.device)
     selected = [s for s in every if args.suite in (None, s.name)]
     if not args.report:
         for suite in selected:
             run_suite(suite, results, args.rerun_stale, args.method)
+    from report import write_results_md
+
     out = results / "RESULTS.md" if args.smoke else ROOT / "docs" / "RESULTS.md"
-    sections = [(s.name, s.title) for s in every if s.name != "ablations"]
-    write_results_md(results, out, sections, smoke=args.smoke)
+    write_results_md(results, out, [(s.name, s.title) for s in every], smoke=args.smoke)
     print(f"report written to {out}")
     return 0
 

@@ -26,19 +26,35 @@ PAD = 256  # byte tokens are 0..255
 STDLIB = Path(os.__file__).parent
 
 
+def file_sequences(path: Path, length: int) -> list[dict[str, torch.Tensor]]:
+    """One source file as sequences of at most ``length`` byte tokens."""
+    data = torch.frombuffer(bytearray(path.read_bytes()), dtype=torch.uint8).long()
+    items = []
+    for chunk in data.split(length):
+        # Token 0 is never a target (position t predicts t + 1); marking it -100 also makes
+        # the Trainer's own token count, which does not shift labels here, match the loss.
+        labels = torch.cat([torch.tensor([-100]), chunk[1:]])
+        items.append({"input_ids": chunk, "labels": labels})
+    return items
+
+
 def byte_sequences(length: int, limit: int | None = None) -> list[dict[str, torch.Tensor]]:
     """The stdlib's source files, in name order, as sequences of at most ``length`` bytes."""
-    items = []
+    items: list[dict[str, torch.Tensor]] = []
     for path in sorted(STDLIB.glob("*.py")):
-        data = torch.frombuffer(bytearray(path.read_bytes()), dtype=torch.uint8).long()
-        for chunk in data.split(length):
-            # Token 0 is never a target (position t predicts t + 1); marking it -100 also makes
-            # the Trainer's own token count, which does not shift labels here, match the loss.
-            labels = torch.cat([torch.tensor([-100]), chunk[1:]])
-            items.append({"input_ids": chunk, "labels": labels})
-            if len(items) == limit:
-                return items
+        items += file_sequences(path, length)
+        if limit is not None and len(items) >= limit:
+            return items[:limit]
     return items
+
+
+def split_corpus(length: int, train: int, held_out: int) -> tuple[list[dict], list[dict]]:
+    """Training and held-out sequences of the stdlib's files: every tenth file is held out,
+    so that the held-out text is other files, not other parts of the training files."""
+    parts: tuple[list[dict], list[dict]] = ([], [])
+    for number, path in enumerate(sorted(STDLIB.glob("*.py"))):
+        parts[number % 10 == 9].extend(file_sequences(path, length))
+    return parts[0][:train], parts[1][:held_out]
 
 
 def pad_collate(items: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
@@ -93,7 +109,8 @@ def make_trainer(args, train_set, **options) -> Trainer:
     targs = training_args(args.output_dir, args.epochs, **options)
     if args.plain:
         return Trainer(args=targs, **common)
-    pruning = {"method": args.method, "prune": args.prune}  # dataprune
+    chosen = (("method", args.method), ("prune", args.prune))
+    pruning = {name: value for name, value in chosen if value is not None}  # dataprune
     return DataPruningTrainer(args=targs, pruning=pruning, **common)  # dataprune
 
 
@@ -106,17 +123,17 @@ def held_out_loss(model, items: list[dict[str, torch.Tensor]]) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--method", default="ucb")
-    parser.add_argument("--prune", type=float, default=0.5)
+    parser.add_argument("--method", default=None, help="default: the recommended method")
+    parser.add_argument("--prune", type=float, default=None)
     parser.add_argument("--epochs", type=int, default=3)
     parser.add_argument("--length", type=int, default=128, help="tokens per sequence")
-    parser.add_argument("--limit", type=int, default=4000, help="sequences (train + held out)")
+    parser.add_argument("--train", type=int, default=3800, help="training sequences")
+    parser.add_argument("--held-out", type=int, default=400, help="held-out sequences")
     parser.add_argument("--output-dir", default="hf_trainer_lm_out")
     parser.add_argument("--plain", action="store_true", help="the Trainer alone, no dataprune")
     args = parser.parse_args()
-    items = byte_sequences(args.length, args.limit)
-    held_out = items[-200:]
-    trainer = make_trainer(args, items[:-200])
+    train, held_out = split_corpus(args.length, args.train, args.held_out)
+    trainer = make_trainer(args, train)
     trainer.train()
     if trainer.is_world_process_zero():
         loss = held_out_loss(trainer.model, held_out)

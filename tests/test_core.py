@@ -612,9 +612,7 @@ def test_kakurenbo_hides_the_lowest_losses_of_confidently_learned_samples():
     pruner = _hand_kakurenbo(0.3)
     assert _hidden(pruner) == [2, 4, 6]
     assert _hidden(_hand_kakurenbo(0.6)) == [0, 1, 2, 3, 4, 6]
-    # the loss of a pruned epoch is scaled by 1 / (1 - F_e), F_e = 3/10, as its lr would be
-    loss = pruner.record(torch.tensor([0, 1]), torch.tensor([1.0, 3.0]))
-    assert float(loss) == pytest.approx(2.0 * 10 / 7)
+    assert pruner.lr_scale() == pytest.approx(10 / 7)  # 1 / (1 - F_e), F_e = 3/10
 
 
 def test_kakurenbo_hides_every_qualifying_sample_and_fills_uniformly_when_too_few():
@@ -658,22 +656,45 @@ def test_kakurenbo_end_epoch_measures_every_hidden_sample_in_eval_mode():
     assert pruner.summary()["samples_forwarded"] == n
 
 
-def test_loss_scale_is_one_except_in_kakurenbo_pruned_epochs():
+def test_lr_scale_is_one_except_in_kakurenbo_pruned_epochs():
     pruner = Pruner(10, "kakurenbo", 0.5, 3, warmup_epochs=1, anneal_epochs=1)
     scales = []
     for epoch in range(3):
         pruner.set_epoch(epoch)
-        scales.append(float(pruner.record(torch.arange(2), torch.ones(2))))
+        scales.append(pruner.lr_scale())
     assert scales == [1.0, 2.0, 1.0]
     ucb = Pruner(10, "ucb", 0.5, 3)
     ucb.set_epoch(0)
-    assert float(ucb.record(torch.arange(2), torch.ones(2))) == 1.0
+    assert ucb.lr_scale() == 1.0
     scheduled = Pruner(100, "kakurenbo", 0.3, 3, prune_schedule="linear", prune_end=0.1)
     rates = []
     for epoch in range(3):
         scheduled.set_epoch(epoch)
-        rates.append(float(scheduled.record(torch.arange(2), torch.ones(2))))
+        rates.append(scheduled.lr_scale())
     assert rates == pytest.approx([100 / 70, 100 / 80, 100 / 90])  # F decreasing over training
+
+
+def test_attach_steps_at_the_scaled_rate_and_leaves_the_schedule_alone(caplog):
+    weight = torch.nn.Parameter(torch.ones(2))
+    optimizer = torch.optim.SGD([weight], lr=0.1)
+    schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=4)
+    pruner = Pruner(10, "kakurenbo", 0.5, 2, anneal_epochs=0)
+    pruner.attach(optimizer)
+    pruner.attach(optimizer)  # once is enough: a second attach changes nothing
+    pruner.set_epoch(0)
+    weight.grad = torch.ones(2)
+    optimizer.step()
+    assert weight.tolist() == pytest.approx([0.8, 0.8])  # a step at 2 x 0.1
+    assert optimizer.param_groups[0]["lr"] == 0.1  # restored: the schedule's own rate
+    schedule.step()
+    assert optimizer.param_groups[0]["lr"] == pytest.approx(0.1 * (1 + math.cos(math.pi / 4)) / 2)
+    with caplog.at_level("WARNING", logger="dataprune"):  # a scale and no optimizer: said once
+        alone = Pruner(10, "kakurenbo", 0.5, 2, anneal_epochs=0)
+        alone.set_epoch(0)
+        alone.record(torch.arange(5), torch.ones(5))
+        alone.end_epoch(torch.nn.Identity(), lambda rows: rows, lambda rows: rows.float(), 5)
+        alone.end_epoch(torch.nn.Identity(), lambda rows: rows, lambda rows: rows.float(), 5)
+    assert len([r for r in caplog.records if "pruner.attach(optimizer)" in r.message]) == 1
 
 
 def test_kakurenbo_tau_is_checked():

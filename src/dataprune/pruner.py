@@ -184,6 +184,8 @@ class Pruner(Recording):
         self._recorded_in_epoch = 0  # record() calls in the current epoch
         self._ended_epoch: int | None = None  # the epoch end_epoch last finished
         self._warned_epoch: int | None = None  # the epoch last warned to have recorded nothing
+        self._attached: list[torch.optim.Optimizer] = []  # optimizers whose rate it scales
+        self._warned_unattached = False
 
     # ----------------------------------------------------------------- schedule
     @property

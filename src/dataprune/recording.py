@@ -48,6 +48,8 @@ class Recording:
     _recorded_in_epoch: int
     _ended_epoch: int | None
     _warned_epoch: int | None
+    _attached: list[torch.optim.Optimizer]
+    _warned_unattached: bool
 
     if TYPE_CHECKING:  # defined by the Pruner
 
@@ -79,7 +81,7 @@ class Recording:
         self.counters.samples_backpropagated += rows.numel()
         if kept_valid is not None:
             kept_valid = kept_valid & (kept.detach().float().abs() < math.inf)
-        return self._scaled(loop.masked_mean(kept, kept_valid))
+        return loop.masked_mean(kept, kept_valid)
 
     def record(self, indices: Tensor, losses: Tensor, valid: Tensor | None = None) -> Tensor:
         """Store per-sample losses; return their (weighted) mean, ready for ``.backward()``.
@@ -111,7 +113,7 @@ class Recording:
             total = total * weights.index_select(0, indices.to(weights.device)).to(total.dtype)
         count = losses.numel() if counted is None else counted.sum().clamp_min(1)
         self.counters.samples_backpropagated += losses.numel()
-        return self._scaled(total.sum() / count)
+        return total.sum() / count
 
     def end_epoch(
         self,
@@ -133,6 +135,7 @@ class Recording:
         if epoch is None:
             raise RuntimeError("end_epoch() before any epoch: call pruner.set_epoch(epoch) first")
         self._warn_if_nothing_recorded()
+        self.lr_scale()  # says so if the method scales the rate of an unattached optimizer
         if self._ended_epoch == epoch or not self.is_pruned_epoch(epoch):
             return
         self._ended_epoch = epoch
@@ -193,13 +196,54 @@ class Recording:
         self.counters.record_seconds += time.perf_counter() - start
         return counted
 
-    def _scaled(self, loss: Tensor) -> Tensor:
-        """``loss`` times the method's loss scale in a pruned epoch (the product skipped at 1)."""
+    def attach(self, optimizer: torch.optim.Optimizer) -> None:
+        """Run the method's learning-rate scale around each ``optimizer.step()``.
+
+        Most methods have none (a factor of 1). One that trains fewer steps in a pruned epoch
+        may ask for larger ones (``kakurenbo``: ``1 / (1 - F)``): each step then runs at that
+        factor times the schedule's rate, through the optimizer's own step hooks
+        (``register_step_pre_hook``), and the rate is restored right after, so the scheduler
+        never sees it. Call it once for each optimizer; the framework integrations do. An
+        optimizer that wraps another (Accelerate's, Lightning's) is attached through it.
+        """
+        inner = optimizer
+        while hasattr(inner, "optimizer") and isinstance(inner.optimizer, torch.optim.Optimizer):
+            inner = inner.optimizer
+        if any(attached is inner for attached in self._attached):
+            return
+        self._attached.append(inner)
+        rates: list[Any] = []
+
+        def before(opt: torch.optim.Optimizer, args: Any, kwargs: Any) -> None:
+            scale = self.lr_scale()
+            if scale != 1.0:
+                rates[:] = [group["lr"] for group in opt.param_groups]
+                for group in opt.param_groups:
+                    group["lr"] = group["lr"] * scale
+
+        def after(opt: torch.optim.Optimizer, args: Any, kwargs: Any) -> None:
+            for group, rate in zip(opt.param_groups, rates, strict=False):
+                group["lr"] = rate
+            rates.clear()
+
+        inner.register_step_pre_hook(before)
+        inner.register_step_post_hook(after)
+
+    def lr_scale(self) -> float:
+        """The current epoch's factor on the learning rate (1 for most methods and epochs)."""
         epoch = self.progress.epoch
         if epoch is None or not self.is_pruned_epoch(epoch):
-            return loss
-        scale = self.policy.loss_scale(self.num_samples, self.epoch_size(epoch))
-        return loss if scale == 1.0 else loss * scale
+            return 1.0
+        scale = self.policy.lr_scale(self.num_samples, self.epoch_size(epoch))
+        if scale != 1.0 and not self._attached and not self._warned_unattached:
+            self._warned_unattached = True
+            logger.warning(
+                "method=%r trains a pruned epoch at %.3g times the learning rate, but no "
+                "optimizer is attached: call pruner.attach(optimizer) once, before training",
+                self.method,
+                scale,
+            )
+        return scale
 
     def _warn_if_nothing_recorded(self) -> None:
         epoch = self.progress.epoch

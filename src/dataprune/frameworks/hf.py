@@ -279,6 +279,10 @@ class _PrunerCallback(TrainerCallback):
         self._nonfinite = 0  # NaN and inf losses before this epoch
         self._trained = 0  # samples back-propagated before this epoch
 
+    def on_train_begin(self, args, state, control, optimizer=None, **kwargs):
+        if optimizer is not None:
+            self.trainer.pruner.attach(optimizer)  # a method's learning-rate scale, if any
+
     def on_epoch_begin(self, args, state, control, **kwargs):
         pruner = self.trainer.pruner
         pruner.set_epoch(int(state.epoch or 0))  # Accelerate forwards it too; it is idempotent

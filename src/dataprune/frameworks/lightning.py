@@ -168,6 +168,9 @@ class DataPruning(pl.Callback):
         self._trainer = trainer
 
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        pruner = self._require_pruner("on_train_start")
+        for optimizer in trainer.optimizers:
+            pruner.attach(optimizer)  # a method's learning-rate scale, if it has one
         loader = trainer.train_dataloader
         if self._loader is None or getattr(loader, "sampler", None) is not self._loader.sampler:
             raise RuntimeError(

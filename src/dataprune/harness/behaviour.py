@@ -65,11 +65,13 @@ def core_digest(method: str) -> str:
 
     digest = hashlib.sha256()
     sampler = pruner.sampler()
+    pruner.attach(torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0))
     with _one_thread():
         for epoch in range(CORE_EPOCHS):
             pruner.set_epoch(epoch)
             order = torch.tensor(list(sampler), dtype=torch.int64)
             digest.update(order.numpy().tobytes())
+            digest.update(f"{pruner.lr_scale():.6e}".encode())
             for rows in order.split(CORE_BATCH):
                 loss = pruner.loss(rows, rows, sample_losses)
                 digest.update(f"{float(loss):.6e}".encode())

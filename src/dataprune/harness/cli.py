@@ -119,14 +119,22 @@ def _add_option_flags(group: argparse._ArgumentGroup) -> None:
     for name, uses in takers.items():
         option = uses[0][1]
         defaults = ", ".join(f"{m}: {o.default}" for m, o in uses)
-        group.add_argument(
+        flag, dest, help = (
             "--" + (option.flag or name.replace("_", "-")),
-            dest=_OPTION_PREFIX + name,
+            _OPTION_PREFIX + name,
+            f"{option.help} (default {defaults})",
+        )
+        if isinstance(option.default, bool):  # --name and --no-name
+            group.add_argument(flag, dest=dest, action=argparse.BooleanOptionalAction, help=help)
+            continue
+        group.add_argument(
+            flag,
+            dest=dest,
             type=type(option.default),
             choices=option.choices,
             default=None,
             metavar=name.upper(),
-            help=f"{option.help} (default {defaults})",
+            help=help,
         )
 
 

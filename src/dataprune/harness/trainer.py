@@ -133,6 +133,7 @@ def train(
         weight_decay=config.weight_decay,
         nesterov=config.momentum > 0,  # Nesterov needs a momentum
     )
+    pruner.attach(optimizer)  # a method's learning-rate scale, if it has one
     step_budget = spec.step_budget(data.num_train)
     total_steps = pruner.total_steps(config.batch_size) if step_budget is None else step_budget
     schedule = _make_schedule(optimizer, config, total_steps)

@@ -5,7 +5,7 @@
 
 # Importing a method's file registers it; this order is the order methods are listed in.
 from . import full, random, rs2, epsilon_greedy, ucb, infobatch, seta, orderdp, repb  # noqa: F401, I001
-from . import kakurenbo, selective_backprop, static  # noqa: F401, I001
+from . import kakurenbo, peek, selective_backprop, static  # noqa: F401, I001
 from .base import Option, Policy, Selection, SelectionContext, unseen_first
 from .registry import DEFAULT_METHOD, DEFAULT_PRUNE, POLICIES, get_policy, methods, register
 

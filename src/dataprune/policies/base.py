@@ -221,7 +221,7 @@ class Policy:
             (:func:`stream_id`), so a new method lists none.
 
     Hooks, all no-ops but :meth:`select`; the :class:`dataprune.Pruner` calls them, so a loop
-    is the same for every method: :meth:`observe`, :meth:`batch_rows`, :meth:`loss_scale`,
+    is the same for every method: :meth:`observe`, :meth:`batch_rows`, :meth:`lr_scale`,
     :meth:`remeasure`. A method that keeps more than the loss statistics keeps it in
     :attr:`buffers`, which the Pruner saves, restores, moves and shards with them.
     """
@@ -307,9 +307,10 @@ class Policy:
         back-propagate, from the batch's losses (NaN for a row without one)."""
         raise NotImplementedError(f"{type(self).__name__} does not select within a batch")
 
-    def loss_scale(self, num_samples: int, epoch_size: int) -> float:
-        """The factor on the loss of an epoch that trains ``epoch_size`` of ``num_samples``
-        samples (1: the loss as it is). Under SGD it scales the step, as a learning rate would."""
+    def lr_scale(self, num_samples: int, epoch_size: int) -> float:
+        """The factor on the learning rate of a pruned epoch that trains ``epoch_size`` of
+        ``num_samples`` samples (1: the schedule's rate), applied to the optimizers attached
+        with :meth:`dataprune.Pruner.attach`."""
         return 1.0
 
     def remeasure(self, ctx: SelectionContext, hidden: Tensor) -> Tensor:

@@ -25,10 +25,9 @@ class Kakurenbo(Policy):
     (the first pruned epoch has no losses yet), all of them are hidden and the rest are drawn
     uniformly from the others, as ``infobatch`` fills past its low group.
 
-    Its own steps, which :class:`dataprune.Pruner` runs through the hooks: the loss of a pruned
-    epoch is scaled by ``1 / (1 - F_e)`` (the paper scales the learning rate; under SGD the two
-    are the same step, weight decay apart; an Adam-type optimizer, invariant to the loss's
-    scale, ignores it), and at an epoch's end every hidden sample is forwarded without
+    Its own steps, which :class:`dataprune.Pruner` runs through the hooks: the learning rate of
+    a pruned epoch is scaled by ``1 / (1 - F_e)`` (:meth:`dataprune.Pruner.attach`), so that its
+    fewer steps travel as far, and at an epoch's end every hidden sample is forwarded without
     gradients, in evaluation mode, and its loss recorded (:meth:`dataprune.Pruner.end_epoch`),
     so that one whose loss grew trains again. The paper lowers F over training (F, then 0.8F,
     0.6F, 0.4F at its LR milestones): pass ``prune_schedule="linear"`` with ``prune_end``.
@@ -56,7 +55,7 @@ class Kakurenbo(Policy):
             hidden = ctx.top_k(keys, hide, "fill-ties")
         return ctx.selection(~hidden)
 
-    def loss_scale(self, num_samples: int, epoch_size: int) -> float:
+    def lr_scale(self, num_samples: int, epoch_size: int) -> float:
         return num_samples / epoch_size
 
     def remeasure(self, ctx: SelectionContext, hidden: Tensor) -> Tensor:

@@ -1,0 +1,197 @@
+"""The text setting of the evidence: a tiny GPT-2, trained through the Hugging Face Trainer.
+
+    python benchmarks/reproduce.py --suite text
+
+The corpus is the standard library's ``.py`` files (``examples/hf_trainer_lm.py``), as
+sequences of 128 byte tokens: every tenth file is held out, the others train. The model is a
+randomly initialised GPT-2 of 2 layers, trained with AdamW for 3 epochs; each sequence's loss
+is the mean of its tokens' (``dataprune.sequence_losses``). The metric is the held-out loss per
+token (and its perplexity), after the last epoch. Runs go interleaved, as in the image settings
+(``reproduce.interleaved``): for each seed, full training first, then the seed's other runs in
+an order shuffled from the seed. Each writes ``result.json`` in ``benchmarks/results/text/``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib.util
+import json
+import math
+import random
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+from transformers import PrinterCallback
+
+from dataprune.frameworks.hf import DataPruningTrainer
+from dataprune.harness.files import write_json
+from dataprune.harness.provenance import code_identity, git_commit, source_tree
+
+ROOT = Path(__file__).resolve().parents[1]
+LENGTH, EPOCHS, BATCH = 128, 3, 16
+TRAIN_SEQUENCES, HELD_OUT_SEQUENCES = 3_800, 400
+#: The methods of the image settings less those the harness adds (full-matched, the scorers).
+METHODS = (
+    "full", "static-random", "random", "rs2", "epsilon-greedy", "ucb", "infobatch", "seta",
+    "orderdp", "repb", "kakurenbo", "peek", "selective-backprop",
+)  # fmt: skip
+
+
+@dataclasses.dataclass(frozen=True)
+class TextRun:
+    method: str
+    prune: float
+    seed: int
+
+    @property
+    def name(self) -> str:
+        return f"{self.method}-p{self.prune:g}-s{self.seed}"
+
+
+def example():
+    """``examples/hf_trainer_lm.py`` as a module: its corpus, collate function and model."""
+    path = ROOT / "examples" / "hf_trainer_lm.py"
+    spec = importlib.util.spec_from_file_location("hf_trainer_lm", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def corpus() -> tuple[list[dict], list[dict]]:
+    """Training and held-out sequences: every tenth file of the stdlib is held out."""
+    return example().split_corpus(LENGTH, TRAIN_SEQUENCES, HELD_OUT_SEQUENCES)
+
+
+def runs() -> list[TextRun]:
+    """Every run, seed by seed: full first, then the rest shuffled from the seed."""
+    from reproduce import DECIDING, MORE_SEEDS, PRUNES, SEEDS
+
+    order = []
+    for seed in (*SEEDS, *MORE_SEEDS):
+        cells = [TextRun(m, p, seed) for m in METHODS if m != "full" for p in PRUNES]
+        if seed in MORE_SEEDS:
+            cells = [c for c in cells if (c.method, c.prune) in DECIDING]
+        random.Random(seed).shuffle(cells)
+        order += [TextRun("full", 0.0, seed), *cells]
+    return order
+
+
+def run_one(run: TextRun, train: list[dict], held_out: list[dict]) -> dict[str, Any]:
+    """Train one run and measure it: training seconds (every cost of the Trainer's loop and
+    the pruner's steps), the held-out loss after it (not timed)."""
+    lm = example()
+    torch.manual_seed(run.seed)
+    model = lm.tiny_gpt2(LENGTH)
+    with tempfile.TemporaryDirectory() as scratch:
+        args = lm.training_args(
+            scratch,
+            EPOCHS,
+            per_device_train_batch_size=BATCH,
+            seed=run.seed,
+            logging_steps=10_000,
+            disable_tqdm=True,
+        )
+        pruning = {"method": run.method, "prune": run.prune}
+        trainer = DataPruningTrainer(
+            model=model,
+            args=args,
+            train_dataset=train,
+            data_collator=lm.pad_collate,
+            pruning=pruning,
+        )
+        trainer.remove_callback(PrinterCallback)  # no log dict printed each epoch
+        start = time.perf_counter()
+        trainer.train()
+        seconds = time.perf_counter() - start
+    loss = lm.held_out_loss(trainer.model, held_out)
+    return {
+        "setting": "text",
+        "config": {
+            **dataclasses.asdict(run),
+            "epochs": EPOCHS,
+            "batch_size": BATCH,
+            "learning_rate": args.learning_rate,
+            "length": LENGTH,
+            "train_sequences": len(train),
+            "held_out_sequences": len(held_out),
+        },
+        "held_out_loss": loss,
+        "perplexity": math.exp(loss),
+        "train_seconds": seconds,
+        "steps": trainer.state.global_step,
+        "pruner_summary": trainer.pruner.summary(),
+        "device_name": f"cpu ({torch.get_num_threads()} threads)",
+        "provenance": {
+            "commit": git_commit(),
+            "source": source_tree(),
+            **code_identity(run.method),
+            "transformers": __import__("transformers").__version__,
+        },
+    }
+
+
+def measure_forward_share(out: Path, train: list[dict], repeats: int = 20) -> None:
+    """A forward pass without gradients as a share of a training step, for this model and
+    batch on this machine (``forward_share.json``)."""
+    target = out / "forward_share.json"
+    if target.is_file():
+        return
+    lm = example()
+    model = lm.tiny_gpt2(LENGTH)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    batch = lm.pad_collate(train[:BATCH])
+
+    def step() -> None:
+        loss = model(**batch).loss
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+
+    def forward() -> None:
+        with torch.no_grad():
+            model(**batch)
+
+    times: dict[str, list[float]] = {"step": [], "forward": []}
+    for _ in range(3):
+        step(), forward()
+    for _ in range(repeats):
+        for name, call in (("step", step), ("forward", forward)):
+            start = time.perf_counter()
+            call()
+            times[name].append(time.perf_counter() - start)
+    median = {name: sorted(values)[len(values) // 2] for name, values in times.items()}
+    write_json(
+        target,
+        {
+            "forward_share": median["forward"] / median["step"],
+            "step_seconds": median["step"],
+            "forward_seconds": median["forward"],
+            "batch_size": BATCH,
+            "model": "tiny-gpt2",
+            "device": "cpu",
+            "threads": torch.get_num_threads(),
+        },
+    )
+
+
+def run_suite(out: Path, rerun_stale: bool = False, method: str | None = None) -> None:
+    """Every unfinished run of the text setting, into ``out/<run>/result.json``."""
+    from reproduce import is_stale
+
+    train, held_out = corpus()
+    out.mkdir(parents=True, exist_ok=True)
+    measure_forward_share(out, train)
+    todo = [r for r in runs() if method in (None, r.method)]
+    for number, run in enumerate(todo, 1):
+        path = out / run.name / "result.json"
+        if path.is_file() and not (rerun_stale and is_stale(path.parent)):
+            continue
+        print(f"text: run {number} of {len(todo)}: {run.name}", flush=True)
+        write_json(path, run_one(run, train, held_out))
+
+
+def load(out: Path) -> list[dict]:
+    return [json.loads(p.read_text()) for p in sorted(out.glob("*/result.json"))]
