@@ -108,9 +108,13 @@ class ImageData:
         return _Slices(self, sampler, batch_size)
 
     def read(self, rows: Tensor, generator: torch.Generator | None = None) -> Batch:
-        """``(rows, x, y)``: the training samples ``rows``, augmented as in training."""
+        """``(rows, x, y)``: the training samples ``rows``, augmented as in training from
+        ``generator`` if one is given."""
         rows = rows.to(self.device)
-        return rows, self.augment_batch(self.train_x[rows], generator), self.train_y[rows]
+        x = self.train_x[rows]
+        if generator is not None:
+            x = self.augment_batch(x, generator)
+        return rows, x, self.train_y[rows]
 
     def checksums(self) -> dict[str, str]:
         """The sha256 of each file the data was read from (empty for embedded data)."""
