@@ -22,7 +22,7 @@ ratios are medians of ratios measured side by side in one repeat.
     python benchmarks/integrations.py --quick         # 4k images, 2 epochs, 1 repeat
 
 Results go into ``--json`` (default ``benchmarks/results/integrations/fashion-mnist.json``);
-``benchmarks/report_results.py`` writes their docs/RESULTS.md section, also printed here.
+``benchmarks/report/`` writes their docs/RESULTS.md section, also printed here.
 """
 
 from __future__ import annotations
@@ -54,7 +54,7 @@ from dataprune.harness.models import build_model
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
-import report_results  # noqa: E402
+from report.other_benchmarks import integrations_section  # noqa: E402
 
 INTEGRATIONS = ("plain", "lightning", "hf", "accelerate")
 BATCH = 128
@@ -356,7 +356,7 @@ def main(argv: list[str] | None = None) -> None:
     path = Path(args.json)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(record, indent=1))
-    print(report_results.integrations_section(path.parent))
+    print(integrations_section(path.parent))
 
 
 if __name__ == "__main__":

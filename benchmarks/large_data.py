@@ -22,7 +22,7 @@ bytes were read, the PNG decodes and the bytes read (the PNG payloads; for WebDa
 tar shards, which its reader streams through), and the loop counts optimizer steps.
 
 The results go into ``--json`` (default ``benchmarks/results/large-data/<formats>.json``), from
-which ``benchmarks/report_results.py`` writes the docs/RESULTS.md section; the same section is
+which ``benchmarks/report/`` writes the docs/RESULTS.md section; the same section is
 printed here. MDS needs its own environment (see .ci/run), so it is a second run, beside the
 image folder again:
 
@@ -228,7 +228,7 @@ def main(argv: list[str] | None = None) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(result, indent=2) + "\n")
 
-    from report_results import large_data_section
+    from report.other_benchmarks import large_data_section
 
     print(large_data_section(path.parent, files=[path]))
     print(f"\nresults written to {path}", file=sys.stderr)
