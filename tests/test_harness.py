@@ -368,3 +368,26 @@ def test_schedules_with_few_steps_and_full_data_with_warmup_flags(digits):
     config = quick(method="full-matched", prune=0.5, epochs=2, batch_size=360)
     result, _ = train(config.resolve(), digits)
     assert [(e.samples, e.steps) for e in result.epochs] == [(1437, 4)]
+
+
+def test_the_harness_ends_each_epoch_once_after_its_last_batch(digits):
+    from dataprune.policies import POLICIES, register
+    from dataprune.policies.kakurenbo import Kakurenbo
+
+    seen_when_measured = []
+
+    class Counting(Kakurenbo):
+        name = "counting-kakurenbo"
+
+        def remeasure(self, ctx, hidden):
+            seen_when_measured.append(int(ctx.stats.seen.sum()))
+            return hidden
+
+    register(Counting)
+    try:
+        config = quick(method="counting-kakurenbo", prune=0.5, epochs=2)
+        train(config.resolve(), digits)
+    finally:
+        POLICIES.pop(Counting.name)
+    # after epoch 0's 718 trained samples (not after its first batch), then after epoch 1's
+    assert seen_when_measured == [718, 1437]

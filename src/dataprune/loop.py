@@ -14,7 +14,7 @@ from typing import Any
 
 import torch
 from torch import Tensor, nn
-from torch.utils.data import DataLoader, IterableDataset
+from torch.utils.data import DataLoader
 
 from .data import IndexedDictDataset
 from .errors import InvalidIndex, InvalidType, InvalidValue
@@ -151,12 +151,6 @@ def batches_of(
             yield chunk, data(chunk)
         return
     dataset = data.dataset
-    if isinstance(dataset, IterableDataset):
-        raise InvalidValue(
-            "this method measures samples it left out after each epoch, which needs a "
-            "map-style dataset that can read any sample; the loader's dataset is an "
-            f"IterableDataset ({type(dataset).__name__}): choose another method"
-        )
     size = batch_size or data.batch_size or getattr(data.batch_sampler, "batch_size", None)
     loader = DataLoader(
         dataset,

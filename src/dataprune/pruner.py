@@ -186,6 +186,7 @@ class Pruner(Recording):
         self._warned_epoch: int | None = None  # the epoch last warned to have recorded nothing
         self._attached: list[torch.optim.Optimizer] = []  # optimizers whose rate it scales
         self._warned_unattached = False
+        self._warned_unreadable = False
 
     # ----------------------------------------------------------------- schedule
     @property

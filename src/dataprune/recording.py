@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import Tensor, nn
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, IterableDataset
 
 from . import loop
 from .distributed import gather_batch, world
@@ -50,6 +50,7 @@ class Recording:
     _warned_epoch: int | None
     _attached: list[torch.optim.Optimizer]
     _warned_unattached: bool
+    _warned_unreadable: bool
 
     if TYPE_CHECKING:  # defined by the Pruner
 
@@ -118,7 +119,7 @@ class Recording:
     def end_epoch(
         self,
         model: nn.Module,
-        data: DataLoader | Callable[[Tensor], Any],
+        data: DataLoader | Callable[[Tensor], Any] | None,
         sample_losses: loop.SampleLosses,
         batch_size: int | None = None,
     ) -> None:
@@ -129,7 +130,9 @@ class Recording:
         them as ``data`` does (the training DataLoader, or a function from a tensor of indices
         to their batch, with ``batch_size``), moves each batch to the device the losses came
         from, and records ``sample_losses(batch)`` with ``model`` in evaluation mode and no
-        gradients (no BatchNorm statistic changes); each rank takes an equal share.
+        gradients (no BatchNorm statistic changes); each rank takes an equal share. Data that
+        cannot be read by index (``None``, or a loader over an ``IterableDataset`` such as
+        WebDataset's) cannot be measured: the method goes on without that step, and says so once.
         """
         epoch = self.progress.epoch
         if epoch is None:
@@ -144,6 +147,18 @@ class Recording:
         context = self._context(self.progress.round or 0, self.epoch_size(epoch))
         todo = self.policy.remeasure(context, hidden.nonzero().squeeze(1))
         if todo.numel() == 0:
+            return
+        if data is None or (
+            isinstance(data, DataLoader) and isinstance(data.dataset, IterableDataset)
+        ):
+            if not self._warned_unreadable:
+                self._warned_unreadable = True
+                logger.warning(
+                    "method=%r measures some of the samples it left out after each epoch, "
+                    "which needs data that can be read by index; this data is read in order "
+                    "only, so the method goes on without that measurement",
+                    self.method,
+                )
             return
         rank, world_size = world()
         mine = shard(todo.cpu(), rank, world_size, drop_last=False)

@@ -198,12 +198,12 @@ def train(
             optimizer.step()
             schedule.step()
             loss_sum += loss.detach()
-            pruner.end_epoch(
-                model,
-                functools.partial(_read_rows, data, augment_gen),
-                measured_losses,
-                batch_size=config.batch_size,
-            )
+        pruner.end_epoch(
+            model,
+            functools.partial(_read_rows, data, augment_gen) if data.indexable else None,
+            measured_losses,
+            batch_size=config.batch_size,
+        )
         synchronize(device)
         t_eval = time.perf_counter()
         if evaluate_each_epoch or epoch + 1 in (train_epochs, stop_after):

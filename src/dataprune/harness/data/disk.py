@@ -115,6 +115,10 @@ class DiskData(ImageData):
         )
         return _OnDevice(reader, self)
 
+    @property
+    def indexable(self) -> bool:
+        return self.data_format != "webdataset"  # tar shards are read in order only
+
     def read(self, rows: Tensor, generator: torch.Generator | None = None) -> Batch:
         """``(rows, x, y)``: the training samples ``rows`` read from disk, normalised on the
         device (no augmentation: images on disk are used as they are)."""

@@ -107,6 +107,11 @@ class ImageData:
         ``pruner``'s subset), cut from the resident tensors."""
         return _Slices(self, sampler, batch_size)
 
+    @property
+    def indexable(self) -> bool:
+        """Whether :meth:`read` can read any training sample."""
+        return True
+
     def read(self, rows: Tensor, generator: torch.Generator | None = None) -> Batch:
         """``(rows, x, y)``: the training samples ``rows``, augmented as in training from
         ``generator`` if one is given."""
