@@ -105,3 +105,30 @@ def test_every_method_trains_its_exact_budget_in_one_process(tmp_path, method):
         assert summary["samples_forwarded"] == 2 * 96
     if method == "selective-backprop":  # every sample forwarded, half of each batch trained
         assert summary["samples_forwarded"] == 2 * (96 + 48)
+
+
+def test_misuse_is_said_in_one_line_with_what_to_do(tmp_path, caplog):
+    import torch
+    import torch.nn.functional as F
+
+    example = lightning_job.load_example()
+    data = lightning_job.load_dataset("fashion-mnist", lightning_job.DATA, train_limit=64)
+    with pytest.raises(ValueError, match="takes epochs from the Trainer's max_epochs"):
+        example.DataPruning(method="ucb", epochs=5)
+
+    class Forgetful(example.FashionModel):  # returns a loss without recording it
+        def training_step(self, batch, batch_idx):
+            index, (x, y) = batch
+            return F.cross_entropy(self.net(x), y)
+
+    pruning = example.DataPruning(method="ucb", prune=0.5)
+    args = lightning_job.parse(["--out", str(tmp_path), "--epochs", "2"])
+    trainer = example.make_trainer(args, [pruning], enable_progress_bar=False)
+    with caplog.at_level("WARNING", logger="dataprune"):
+        trainer.fit(Forgetful(data, pruning, batch_size=32))
+    said = [r.message for r in caplog.records if "no loss recorded" in r.message]
+    assert len(said) == 2 and "pruner.loss(" in said[0]  # once an epoch
+    again = example.make_trainer(args, [pruning], enable_progress_bar=False)
+    with pytest.raises(ValueError, match="build a new DataPruning"):
+        again.fit(example.FashionModel(data, pruning, batch_size=32))
+    assert torch.is_tensor(pruning.pruner.stats.table)

@@ -129,3 +129,10 @@ def test_dict_dataset_errors_say_what_to_use_instead():
         dp.IndexedDictDataset([(1, 2)])[0]
     with pytest.raises(ValueError, match="already has a key 'index'"):
         dp.IndexedDictDataset([{"index": 3}])[0]
+
+
+def test_a_batch_mixing_items_with_and_without_an_index_is_refused():
+    collate = dp.IndexedCollator()
+    with pytest.raises(ValueError, match="1 of the 2 items of a batch have no 'index' key"):
+        collate([{"x": torch.zeros(1), "index": 0}, {"x": torch.zeros(1)}])
+    assert collate([{"x": torch.zeros(1)}])["x"].shape == (1, 1)  # none has one: kept as is
