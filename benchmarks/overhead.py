@@ -3,9 +3,11 @@
 Prints markdown tables:
 
 1. ``record()``: microseconds per call at batch sizes 128, 1024 and 8192 for N = 1.28M and
-   100M samples, with the eager statistics update and with
-   ``Pruner(compile=True)``. Indices and losses live on the device; on CUDA the clock is read
-   after a synchronise, so the numbers are throughput, queued kernels included.
+   100M samples (distinct indices in a batch, as a sampler gives them), with the eager
+   statistics update and with ``Pruner(compile=True)``, beside a bare scatter of the same EMA
+   update (no checks, no mean returned), in the same run. Indices and losses live on the
+   device; on CUDA the clock is read after a synchronise, so the numbers are throughput,
+   queued kernels included.
 2. Selection: milliseconds per ``set_epoch`` of a pruned epoch (a fresh selection) for every
    method at N = 50k, 1.28M and 10M (plus 100M and 1B on CUDA), after a loss was recorded for
    every sample; next to it the raw primitives ``torch.kthvalue``, ``torch.topk`` (the smaller
@@ -124,27 +126,54 @@ def make_pruner(
 
 # ----------------------------------------------------------------------------- record()
 RECORD_BATCHES = (128, 1024, 8192)
-RECORD_MODES = {"eager": False, "compiled": True}  # Pruner(compile=...)
+#: What each row times: a bare scatter of the same EMA update (no checks, no mean returned:
+#: the floor), and record() with the eager and the compiled statistics update.
+RECORD_MODES = {"plain update": None, "record()": False, "record(), compiled": True}
+PRUNER_MODES = {mode: compiled for mode, compiled in RECORD_MODES.items() if compiled is not None}
+
+
+def plain_update(table: torch.Tensor, idx: torch.Tensor, loss: torch.Tensor) -> None:
+    """The EMA update of distinct indices, as one gather and one scatter, nothing else."""
+    rows = table.index_select(0, idx)
+    mean, var, seen = rows.unbind(1)
+    diff = loss - mean
+    again = seen > 0
+    new_mean = torch.where(again, mean + 0.8 * diff, loss)
+    new_var = torch.where(again, (var + 0.8 * diff * diff) * 0.2, 0.0)
+    table.index_copy_(0, idx, torch.stack([new_mean, new_var, seen + 1], 1))
 
 
 def record_row(n: int, mode: str, device: torch.device, repeats: int) -> list[str]:
-    pruner = make_pruner(n, "epsilon-greedy", device, epochs=2, compile=RECORD_MODES[mode])
+    compile = RECORD_MODES[mode]
+    pruner = make_pruner(n, "epsilon-greedy", device, epochs=2, compile=bool(compile))
     pruner.set_epoch(0)
     gen = torch.Generator(device=device).manual_seed(0)
+    order = torch.randperm(n, generator=torch.Generator().manual_seed(0)).to(device)
     row = [fmt_n(n), mode]
     for batch in RECORD_BATCHES:
-        # a few distinct batches, so the timed loop does not replay one cached access
-        idx = [torch.randint(0, n, (batch,), generator=gen, device=device) for _ in range(8)]
+        # distinct indices within a batch, as a sampler gives them; a few distinct batches, so
+        # the timed loop does not replay one cached access
+        idx = [order[i * batch : (i + 1) * batch] for i in range(8)]
         loss = [torch.rand(batch, generator=gen, device=device) for _ in range(8)]
-        for i in range(3):  # warm-up
-            pruner.record(idx[i], loss[i])
+        if compile is None:
+            table = torch.zeros(n, 3, device=device)
 
-        def loop(idx: list = idx, loss: list = loss) -> None:
+            def call(i: int, table: torch.Tensor = table, idx=idx, loss=loss) -> object:
+                return plain_update(table, idx[i % 8], loss[i % 8])
+        else:
+
+            def call(i: int, idx=idx, loss=loss) -> object:
+                return pruner.record(idx[i % 8], loss[i % 8])
+
+        for i in range(3):  # warm-up
+            call(i)
+
+        def loop(call: Callable[[int], object] = call) -> None:
             for i in range(repeats):
-                pruner.record(idx[i % 8], loss[i % 8])
+                call(i)
 
         row.append(fmt(timed(loop, device) / repeats * 1e6))
-    row.append(str(ops_per_call(lambda: pruner.record(idx[0], loss[0]), device)))
+    row.append(str(ops_per_call(lambda: call(0), device)))
     return row
 
 
@@ -173,7 +202,8 @@ def bench_record(device: torch.device, sizes: list[int], repeats: int) -> str:
     head.append("kernels per call" if device.type == "cuda" else "operator calls per call")
     return (
         f"### record() per call ({device.type}, {repeats} calls each, after warm-up; "
-        "compiled = Pruner(compile=True))\n\n" + table(head, rows)
+        "compiled = Pruner(compile=True); plain update = the bare EMA scatter, the floor)\n\n"
+        + table(head, rows)
     )
 
 
@@ -280,7 +310,7 @@ def train_rows(
     n = 50_000
     pruners = {
         mode: make_pruner(n, "epsilon-greedy", device, epochs=2, compile=compiled)
-        for mode, compiled in RECORD_MODES.items()
+        for mode, compiled in PRUNER_MODES.items()
     }
     for pruner in pruners.values():
         pruner.set_epoch(0)
@@ -289,8 +319,8 @@ def train_rows(
     if cuda:
         x = x.contiguous(memory_format=torch.channels_last)
     y = torch.randint(0, 10, (batch,), generator=gen).to(device)
-    idx_host = [torch.randint(0, n, (batch,), generator=gen) for _ in range(4)]
-    record_seconds: dict[str | None, list[float]] = {mode: [] for mode in RECORD_MODES}
+    idx_host = list(torch.randperm(n, generator=gen)[: 4 * batch].view(4, batch))
+    record_seconds: dict[str | None, list[float]] = {mode: [] for mode in PRUNER_MODES}
 
     def step(i: int, mode: str | None, time_record: bool) -> None:
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=cuda):
@@ -317,17 +347,17 @@ def train_rows(
     # Interleave plain and recorded steps, so drift (clocks, caches, other load) hits all
     # alike. On the CPU record() is timed inside the recorded steps; on CUDA that needs a
     # synchronise mid-step, so it gets steps of its own.
-    times: dict[str | None, list[float]] = {None: [], **{mode: [] for mode in RECORD_MODES}}
+    times: dict[str | None, list[float]] = {None: [], **{mode: [] for mode in PRUNER_MODES}}
     for i in range(steps):
         for mode in times:
             times[mode].append(timed(lambda i=i, m=mode: step(i, m, not cuda), device))
     if cuda:
         for i in range(steps):
-            for mode in RECORD_MODES:
+            for mode in PRUNER_MODES:
                 step(i, mode, True)
     t_plain = statistics.median(times[None])
     rows = []
-    for mode in RECORD_MODES:
+    for mode in PRUNER_MODES:
         t_rec = statistics.median(times[mode])
         t_record = statistics.median(record_seconds[mode])
         rows.append(
