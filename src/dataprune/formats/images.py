@@ -61,6 +61,26 @@ def located(error: DataPruneError, where: str, fix: str) -> DataPruneError:
     return type(error)(f"{where}: {error}; {fix}")
 
 
+class IndexedStore(Dataset):
+    """``(index, transform(store[index]))`` for each global sample index of an indexable store
+    (LitData, MDS); a stored sample that cannot be read is an error naming ``where`` it is."""
+
+    where = "the dataset"  # for errors: the store's folder
+
+    def __init__(self, store: Any, transform: Callable[[Any], Any] | None = None):
+        self.dataset = store
+        self.transform = transform
+
+    def __getitem__(self, index: int) -> tuple[int, Any]:
+        sample = self.dataset[index]
+        if self.transform is None:
+            return index, sample
+        try:
+            return index, self.transform(sample)
+        except DataPruneError as error:  # a bad stored sample: say which
+            raise located(error, f"{self.where}: sample {index}", "write it again") from error
+
+
 def pil_to_tensor(image: Image.Image) -> Tensor:
     """A PIL image as a uint8 tensor C x H x W (greyscale stays one channel)."""
     if image.mode not in ("L", "RGB"):

@@ -20,10 +20,8 @@ imports torchvision only to encode and decode video: reading and writing bytes w
     data = LitDataIndexed(litdata.StreamingDataset("shards/litdata", batch_decode=0), decode_sample)
     pruner = dataprune.Pruner(len(data), "epsilon-greedy", prune=0.5, epochs=E)
     loader = DataLoader(data, batch_size=B, sampler=pruner.sampler(), num_workers=4)
-    for epoch in range(E):
-        pruner.set_epoch(epoch)
-        for idx, (x, y) in loader:
-            loss = pruner.record(idx, F.cross_entropy(model(x.float()), y, reduction="none"))
+
+and the loop of the README's "Large datasets" section.
 """
 
 from __future__ import annotations
@@ -35,13 +33,12 @@ from pathlib import Path
 from typing import Any
 
 import litdata
-from torch.utils.data import Dataset
 
-from ..errors import DataPruneError, InvalidValue
-from .images import SHARD_BYTES, Sample, located
+from ..errors import InvalidValue
+from .images import SHARD_BYTES, IndexedStore, Sample
 
 
-class LitDataIndexed(Dataset):
+class LitDataIndexed(IndexedStore):
     """``(index, transform(dataset[index]))`` for every global sample index of a LitData set.
 
     ``len()`` counts every sample the dataset holds (its regions of interest), not the
@@ -59,22 +56,12 @@ class LitDataIndexed(Dataset):
                 "sample deserializes its neighbours too, pruned or not: make it with "
                 "litdata.StreamingDataset(..., batch_decode=0)"
             )
-        self.dataset = dataset
-        self.transform = transform
+        super().__init__(dataset, transform)
+        self.where = str(dataset.input_dir.path or dataset.input_dir.url)
         self.num_samples = sum(end - start for start, end in dataset.region_of_interest)
 
     def __len__(self) -> int:
         return self.num_samples
-
-    def __getitem__(self, index: int) -> tuple[int, Any]:
-        sample = self.dataset[index]
-        if self.transform is None:
-            return index, sample
-        try:
-            return index, self.transform(sample)
-        except DataPruneError as error:  # a bad stored sample: say which
-            where = f"{self.dataset.input_dir.path or self.dataset.input_dir.url}: sample {index}"
-            raise located(error, where, "write the dataset again") from error
 
 
 def _as_item(sample: Sample) -> dict[str, Any]:

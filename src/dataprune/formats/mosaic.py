@@ -20,10 +20,8 @@ Needs ``pip install 'dataprune[mosaic]'``. ``import streaming`` imports torchvis
     data = MosaicIndexed(StreamingDataset(local="shards/mds", batch_size=B), decode_sample)
     pruner = dataprune.Pruner(len(data), "epsilon-greedy", prune=0.5, epochs=E)
     loader = DataLoader(data, batch_size=B, sampler=pruner.sampler(), num_workers=4)
-    for epoch in range(E):
-        pruner.set_epoch(epoch)
-        for idx, (x, y) in loader:
-            loss = pruner.record(idx, F.cross_entropy(model(x.float()), y, reduction="none"))
+
+and the loop of the README's "Large datasets" section.
 """
 
 from __future__ import annotations
@@ -34,15 +32,13 @@ from pathlib import Path
 from typing import Any
 
 from streaming import MDSWriter, StreamingDataset
-from torch.utils.data import Dataset
 
-from ..errors import DataPruneError
-from .images import SHARD_BYTES, Sample, located
+from .images import SHARD_BYTES, IndexedStore, Sample
 
 MDS_COLUMNS = {"index": "int64", "label": "int64", "png": "bytes"}
 
 
-class MosaicIndexed(Dataset):
+class MosaicIndexed(IndexedStore):
     """``(index, transform(dataset[index]))`` for every global sample id of an MDS dataset.
 
     ``len()`` is the dataset's total sample count (``dataset.num_samples``), not the per-rank
@@ -50,22 +46,12 @@ class MosaicIndexed(Dataset):
     """
 
     def __init__(self, dataset: StreamingDataset, transform: Callable[[Any], Any] | None = None):
-        self.dataset = dataset
-        self.transform = transform
+        super().__init__(dataset, transform)
         streams = getattr(dataset, "streams", None) or [None]
         self.where = str(getattr(streams[0], "local", None) or "the MDS dataset")  # for errors
 
     def __len__(self) -> int:
         return self.dataset.num_samples
-
-    def __getitem__(self, index: int) -> tuple[int, Any]:
-        sample = self.dataset[index]
-        if self.transform is None:
-            return index, sample
-        try:
-            return index, self.transform(sample)
-        except DataPruneError as error:  # a bad stored sample: say which
-            raise located(error, f"{self.where}: sample {index}", "write it again") from error
 
 
 def write_mds(
