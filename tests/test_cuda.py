@@ -10,7 +10,7 @@ import warnings
 
 import pytest
 import torch
-from test_sharded import KTH_SIZES, METHODS, PRUNE, N, kth_vector
+from test_distributed_sharded import KTH_SIZES, METHODS, PRUNE, N, kth_vector
 
 from dataprune import Pruner
 from dataprune.harness import cli

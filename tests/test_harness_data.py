@@ -1,4 +1,6 @@
-"""Tests for the harness data and model layer (CPU, no network).
+"""The harness's datasets (dataprune.harness.data), on the CPU and without the network: names
+and locations, real data, hostile and broken files, downloads and their checksums, and
+augmentation.
 
 Real data comes from ../shared/data next to the repository (see its README.md); tests that need
 it are skipped when it is absent. Every download test uses an unreachable or file:// URL.
@@ -19,6 +21,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from test_cli import error_of
 
 from dataprune.harness.data import (
     DatasetError,
@@ -29,12 +32,13 @@ from dataprune.harness.data import (
     load_dataset,
     locate,
     resolve_data_dir,
+    verify_dataset,
 )
-from dataprune.harness.models import MODELS, build_model
 
 SHARED_DATA = Path(__file__).resolve().parents[1] / ".." / "shared" / "data"
 FMNIST_DIR = SHARED_DATA / "fashion-mnist"
 CIFAR10_DIR = SHARED_DATA / "cifar10-subset" / "cifar-10-batches-py"
+FASHION = FMNIST_DIR
 
 
 def _need(path: Path, *files: str) -> None:
@@ -129,13 +133,6 @@ def test_unknown_dataset_lists_choices() -> None:
     assert "digits, fashion-mnist, mnist, cifar10, cifar100" in str(info.value)
     with pytest.raises(ValueError, match="choose one of"):
         download_dataset("foo", "/nonexistent")
-
-
-def test_unknown_model_lists_choices() -> None:
-    with pytest.raises(ValueError, match="model='vgg' is not known") as info:
-        build_model("vgg", 3, 10, 32)
-    for name in MODELS:
-        assert name in str(info.value)
 
 
 def test_resolve_data_dir_order(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -282,7 +279,7 @@ def test_label_count_mismatch(tmp_path: Path) -> None:
         load_dataset("mnist", tmp_path, download=False)
 
 
-# ---- downloading (never the real network)
+# ---- downloading (never the real network) and checksums
 
 
 def test_missing_without_download_says_where(tmp_path: Path) -> None:
@@ -345,6 +342,45 @@ def test_unsafe_tar_rejected(tmp_path: Path) -> None:
     assert not (tmp_path / "escape.txt").exists()
 
 
+def test_every_download_is_sha256_checked_and_https_first():
+    for name, items in locate.DOWNLOADS.items():
+        for item in items:
+            assert item.urls[0].startswith("https://"), (name, item.urls)
+            assert len(item.sha256) == 64 and int(item.sha256, 16) >= 0
+
+
+@pytest.mark.skipif(
+    not (FASHION / "t10k-labels-idx1-ubyte.gz").is_file(), reason="no Fashion-MNIST"
+)
+def test_verify_rechecks_files_on_disk(tmp_path, capsys):
+    assert "4 file(s)" in verify_dataset("fashion-mnist", FASHION.resolve())
+    copy = tmp_path / "fashion-mnist"
+    copy.mkdir()
+    for f in FASHION.glob("*.gz"):
+        (copy / f.name).write_bytes(f.read_bytes())
+    (copy / "t10k-labels-idx1-ubyte.gz").write_bytes(b"\x1f\x8b damaged")
+    with pytest.raises(DatasetError, match="t10k-labels.*differs from the expected"):
+        verify_dataset("fashion-mnist", copy)
+    err = error_of(
+        capsys, "train", "--dataset", "fashion-mnist", "--data-dir", str(tmp_path), "--verify"
+    )
+    assert "differs from the expected" in err
+
+
+def test_verify_uses_the_manifest_of_an_unpacked_archive(tmp_path):
+    folder = tmp_path / "cifar-10-batches-py"
+    folder.mkdir()
+    files = ["data_batch_1", "data_batch_2", "data_batch_3", "data_batch_4", "data_batch_5"]
+    for name in [*files, "test_batch"]:
+        (folder / name).write_bytes(name.encode())
+    assert "6 not checked" in verify_dataset("cifar10", folder)
+    locate._write_manifest(folder, sorted(folder.iterdir()))
+    assert "6 file(s)" in verify_dataset("cifar10", folder)
+    (folder / "test_batch").write_bytes(b"changed")
+    with pytest.raises(DatasetError, match="test_batch"):
+        verify_dataset("cifar10", folder)
+
+
 # ---- augmentation
 
 
@@ -391,51 +427,3 @@ def test_none_augment_returns_input() -> None:
     d = load_dataset("digits", train_limit=16, test_limit=4)
     x = d.train_x
     assert d.augment_batch(x, torch.Generator().manual_seed(0)) is x
-
-
-# ---- models
-
-
-@pytest.mark.parametrize("name", MODELS)
-@pytest.mark.parametrize("channels, size", [(1, 8), (1, 28), (3, 32)])
-def test_model_forward_shapes(name: str, channels: int, size: int) -> None:
-    torch.manual_seed(0)
-    model = build_model(name, channels, 7, size).eval()
-    x = torch.randn(2, channels, size, size)
-    with torch.no_grad():
-        logits = model(x)
-        assert logits.shape == (2, 7) and torch.isfinite(logits).all()
-        if name != "mlp":
-            model_cl = model.to(memory_format=torch.channels_last)
-            out_cl = model_cl(x.contiguous(memory_format=torch.channels_last))
-            assert torch.allclose(out_cl, logits, atol=1e-4)
-
-
-def test_resnet_sizes() -> None:
-    n20 = sum(p.numel() for p in build_model("resnet20", 3, 10, 32).parameters())
-    n18 = sum(p.numel() for p in build_model("resnet18", 3, 10, 32).parameters())
-    assert 0.26e6 < n20 < 0.29e6  # He et al.: 0.27M
-    assert 11.0e6 < n18 < 11.3e6
-
-
-def test_cnn_learns_digits() -> None:
-    torch.manual_seed(0)
-    d = load_dataset("digits")
-    model = build_model("cnn", d.in_channels, d.num_classes, d.image_size)
-    opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
-    x, y = d.train_x[:512], d.train_y[:512]
-
-    def loss() -> float:
-        model.eval()
-        with torch.no_grad():
-            return float(F.cross_entropy(model(x), y))
-
-    before = loss()
-    model.train()
-    g = torch.Generator().manual_seed(0)
-    for _ in range(15):
-        idx = torch.randint(0, d.num_train, (128,), generator=g)
-        opt.zero_grad()
-        F.cross_entropy(model(d.train_x[idx]), d.train_y[idx]).backward()
-        opt.step()
-    assert loss() < 0.7 * before

@@ -22,7 +22,6 @@ from dataprune.selection import (
     kth_largest,
     order_key_to_float,
     radix_select,
-    splitmix64,
     top_k_mask,
 )
 
@@ -142,26 +141,6 @@ def ranks(request, tmp_path_factory) -> list[dict]:
     tmp = tmp_path_factory.mktemp(f"world{world_size}")
     mp.spawn(_worker, args=(world_size, str(tmp)), nprocs=world_size, join=True)
     return [torch.load(tmp / f"rank{r}.pt", weights_only=False) for r in range(world_size)]
-
-
-def test_hash_is_splitmix64_of_the_global_index():
-    stream = RandomStream.of(7, 3, 1)
-    idx = torch.tensor([0, 1, 2, 65_537, 2**31 + 5, 2**40, 2**62])
-    expected = [splitmix64(stream.key + (i + 1) * 0x9E3779B97F4A7C15) for i in idx.tolist()]
-    assert [b & (2**64 - 1) for b in stream.bits(idx).tolist()] == expected
-    # a shard hashes its own indices to the same numbers
-    whole = stream.uniform(torch.arange(1000))
-    assert torch.equal(whole[400:700], stream.uniform(torch.arange(400, 700)))
-    assert float(whole.min()) >= 0.0 and float(whole.max()) < 1.0
-    assert RandomStream.of(7, 3, 1) != RandomStream.of(7, 3, 2)
-
-
-def test_float_order_keys_sort_like_floats():
-    x = kth_vector(0)
-    keys = float_order_keys(x)
-    order = torch.argsort(keys, stable=True)
-    assert bool((x[order][1:] >= x[order][:-1]).all())
-    assert int(float_order_keys(torch.tensor([-0.0]))) == int(float_order_keys(torch.tensor([0.0])))
 
 
 def test_all_gather_indices_dense_and_sparse(ranks):
