@@ -169,3 +169,16 @@ def test_reproduce_refuses_results_of_other_code_unless_told_to_rerun_them(tmp_p
         run_suite(suite, tmp_path)
     run_suite(suite, tmp_path, rerun_stale=True)
     assert not is_stale(path.parent)
+
+
+def test_a_policy_defined_in_one_file_joins_the_evidence_suites(tmp_path, toy_method):
+    """Every registered method runs in the evidence suites, at every prune rate and seed."""
+    import reproduce
+
+    table = reproduce.suites(smoke=False, data_dir=None, device="cpu")[0]
+    toy = sorted((c.prune, c.seed) for c in table.configs if c.method == "toy-lowest-loss")
+    assert toy == [(p, s) for p in reproduce.PRUNES for s in reproduce.SEEDS]
+    (smoke,) = reproduce.suites(smoke=True, data_dir=None, device="cpu")
+    run = smoke.configs[0].for_method("toy-lowest-loss", 0.5, 0)
+    reproduce.run_suite(reproduce.Suite("smoke", smoke.title, [run]), tmp_path)
+    assert (tmp_path / "smoke" / "toy-lowest-loss-p0.5-s0" / "result.json").is_file()

@@ -1,6 +1,6 @@
 """The command line (dataprune.harness.cli): bad input and misleading options in one line,
-compare's table, files and progress lines, flags that reach the runs, SIGTERM, and the output
-folder's lock and writes. The helpers here run it for the other harness tests."""
+compare's table, files and progress lines, flags that reach the runs, SIGTERM. The helpers here
+run it for the other harness tests."""
 
 from __future__ import annotations
 
@@ -10,7 +10,6 @@ import json
 import math
 import os
 import signal
-import stat
 import subprocess
 import sys
 import time
@@ -23,7 +22,6 @@ from dataprune.harness import cli
 from dataprune.harness.checkpoint import CHECKPOINT
 from dataprune.harness.config import RunConfig
 from dataprune.harness.data import formats, locate
-from dataprune.harness.files import LOCK, locked_folder, save_torch, write_text
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT / ".." / "shared" / "data"
@@ -131,13 +129,6 @@ def test_cli_flags_and_defaults_are_the_run_config_fields():
     compare_config = cli._config(compare, options={}, method="full", prune=0.0)
     assert compare_config == dataclasses.replace(RunConfig(), epochs=15, out="runs/compare")
     assert math.isclose(RunConfig().lr, args.lr)
-
-
-def test_a_file_that_is_not_a_score_file_is_one_line(capsys, tmp_path):
-    junk = tmp_path / "scores.pt"
-    junk.write_text("root:x:0:0:root:/root:/bin/bash\n")
-    argv = ["train", *QUICK, "--method", "el2n", "--prune", "0.5", "--scores", str(junk)]
-    assert "not a dataprune score file" in error_of(capsys, *argv)
 
 
 @pytest.mark.parametrize(
@@ -267,43 +258,3 @@ def test_sigterm_checkpoints_says_so_and_resumes(tmp_path):
     assert "Traceback" not in err
     done = torch.load(out / CHECKPOINT, weights_only=True)["pruner"]["progress"]["epoch"]
     assert 0 <= done < 39
-
-
-# ------------------------------------------------- output folders (harness.files)
-
-
-def test_a_second_run_into_a_locked_folder_is_refused(capsys, tmp_path):
-    out = tmp_path / "busy"
-    with locked_folder(out):
-        err = error_of(capsys, "train", *QUICK, "--epochs", "1", "--out", str(out))
-    assert "in use by another dataprune run" in err and f"pid {os.getpid()}" in err
-    train_ok(capsys, "--epochs", "1", "--out", str(out))  # free again once released
-
-
-def test_the_lock_clears_temporary_files_of_a_killed_writer(tmp_path):
-    out = tmp_path / "run"
-    out.mkdir()
-    stale = out / ".checkpoint.pt.abc123.tmp"
-    stale.write_bytes(b"")
-    with locked_folder(out):
-        assert not stale.exists()
-    assert (out / LOCK).exists()
-
-
-def test_atomic_writes_fsync_and_honour_the_umask(tmp_path, monkeypatch):
-    synced = []
-    real_fsync = os.fsync
-    monkeypatch.setattr(os, "fsync", lambda fd: synced.append(fd) or real_fsync(fd))
-    old = os.umask(0o027)
-    try:
-        write_text("x", tmp_path / "a.txt")
-    finally:
-        os.umask(old)
-    assert stat.S_IMODE((tmp_path / "a.txt").stat().st_mode) == 0o640
-    assert len(synced) == 2  # the file, then its folder (the rename)
-    os.umask(0o022)
-    try:
-        save_torch({"a": 1}, tmp_path / "b.pt")
-    finally:
-        os.umask(old)
-    assert stat.S_IMODE((tmp_path / "b.pt").stat().st_mode) == 0o644

@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
+import stat
 import subprocess
 import sys
 import time
@@ -14,10 +15,11 @@ from pathlib import Path
 import pytest
 import test_formats
 import torch
+from test_cli import QUICK, error_of, train_ok
 
 from dataprune.harness import cli
 from dataprune.harness.checkpoint import CHECKPOINT
-from dataprune.harness.files import LOCK, locked_folder, write_text
+from dataprune.harness.files import LOCK, locked_folder, save_torch, write_text
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -98,3 +100,40 @@ def test_a_failed_write_names_the_file_it_was_to_write_not_its_temporary_file(tm
     assert cli.main(["export-coreset", str(source), "--prune", "0.5", "--out", f"{tmp_path}/"]) == 2
     err = capsys.readouterr().err
     assert f"cannot write {tmp_path / 'coreset.csv'} (Is a directory)" in err and ".tmp" not in err
+
+
+def test_a_second_run_into_a_locked_folder_is_refused(capsys, tmp_path):
+    out = tmp_path / "busy"
+    with locked_folder(out):
+        err = error_of(capsys, "train", *QUICK, "--epochs", "1", "--out", str(out))
+    assert "in use by another dataprune run" in err and f"pid {os.getpid()}" in err
+    train_ok(capsys, "--epochs", "1", "--out", str(out))  # free again once released
+
+
+def test_the_lock_clears_temporary_files_of_a_killed_writer(tmp_path):
+    out = tmp_path / "run"
+    out.mkdir()
+    stale = out / ".checkpoint.pt.abc123.tmp"
+    stale.write_bytes(b"")
+    with locked_folder(out):
+        assert not stale.exists()
+    assert (out / LOCK).exists()
+
+
+def test_atomic_writes_fsync_and_honour_the_umask(tmp_path, monkeypatch):
+    synced = []
+    real_fsync = os.fsync
+    monkeypatch.setattr(os, "fsync", lambda fd: synced.append(fd) or real_fsync(fd))
+    old = os.umask(0o027)
+    try:
+        write_text("x", tmp_path / "a.txt")
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE((tmp_path / "a.txt").stat().st_mode) == 0o640
+    assert len(synced) == 2  # the file, then its folder (the rename)
+    os.umask(0o022)
+    try:
+        save_torch({"a": 1}, tmp_path / "b.pt")
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE((tmp_path / "b.pt").stat().st_mode) == 0o644

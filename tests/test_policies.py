@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import math
 import re
-import sys
 from pathlib import Path
 
 import pytest
@@ -25,15 +24,6 @@ ROOT = Path(__file__).resolve().parents[1]
 def fill(pruner: Pruner, losses: torch.Tensor) -> None:
     """Record one loss for every sample."""
     pruner.record(torch.arange(pruner.num_samples), losses)
-
-
-def _import_reproduce():
-    sys.path.insert(0, str(ROOT / "benchmarks"))
-    try:
-        import reproduce
-    finally:
-        sys.path.pop(0)
-    return reproduce
 
 
 # -------------------------------------------------------------------- epsilon-greedy
@@ -275,9 +265,8 @@ def test_infobatch_anneal_default_is_one_definition():
     infobatch = POLICIES["infobatch"]
     assert [infobatch.default_anneal_epochs(e) for e in (1, 2, 4, 8, 12, 40)] == [0, 1, 1, 1, 2, 5]
     assert Pruner(100, "infobatch", 0.5, 4).anneal_epochs == 1  # was round(0.5) = 0
-    reproduce = _import_reproduce()
-    config = RunConfig(method="infobatch", epochs=4)
-    assert reproduce._anneal(config) == infobatch.default_anneal_epochs(4)
+    spec = RunConfig(method="infobatch", prune=0.5, epochs=4).resolve()
+    assert Pruner(100, **spec.pruner_kwargs(100)).anneal_epochs == 1  # the harness's too
 
 
 # ------------------------------------------------------------------------------ seta
@@ -518,15 +507,6 @@ def test_a_policy_defined_in_one_file_runs_through_the_pruner(toy_method):
             name = "ucb"
 
 
-def test_a_policy_defined_in_one_file_runs_through_the_reproduce_script(tmp_path, toy_method):
-    reproduce = _import_reproduce()
-    (smoke,) = reproduce.suites(smoke=True, data_dir=None, device="cpu")
-    toy = [c for c in smoke.configs if c.method == "toy-lowest-loss"]
-    assert [c.prune for c in toy] == [0.5]
-    reproduce.run_suite(reproduce.Suite("smoke", smoke.title, toy), tmp_path)
-    assert (tmp_path / "smoke" / "toy-lowest-loss-p0.5-s0" / "result.json").is_file()
-
-
 def test_the_policy_docstring_shows_how_to_add_a_method():
     doc = Policy.__doc__
     assert "@register" in doc and "class LowestLoss(Policy)" in doc and "options = " in doc
@@ -569,3 +549,37 @@ def test_the_registry_refuses_what_is_not_a_named_policy():
         register(Taken)
     with pytest.raises(TypeError, match="lower-case words joined by hyphens"):
         register(Unnamed)
+
+
+def test_a_method_another_package_declares_as_an_entry_point_is_registered(
+    tmp_path, monkeypatch, caplog
+):
+    """An installed package's ``[project.entry-points."dataprune.methods"]`` is all it takes: the
+    method is listed and usable, and a plug-in that fails to import is named, not fatal."""
+    from dataprune.policies import POLICIES, methods
+    from dataprune.policies.registry import load_entry_points
+
+    (tmp_path / "entry_toy.py").write_text(
+        "from dataprune.policies import Policy\n\n\n"
+        "class HighestLoss(Policy):\n"
+        "    name = 'entry-highest-loss'\n\n"
+        "    def select(self, ctx):\n"
+        "        return ctx.selection(ctx.top_k(ctx.stats.mean, ctx.k))\n"
+    )
+    info = tmp_path / "entry_toy-1.0.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: entry-toy\nVersion: 1.0\n")
+    (info / "entry_points.txt").write_text(
+        "[dataprune.methods]\nhighest = entry_toy:HighestLoss\nbroken = entry_toy_missing:Nothing\n"
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    load_entry_points.cache_clear()
+    try:
+        assert "entry-highest-loss" in methods()
+        assert "entry_toy_missing:Nothing" in caplog.text
+        pruner = Pruner(64, epochs=2, method="entry-highest-loss", prune=0.5)
+        pruner.set_epoch(1)
+        assert len(pruner.indices()) == pruner.epoch_size(1) == 32
+    finally:
+        POLICIES.pop("entry-highest-loss", None)
+        load_entry_points.cache_clear()

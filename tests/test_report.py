@@ -21,7 +21,7 @@ from report.evidence import (  # noqa: E402
     recommended_method,
     target_checks,
 )
-from report.render import README_BLOCK  # noqa: E402
+from report.render import readme_block, readme_blocks  # noqa: E402
 from report.tables import TARGETS  # noqa: E402
 
 SEEDS = (0, 1, 2)
@@ -187,7 +187,10 @@ def test_write_results_md_rewrites_the_readme_headline_and_marks_archived_scorer
     churn = [{"epoch": 1, "entered": 2, "left": 2}]
     torch.save({"selected_count": counts, "pruned_epochs": 7, "churn": churn}, selection)
     readme = tmp_path / "README.md"
-    readme.write_text("# x\n\n<!-- results:headline -->\nold\n<!-- /results:headline -->\nrest\n")
+    which = "<!-- results:which -->\n<!-- /results:which -->\n"
+    readme.write_text(
+        f"# x\n\n<!-- results:headline -->\nold\n<!-- /results:headline -->\n{which}rest\n"
+    )
 
     out = tmp_path / "docs" / "RESULTS.md"
     write_results_md(
@@ -207,17 +210,21 @@ def test_write_results_md_rewrites_the_readme_headline_and_marks_archived_scorer
     headline = headline_markdown(results)
     assert "recommends `peek`" in headline and "it meets 2 of the 2 targets" in headline
     assert "at prune 0.5, -0.05 [-0.05, -0.05] points in 0.50 of full's training time" in headline
-    assert (
-        readme.read_text()
-        == f"# x\n\n<!-- results:headline -->\n{headline}\n<!-- /results:headline -->\nrest\n"
+    which = readme_blocks(results)["which"]
+    assert "recommends `peek` as the default" in which and "| fashion-mnist-table | 0.5 |" in which
+    assert readme.read_text() == (
+        f"# x\n\n<!-- results:headline -->\n{headline}\n<!-- /results:headline -->\n"
+        f"<!-- results:which -->\n{which}\n<!-- /results:which -->\nrest\n"
     )
 
 
-def test_the_readme_headline_is_the_committed_results():
+def test_the_readme_blocks_are_the_committed_results():
     from reproduce import RESULTS
 
     if not (RESULTS / "fashion-mnist-table").is_dir():
         pytest.skip("this edition's results are not committed yet")
-    block = README_BLOCK.search((ROOT / "README.md").read_text())
-    assert block, "README.md lacks the <!-- results:headline --> markers"
-    assert block[2] == headline_markdown(RESULTS)
+    readme = (ROOT / "README.md").read_text()
+    for name, body in readme_blocks(RESULTS).items():
+        block = readme_block(name).search(readme)
+        assert block, f"README.md lacks the <!-- results:{name} --> markers"
+        assert block[2] == body + "\n", f"README.md's {name} block is not the committed results"

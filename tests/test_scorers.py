@@ -11,6 +11,7 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 import torch.nn.functional as F
+from test_cli import QUICK, error_of
 
 from dataprune import Pruner
 from dataprune.harness.config import RunConfig
@@ -393,3 +394,10 @@ def test_ranks_score_their_own_shares_with_one_model_and_all_get_every_score(tmp
         assert scores.shape == (301,)
         assert torch.equal(ranks[0][name], ranks[1][name]), name
         torch.testing.assert_close(ranks[0][name], scores, rtol=1e-4, atol=1e-6)
+
+
+def test_a_file_that_is_not_a_score_file_is_one_line(capsys, tmp_path):
+    junk = tmp_path / "scores.pt"
+    junk.write_text("root:x:0:0:root:/root:/bin/bash\n")
+    argv = ["train", *QUICK, "--method", "el2n", "--prune", "0.5", "--scores", str(junk)]
+    assert "not a dataprune score file" in error_of(capsys, *argv)

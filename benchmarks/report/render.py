@@ -47,9 +47,6 @@ from .tables import (
 )
 
 ROOT = Path(__file__).resolve().parents[2]
-README_BLOCK = re.compile(
-    r"(<!-- results:headline -->\n)(.*?)(\n<!-- /results:headline -->)", re.DOTALL
-)
 
 
 def share(interval: Interval) -> str:
@@ -419,10 +416,25 @@ def headline_markdown(results_dir: Path) -> str:
     return "\n".join(lines)
 
 
-def rewrite_readme(readme: Path, headline: str) -> None:
-    """Replace the README's block between the headline markers, if it has them."""
+def readme_block(name: str) -> re.Pattern[str]:
+    """The text between a generated block's markers, each on a line of its own."""
+    return re.compile(rf"(<!-- results:{name} -->\n)(.*?)(<!-- /results:{name} -->)", re.DOTALL)
+
+
+def readme_blocks(results_dir: Path) -> dict[str, str]:
+    """The README's generated blocks, by the name in their markers."""
+    settings = load_settings(results_dir, list(SETTINGS))
+    which = which_method_section(settings) if settings else "Not measured yet."
+    return {"headline": headline_markdown(results_dir), "which": which}
+
+
+def rewrite_readme(readme: Path, blocks: dict[str, str]) -> None:
+    """Replace each of the README's generated blocks between its markers, if it has them."""
     text = readme.read_text()
-    rewritten = README_BLOCK.sub(lambda m: m[1] + headline + m[3], text)
+    rewritten = text
+    for name, body in blocks.items():
+        block = readme_block(name)
+        rewritten = block.sub(lambda m, body=body: m[1] + body + "\n" + m[3], rewritten)
     if rewritten != text:
         readme.write_text(rewritten)
 
@@ -436,7 +448,7 @@ def write_results_md(
 ) -> None:
     """``out`` from the result files: a section per ``(name, title)`` suite (the folder
     ``results_dir / name``), then the other benchmarks'; without ``smoke``, the README's
-    headline too."""
+    generated blocks too."""
     figures = out.parent / "results"
     loaded = {name: load_setting(results_dir, name) for name, _ in suites}
     settings = [setting for setting in loaded.values() if setting]
@@ -472,4 +484,4 @@ def write_results_md(
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text("\n\n".join(sections) + "\n")
     if not smoke and readme.is_file():
-        rewrite_readme(readme, headline_markdown(results_dir))
+        rewrite_readme(readme, readme_blocks(results_dir))

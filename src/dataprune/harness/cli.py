@@ -27,7 +27,7 @@ from .device import is_main_process, shutdown_distributed
 from .files import check_writable
 from .methods import harness_methods
 
-DEFAULT_COMPARE_METHODS = "full,random,rs2,epsilon-greedy,ucb,infobatch"
+DEFAULT_COMPARE_METHODS = "full,random,epsilon-greedy,infobatch,kakurenbo,peek"
 COMPARE_PRUNE = "0.5"
 COMPAREFIELD_DEFAULTS = {"epochs": 15, "out": "runs/compare"}  # compare's own defaults
 _OPTION_PREFIX = "option:"
