@@ -33,14 +33,20 @@ def fashion():
 def test_plain_loop_learns_with_every_method(fashion, method):
     result = load_example().train_one(method, prune=0.5, epochs=2, data=fashion)
     assert result["accuracy"] > 0.5  # 10 classes: chance is 0.1
-    # infobatch trains its last epoch (of 2) on full data by default; selective-backprop
-    # forwards every sample and back-propagates half of each batch
-    expected = {"full": 0.0, "selective-backprop": 0.0, "infobatch": 0.25}.get(method, 0.5)
+    # infobatch and repb train their last epoch (of 2) on full data by default;
+    # selective-backprop forwards every sample and back-propagates half of each batch
+    expected = {"full": 0.0, "selective-backprop": 0.0, "infobatch": 0.25, "repb": 0.25}
+    expected = expected.get(method, 0.5)
     assert result["fraction_pruned"] == pytest.approx(expected)
     trained = 2 * round(1500 * (1 - expected))
     if method == "selective-backprop":
         trained = 2 * (11 * 64 + 46)  # half of each batch of 128 (and of the last, of 92)
     assert result["samples_backpropagated"] == trained
-    # kakurenbo also forwards the 750 it hid after each epoch; selective backprop every sample
-    forwarded = {"kakurenbo": 2 * 1500, "selective-backprop": 2 * 1500 + trained}
+    # after each epoch kakurenbo also forwards the 750 it hid, peek a tenth of them;
+    # selective backprop forwards every sample
+    forwarded = {
+        "kakurenbo": 2 * 1500,
+        "peek": trained + 2 * 75,
+        "selective-backprop": 2 * 1500 + trained,
+    }
     assert result["samples_forwarded"] == forwarded.get(method, trained)

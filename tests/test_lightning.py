@@ -78,9 +78,15 @@ def test_lightning_sharding_the_subset_again_is_refused(tmp_path):
     trainer = example.pl.Trainer(
         max_epochs=1, accelerator="cpu", callbacks=[pruning], logger=False, barebones=True
     )
-    model.train_dataloader = lambda: example.DataLoader(
-        example.TensorDataset(data.train_x, data.train_y)
-    )
+    dataset = example.TensorDataset(data.train_x, data.train_y)
+
+    def resharded_loader():
+        # the pruner's loader is built, but the Trainer gets another sampler, as Lightning's
+        # own DistributedSampler would replace it under DDP
+        pruning.dataloader(dataset, batch_size=16)
+        return example.DataLoader(dataset)
+
+    model.train_dataloader = resharded_loader
     with pytest.raises(RuntimeError, match="use_distributed_sampler=False"):
         trainer.fit(model)
 

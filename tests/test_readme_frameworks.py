@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import sys
 from pathlib import Path
 
@@ -12,6 +13,7 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader, TensorDataset
 
 import dataprune
+from dataprune.policies import DEFAULT_PRUNE
 
 sys.path.insert(0, str(Path(__file__).parent / "jobs"))
 FASHION = readme.README.parent.parent / "shared" / "data" / "fashion-mnist"
@@ -59,8 +61,9 @@ def test_lightning_snippet(fashion):
 
     namespace = {"MyModule": MyModule, "train_set": fashion, "epochs": 2}
     exec(snippet("DataPruning("), namespace)
-    assert namespace["pruning"].pruner.summary()["samples_used"] == 2 * 128
-    assert namespace["trainer"].global_step == 2
+    kept = round(256 * (1 - DEFAULT_PRUNE))  # DataPruning() runs the default method and share
+    assert namespace["pruning"].pruner.summary()["samples_used"] == 2 * kept
+    assert namespace["trainer"].global_step == 2 * math.ceil(kept / 128)
 
 
 def test_hf_trainer_snippet(monkeypatch, tmp_path):
