@@ -156,19 +156,24 @@ def variant_name(config: RunConfig) -> str:
 
 
 def run_suite(
-    suite: Suite, results: Path, rerun_stale: bool = False, method: str | None = None
+    suite: Suite,
+    results: Path,
+    rerun_stale: bool = False,
+    methods: Sequence[str] | None = None,
+    seeds: Sequence[int] | None = None,
 ) -> None:
-    """Run ``suite``'s unfinished runs (only ``method``'s, if given) into ``results``."""
+    """Run ``suite``'s unfinished runs into ``results``: only those of ``methods`` and
+    ``seeds``, if given, still in the suite's interleaved order."""
     out = results / suite.name
     if suite.runner == "text":
         import text
 
-        text.run_suite(out, rerun_stale=rerun_stale, method=method)
+        text.run_suite(out, rerun_stale, methods, seeds)
         return
     measure_forward_share(suite, out)
     configs = []
     for config in suite.configs:
-        if method not in (None, config.method):
+        if (methods and config.method not in methods) or (seeds and config.seed not in seeds):
             continue
         run_dir = out / variant_name(config)
         configs.append(
@@ -278,9 +283,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--suite", default=None, help="run only this suite")
     parser.add_argument(
         "--method",
-        default=None,
+        action="append",
         choices=run_methods(),
-        help="run only this method's runs (with --rerun-stale: rerun a method after a change)",
+        help="run only this method's runs; repeat for more (with --rerun-stale: rerun a method "
+        "after a change)",
+    )
+    parser.add_argument(
+        "--seed",
+        action="append",
+        type=int,
+        help="run only this seed's runs; repeat for more (a shorter suite: fewer seeds)",
     )
     parser.add_argument("--device", default="cpu", help="cpu or cuda")
     parser.add_argument(
@@ -305,7 +317,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     selected = [s for s in every if args.suite in (None, s.name)]
     if not args.report:
         for suite in selected:
-            run_suite(suite, results, args.rerun_stale, args.method)
+            run_suite(suite, results, args.rerun_stale, args.method, args.seed)
     from report import write_results_md
 
     out = results / "RESULTS.md" if args.smoke else ROOT / "docs" / "RESULTS.md"

@@ -20,6 +20,7 @@ import math
 import random
 import tempfile
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -177,14 +178,21 @@ def measure_forward_share(out: Path, train: list[dict], repeats: int = 20) -> No
     )
 
 
-def run_suite(out: Path, rerun_stale: bool = False, method: str | None = None) -> None:
-    """Every unfinished run of the text setting, into ``out/<run>/result.json``."""
+def run_suite(
+    out: Path,
+    rerun_stale: bool = False,
+    methods: Sequence[str] | None = None,
+    seeds: Sequence[int] | None = None,
+) -> None:
+    """Every unfinished run of the text setting (only those of ``methods`` and ``seeds``, if
+    given), into ``out/<run>/result.json``."""
     from reproduce import is_stale
 
     train, held_out = corpus()
     out.mkdir(parents=True, exist_ok=True)
     measure_forward_share(out, train)
-    todo = [r for r in runs() if method in (None, r.method)]
+    todo = [r for r in runs() if (not methods or r.method in methods)]
+    todo = [r for r in todo if not seeds or r.seed in seeds]
     for number, run in enumerate(todo, 1):
         path = out / run.name / "result.json"
         if path.is_file() and not (rerun_stale and is_stale(path.parent)):
