@@ -22,6 +22,7 @@ from report.evidence import (  # noqa: E402
     target_checks,
 )
 from report.render import readme_block, readme_blocks  # noqa: E402
+from report.tables import BEHAVIOUR  # noqa: E402
 from report.tables import TARGETS  # noqa: E402
 
 SEEDS = (0, 1, 2)
@@ -45,7 +46,9 @@ def image_run(
     if counts is not None:
         summary = {"samples_forwarded": counts[0], "samples_backpropagated": counts[1]}
     result = RunResult(config, [epoch], pruner_summary=summary, device_name="cpu (2 threads)")
-    result.provenance = {"commit": "abcdef0123"}
+    # this code's behaviour digests: the result holds for it
+    behaviour = json.loads(BEHAVIOUR.read_text())[method]
+    result.provenance = {"commit": "abcdef0123", "behaviour": behaviour}
     return result.to_dict()
 
 
@@ -169,7 +172,7 @@ def test_the_default_is_the_method_that_meets_the_most_targets(tmp_path):
     assert recommended_method(settings) == "ucb"
 
 
-def test_write_results_md_rewrites_the_readme_headline_and_marks_archived_scorers(tmp_path):
+def test_write_results_md_rewrites_the_readme_headline_and_marks_archived_results(tmp_path):
     results = tmp_path / "results"
     write(results, "fashion-mnist-table", [*full(), *cell("peek", 0.5, -0.05, 0.5)])
     write(results, "fashion-mnist-table", cell("peek", 0.7, -0.3, 0.35))
@@ -180,8 +183,13 @@ def test_write_results_md_rewrites_the_readme_headline_and_marks_archived_scorer
     archived += [
         image_run("el2n", 0.5, s, FULL_ACCURACY[s] - 0.01, 3 * FULL_SECONDS[s]) for s in SEEDS
     ]
-    archived += cell("ucb", 0.5, 0, 0.1)  # not a scorer: never taken from the archive
-    write(results / "archive", "fashion-mnist-table", archived)
+    # not rerun in this edition, and of the same behaviour: taken from the archive
+    archived += [image_run("ucb", 0.5, s, FULL_ACCURACY[s] + 0.002, FULL_SECONDS[s]) for s in SEEDS]
+    archived += cell("peek", 0.5, 0, 0.1)  # rerun in this edition: not taken
+    stale = cell("random", 0.5, 0, 0.1)  # it behaves otherwise now: not taken
+    for result in stale:
+        result["provenance"]["behaviour"] = {"core": "older", "harness": "older"}
+    write(results / "archive", "fashion-mnist-table", archived + stale)
     selection = results / "fashion-mnist-table" / "peek-p0.5-s0" / "selection.pt"
     counts = torch.tensor([0, 7, 7, 3], dtype=torch.int16)
     churn = [{"epoch": 1, "entered": 2, "left": 2}]
@@ -201,7 +209,8 @@ def test_write_results_md_rewrites_the_readme_headline_and_marks_archived_scorer
         "| el2n † | 0.5 | 3 | " in report
         and "| -1.00 [-1.00, -1.00] | 1.50 [1.50, 1.50] |" in report
     )
-    assert "| ucb |" not in report
+    assert "| ucb † | 0.5 | 3 | " in report and "| +0.20 [+0.20, +0.20] | 0.50 [0.50" in report
+    assert "| peek † |" not in report and "| random" not in report
     assert "| `peek (stretch=False)` | the stretch:" in report
     assert "| +0.20 [+0.20, +0.20] | 1.00 [1.00, 1.00] | higher |" in report
     assert "of 4 samples, 2 were kept in all 7 pruned epochs, 1 in none" in report

@@ -15,6 +15,7 @@ from dataprune.harness.verdict import Interval, mean_interval
 from .tables import (
     ARCHIVE,
     BASELINES,
+    BEHAVIOUR,
     SETTINGS,
     TARGETS,
     TIE_BREAK_PRUNE,
@@ -41,6 +42,7 @@ class Run:
     perplexity: float | None
     device: str
     commit: str
+    behaviour: dict[str, str]  # the method's behaviour digests when it ran
 
 
 def read_run(path: Path) -> Run:
@@ -56,6 +58,7 @@ def read_run(path: Path) -> Run:
         backpropagated=summary.get("samples_backpropagated"),
         device=result.get("device_name", ""),
         commit=result.get("provenance", {}).get("commit", "")[:7],
+        behaviour=result.get("provenance", {}).get("behaviour", {}),
     )
     if result.get("setting") == "text":
         return Run(
@@ -143,14 +146,28 @@ def read_runs(folder: Path) -> list[Run]:
     return [read_run(path) for path in sorted(folder.glob("*/result.json"))]
 
 
+def carried(
+    archived: list[Run], fresh: set[str], behaviour: dict[str, dict[str, str]]
+) -> list[Run]:
+    """The archived runs :data:`ARCHIVE` reports: the scorers', and those of any method this
+    edition did not rerun, wherever they carry this code's behaviour digests (full's too)."""
+    return [
+        run
+        for run in archived
+        if (run.method in ARCHIVE.methods or run.method not in fresh or run.method == "full")
+        and run.behaviour == behaviour.get(run.method)
+    ]
+
+
 def load_setting(results_dir: Path, name: str) -> Setting | None:
     """The setting's results, or None where it has none yet."""
     folder = results_dir / name
     runs = read_runs(folder)
-    if not runs:
-        return None
+    behaviour = json.loads(BEHAVIOUR.read_text()) if BEHAVIOUR.is_file() else {}
     archived = read_runs(results_dir / ARCHIVE.folder / name)
-    old = cells([r for r in archived if r.method in ARCHIVE.methods or r.method == "full"], True)
+    old = cells(carried(archived, {r.method for r in runs}, behaviour), True)
+    if not runs and all(c.method == "full" for c in old):
+        return None
     share = folder / "forward_share.json"
     return Setting(
         name,

@@ -6,6 +6,7 @@ The renderer reads these tables: a threshold changed here changes the report and
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from dataprune.harness.methods import scorers
@@ -104,18 +105,27 @@ CLAIMS = (
 
 @dataclass(frozen=True)
 class Archive:
-    """Methods reported from an earlier edition's results (``<folder>/<setting>/``)."""
+    """Results reported from an earlier edition (``<folder>/<setting>/``): those of ``methods``,
+    and those of any method this edition did not rerun, where they carry this code's behaviour
+    digests (:data:`BEHAVIOUR`)."""
 
     methods: tuple[str, ...]
     folder: str
     note: str
 
 
-#: The static scorers are not rerun (benchmarks/reproduce.py): their 2026-11 results carry this
-#: code's behaviour digests, so their accuracy holds, but they did not run side by side with this
-#: edition's full training, so they are compared with that suite's own.
+#: Every method's behaviour digests for this code (``reproduce.py --digests`` writes them).
+BEHAVIOUR = Path(__file__).resolve().parents[1] / "behaviour.json"
+
+#: The static scorers are not rerun (benchmarks/reproduce.py), nor every method in a shortened
+#: edition: their 2026-11 results carry this code's behaviour digests, so their accuracy holds,
+#: but they did not run side by side with this edition's full training, so they are compared
+#: with that suite's own.
 ARCHIVE = Archive(
-    scorers(), "archive", "2026-11 suite, not interleaved: time share from that suite"
+    scorers(),
+    "archive",
+    "2026-11 suite, not rerun in this edition (same behaviour digests) and not interleaved "
+    "with it: difference and time share",
 )
 
 
