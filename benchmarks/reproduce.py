@@ -161,9 +161,11 @@ def run_suite(
     rerun_stale: bool = False,
     methods: Sequence[str] | None = None,
     seeds: Sequence[int] | None = None,
+    figures: Path = ROOT / "docs" / "results",
 ) -> None:
     """Run ``suite``'s unfinished runs into ``results``: only those of ``methods`` and
-    ``seeds``, if given, still in the suite's interleaved order."""
+    ``seeds``, if given, still in the suite's interleaved order. The report's pictures that
+    need the data are drawn into ``figures``."""
     out = results / suite.name
     if suite.runner == "text":
         import text
@@ -185,6 +187,7 @@ def run_suite(
     for config in configs:
         if (config.method, config.prune, config.seed, config.options) == ("peek", 0.5, 0, {}):
             save_selection(Path(config.out))
+            draw_kept(config, Path(config.out), figures / f"{suite.name}-kept.png")
 
 
 def is_stale(run_dir: Path) -> bool:
@@ -274,6 +277,21 @@ def save_selection(run_dir: Path) -> None:
     )
 
 
+def draw_kept(config: RunConfig, run_dir: Path, target: Path) -> None:
+    """The report's picture of the images kept most and least often, per class (drawn here,
+    where the data is at hand: the report reads result files alone)."""
+    from dataprune.harness.analyze import draw_kept_examples
+
+    selection = run_dir / "selection.pt"
+    if target.is_file() or not selection.is_file():
+        return
+    saved = torch.load(selection)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    epochs = saved["pruned_epochs"]
+    title = f"{config.method} at prune {config.prune:g}: kept most (left) and least (right)"
+    draw_kept_examples(saved["selected_count"].long(), config.load_data(), epochs, target, title)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--smoke", action="store_true", help="a one-minute version for CI")
@@ -315,12 +333,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         results = ROOT / "runs" / "smoke"
     every = suites(args.smoke, args.data_dir, args.device)
     selected = [s for s in every if args.suite in (None, s.name)]
+    out = results / "RESULTS.md" if args.smoke else ROOT / "docs" / "RESULTS.md"
     if not args.report:
         for suite in selected:
-            run_suite(suite, results, args.rerun_stale, args.method, args.seed)
+            figures = out.parent / "results"
+            run_suite(suite, results, args.rerun_stale, args.method, args.seed, figures)
     from report import write_results_md
 
-    out = results / "RESULTS.md" if args.smoke else ROOT / "docs" / "RESULTS.md"
     write_results_md(results, out, [(s.name, s.title) for s in every], smoke=args.smoke)
     print(f"report written to {out}")
     return 0
