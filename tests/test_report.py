@@ -19,11 +19,11 @@ from report import headline_markdown, write_results_md  # noqa: E402
 from report.evidence import (  # noqa: E402
     load_setting,
     recommended_method,
+    recommended_prune,
     target_checks,
 )
-from report.render import readme_block, readme_blocks  # noqa: E402
-from report.tables import BEHAVIOUR  # noqa: E402
-from report.tables import TARGETS  # noqa: E402
+from report.render import load_settings, readme_block, readme_blocks  # noqa: E402
+from report.tables import BEHAVIOUR, SETTINGS, TARGETS  # noqa: E402
 
 SEEDS = (0, 1, 2)
 FULL_ACCURACY = {0: 0.900, 1: 0.910, 2: 0.890}
@@ -163,6 +163,9 @@ def test_the_default_is_the_method_that_meets_the_most_targets(tmp_path):
         write(tmp_path, setting, cell("full-matched", 0.5, +1.0, 0.5))  # a baseline, not a pick
     settings = [load_setting(tmp_path, n) for n in ("fashion-mnist-table", "fashion-mnist")]
     assert recommended_method(settings) == "peek"
+    # the highest of the targets' rates met in every setting
+    assert recommended_prune(settings, "peek") == 0.7
+    assert recommended_prune(settings, "ucb") == 0.5
 
     write(tmp_path, "cifar10-subset", [*full(), *cell("ucb", 0.5, -0.05, 0.5)])
     write(tmp_path, "cifar10-subset", cell("ucb", 0.7, -0.3, 0.35))
@@ -170,6 +173,20 @@ def test_the_default_is_the_method_that_meets_the_most_targets(tmp_path):
     settings.append(load_setting(tmp_path, "cifar10-subset"))
     # 4 targets met each; ucb ranks first at prune 0.5 in every setting
     assert recommended_method(settings) == "ucb"
+    assert recommended_prune(settings, "ucb") == 0.5
+    assert recommended_prune(settings, "peek") == 0.5  # no target met everywhere: the lowest
+
+
+def test_the_default_method_and_rate_are_what_the_committed_evidence_recommends():
+    from reproduce import RESULTS
+
+    from dataprune.policies import DEFAULT_METHOD, DEFAULT_PRUNE
+
+    settings = load_settings(RESULTS, list(SETTINGS))
+    if not any(setting.full for setting in settings):
+        pytest.skip("this edition's results are not committed yet")
+    method = recommended_method(settings)
+    assert (method, recommended_prune(settings, method)) == (DEFAULT_METHOD, DEFAULT_PRUNE)
 
 
 def test_write_results_md_rewrites_the_readme_headline_and_marks_archived_results(tmp_path):
@@ -220,7 +237,10 @@ def test_write_results_md_rewrites_the_readme_headline_and_marks_archived_result
     assert "recommends `peek`" in headline and "it meets 2 of the 2 targets" in headline
     assert "at prune 0.5, -0.05 [-0.05, -0.05] points in 0.50 of full's training time" in headline
     which = readme_blocks(results)["which"]
-    assert "recommends `peek` as the default" in which and "| fashion-mnist-table | 0.5 |" in which
+    assert (
+        "recommends `peek` at prune 0.7 as the default" in which
+        and "| fashion-mnist-table | 0.5 |" in which
+    )
     assert readme.read_text() == (
         f"# x\n\n<!-- results:headline -->\n{headline}\n<!-- /results:headline -->\n"
         f"<!-- results:which -->\n{which}\n<!-- /results:which -->\nrest\n"

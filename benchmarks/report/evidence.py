@@ -314,3 +314,16 @@ def recommended_method(settings: list[Setting]) -> str | None:
 
 def targets_met(settings: list[Setting], method: str) -> int:
     return sum(meets(s, method, t) for s in settings for t in TARGETS)
+
+
+def recommended_prune(settings: list[Setting], method: str) -> float:
+    """The rate the evidence supports for ``method``: the highest of the targets' rates whose
+    target it meets in every setting it was measured in; where it meets none in all of them,
+    the lowest rate measured."""
+    rates = {s.name: [c.prune for c in s.cells if c.method == method and is_candidate(c)]
+             for s in settings}  # fmt: skip
+    measured = [s for s in settings if rates[s.name]]
+    met = [t.prune for t in TARGETS if measured and all(meets(s, method, t) for s in measured)]
+    if met:
+        return max(met)
+    return min((p for s in measured for p in rates[s.name]), default=TIE_BREAK_PRUNE)
