@@ -211,6 +211,9 @@ def setting_section(setting: Setting, title: str, results_dir: Path, figures: Pa
     intro = (
         f"`benchmarks/results/{setting.name}/`: {len(setting.runs)} runs, seeds "
         f"{', '.join(map(str, seeds))}; forward share f = {f}."
+        if seeds
+        else f"Not rerun in this edition: `python benchmarks/reproduce.py --suite "
+        f"{setting.name}` runs it (resumable). The earlier edition's results that still hold:"
     )
     if full is not None:
         seconds = statistics.fmean(run.training_seconds for run in full.runs.values())
