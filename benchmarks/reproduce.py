@@ -288,7 +288,7 @@ def draw_kept(config: RunConfig, run_dir: Path, target: Path) -> None:
     saved = torch.load(selection)
     target.parent.mkdir(parents=True, exist_ok=True)
     epochs = saved["pruned_epochs"]
-    title = f"{config.method} at prune {config.prune:g}: kept most (left) and least (right)"
+    title = f"{config.method} at prune {config.prune:g}, seed {config.seed}"
     draw_kept_examples(saved["selected_count"].long(), config.load_data(), epochs, target, title)
 
 

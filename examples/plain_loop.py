@@ -18,6 +18,7 @@ from torch.utils.data import DataLoader, TensorDataset
 
 import dataprune
 from dataprune.harness.data import load_dataset
+from dataprune.policies import DEFAULT_METHOD
 
 
 def train_one(method: str, prune: float, epochs: int, data, batch_size: int = 128) -> dict:
@@ -62,7 +63,7 @@ def train_one(method: str, prune: float, epochs: int, data, batch_size: int = 12
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--method", default="epsilon-greedy", choices=dataprune.methods())
+    parser.add_argument("--method", default=DEFAULT_METHOD, choices=dataprune.methods())
     parser.add_argument("--all", action="store_true", help="run every method")
     parser.add_argument("--prune", type=float, default=0.5)
     parser.add_argument("--epochs", type=int, default=3)

@@ -316,14 +316,17 @@ def targets_met(settings: list[Setting], method: str) -> int:
     return sum(meets(s, method, t) for s in settings for t in TARGETS)
 
 
+def supported_prunes(settings: list[Setting], method: str) -> list[float]:
+    """The targets' rates whose target ``method`` meets in every setting it was measured in."""
+    measured = [s for s in settings if any(c.method == method and is_candidate(c) for c in s.cells)]
+    return [t.prune for t in TARGETS if measured and all(meets(s, method, t) for s in measured)]
+
+
 def recommended_prune(settings: list[Setting], method: str) -> float:
-    """The rate the evidence supports for ``method``: the highest of the targets' rates whose
-    target it meets in every setting it was measured in; where it meets none in all of them,
-    the lowest rate measured."""
-    rates = {s.name: [c.prune for c in s.cells if c.method == method and is_candidate(c)]
-             for s in settings}  # fmt: skip
-    measured = [s for s in settings if rates[s.name]]
-    met = [t.prune for t in TARGETS if measured and all(meets(s, method, t) for s in measured)]
-    if met:
-        return max(met)
-    return min((p for s in measured for p in rates[s.name]), default=TIE_BREAK_PRUNE)
+    """The rate the evidence supports for ``method``: the highest of
+    :func:`supported_prunes`; where there is none, the lowest rate it was measured at."""
+    supported = supported_prunes(settings, method)
+    if supported:
+        return max(supported)
+    rates = [c.prune for s in settings for c in s.cells if c.method == method and is_candidate(c)]
+    return min(rates, default=TIE_BREAK_PRUNE)

@@ -17,7 +17,7 @@ logger = logging.getLogger("dataprune")
 POLICIES: dict[str, type[Policy]] = {}
 
 #: The method and prune rate of ``Pruner(n, epochs=E)`` and of every integration's default.
-DEFAULT_METHOD = "epsilon-greedy"
+DEFAULT_METHOD = "peek"
 DEFAULT_PRUNE = 0.3
 #: The entry-point group through which other packages register methods.
 ENTRY_POINT_GROUP = "dataprune.methods"
