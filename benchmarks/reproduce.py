@@ -22,7 +22,8 @@ import dataclasses
 import json
 import random
 import sys
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -207,8 +208,6 @@ def measure_forward_share(suite: Suite, out: Path, repeats: int = 20) -> None:
     target = out / "forward_share.json"
     if target.is_file() or not suite.configs:
         return
-    import time
-
     from dataprune.harness.device import setup_device
     from dataprune.harness.models import build_model
 
@@ -235,6 +234,21 @@ def measure_forward_share(suite: Suite, out: Path, repeats: int = 20) -> None:
         with torch.no_grad():
             model(x)
 
+    write_forward_share(
+        target, step, forward, repeats,
+        batch_size=config.batch_size, model=config.model, device=str(device),
+    )  # fmt: skip
+
+
+def write_forward_share(
+    target: Path,
+    step: Callable[[], None],
+    forward: Callable[[], None],
+    repeats: int,
+    **about: object,
+) -> None:
+    """Time ``step`` and ``forward`` interleaved (medians of ``repeats``, after a warm-up) and
+    write the forward pass's share of a step to ``target``, with ``about`` the model and batch."""
     times: dict[str, list[float]] = {"step": [], "forward": []}
     for _ in range(3):  # warm-up
         step(), forward()
@@ -250,9 +264,7 @@ def measure_forward_share(suite: Suite, out: Path, repeats: int = 20) -> None:
             "forward_share": median["forward"] / median["step"],
             "step_seconds": median["step"],
             "forward_seconds": median["forward"],
-            "batch_size": config.batch_size,
-            "model": config.model,
-            "device": str(device),
+            **about,
             "threads": torch.get_num_threads(),
         },
     )

@@ -137,6 +137,8 @@ def run_one(run: TextRun, train: list[dict], held_out: list[dict]) -> dict[str, 
 def measure_forward_share(out: Path, train: list[dict], repeats: int = 20) -> None:
     """A forward pass without gradients as a share of a training step, for this model and
     batch on this machine (``forward_share.json``)."""
+    from reproduce import write_forward_share
+
     target = out / "forward_share.json"
     if target.is_file():
         return
@@ -155,26 +157,8 @@ def measure_forward_share(out: Path, train: list[dict], repeats: int = 20) -> No
         with torch.no_grad():
             model(**batch)
 
-    times: dict[str, list[float]] = {"step": [], "forward": []}
-    for _ in range(3):
-        step(), forward()
-    for _ in range(repeats):
-        for name, call in (("step", step), ("forward", forward)):
-            start = time.perf_counter()
-            call()
-            times[name].append(time.perf_counter() - start)
-    median = {name: sorted(values)[len(values) // 2] for name, values in times.items()}
-    write_json(
-        target,
-        {
-            "forward_share": median["forward"] / median["step"],
-            "step_seconds": median["step"],
-            "forward_seconds": median["forward"],
-            "batch_size": BATCH,
-            "model": "tiny-gpt2",
-            "device": "cpu",
-            "threads": torch.get_num_threads(),
-        },
+    write_forward_share(
+        target, step, forward, repeats, batch_size=BATCH, model="tiny-gpt2", device="cpu"
     )
 
 
