@@ -22,9 +22,10 @@ from dataprune.harness import cli
 from dataprune.harness.checkpoint import CHECKPOINT
 from dataprune.harness.config import RunConfig
 from dataprune.harness.data import formats, locate
+from dataprune.harness.data.locate import resolve_data_dir
 
 ROOT = Path(__file__).resolve().parents[1]
-SHARED = ROOT / ".." / "shared" / "data"
+SHARED = resolve_data_dir()  # $DATAPRUNE_DATA_DIR, else ../shared/data
 FASHION = SHARED / "fashion-mnist" / "train-images-idx3-ubyte.gz"
 QUICK = ["--dataset", "digits", "--train-limit", "300", "--test-limit", "100", "--no-progress"]
 SMALL = QUICK

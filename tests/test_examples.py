@@ -8,9 +8,10 @@ from pathlib import Path
 import pytest
 
 import dataprune
+from dataprune.harness.data.locate import resolve_data_dir
 
 ROOT = Path(__file__).resolve().parents[1]
-FASHION = ROOT.parent / "shared" / "data" / "fashion-mnist" / "train-images-idx3-ubyte.gz"
+FASHION = resolve_data_dir() / "fashion-mnist" / "train-images-idx3-ubyte.gz"
 
 
 def load_example():

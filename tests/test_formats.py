@@ -23,9 +23,10 @@ import torch.multiprocessing as mp
 from torch.utils.data import DataLoader
 
 from dataprune import IndexedDataset, Pruner
+from dataprune.harness.data.locate import resolve_data_dir
 
 ROOT = Path(__file__).resolve().parents[1]
-DATA = ROOT.parent / "shared" / "data"
+DATA = resolve_data_dir()  # $DATAPRUNE_DATA_DIR, else ../shared/data
 N, BATCH, EPOCHS, PRUNE = 3000, 100, 3, 0.5
 LIBRARIES = {"folder": "PIL", "mds": "streaming", "litdata": "litdata", "webdataset": "webdataset"}
 FORMATS = tuple(LIBRARIES)

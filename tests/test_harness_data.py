@@ -35,7 +35,7 @@ from dataprune.harness.data import (
     verify_dataset,
 )
 
-SHARED_DATA = Path(__file__).resolve().parents[1] / ".." / "shared" / "data"
+SHARED_DATA = resolve_data_dir()  # $DATAPRUNE_DATA_DIR, else ../shared/data
 FMNIST_DIR = SHARED_DATA / "fashion-mnist"
 CIFAR10_DIR = SHARED_DATA / "cifar10-subset" / "cifar-10-batches-py"
 FASHION = FMNIST_DIR

@@ -13,10 +13,11 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader, TensorDataset
 
 import dataprune
+from dataprune.harness.data.locate import resolve_data_dir
 from dataprune.policies import DEFAULT_PRUNE
 
 sys.path.insert(0, str(Path(__file__).parent / "jobs"))
-FASHION = readme.README.parent.parent / "shared" / "data" / "fashion-mnist"
+FASHION = resolve_data_dir() / "fashion-mnist"
 
 
 def snippets() -> list[str]:

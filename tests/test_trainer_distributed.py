@@ -19,8 +19,10 @@ from pathlib import Path
 import pytest
 import torch
 
+from dataprune.harness.data.locate import resolve_data_dir
+
 ROOT = Path(__file__).resolve().parents[1]
-DATA = ROOT.parent / "shared" / "data"
+DATA = resolve_data_dir()  # $DATAPRUNE_DATA_DIR, else ../shared/data
 TORCHRUN = Path(sys.executable).with_name("torchrun")
 
 pytestmark = [

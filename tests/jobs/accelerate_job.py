@@ -17,10 +17,11 @@ from torch.utils.data import DataLoader, TensorDataset
 import dataprune
 from dataprune.frameworks.accelerate import dataloader
 from dataprune.harness.data import load_dataset
+from dataprune.harness.data.locate import resolve_data_dir
 from dataprune.harness.models import build_model
 
 ROOT = Path(__file__).resolve().parents[2]
-DATA = ROOT.parent / "shared" / "data"
+DATA = resolve_data_dir()  # $DATAPRUNE_DATA_DIR, else ../shared/data
 
 
 def run(args) -> None:

@@ -13,9 +13,10 @@ import lightning.pytorch as pl
 import records  # beside this file: on sys.path when run as a script or by the tests
 
 from dataprune.harness.data import load_dataset
+from dataprune.harness.data.locate import resolve_data_dir
 
 ROOT = Path(__file__).resolve().parents[2]
-DATA = ROOT.parent / "shared" / "data"
+DATA = resolve_data_dir()  # $DATAPRUNE_DATA_DIR, else ../shared/data
 
 
 def load_example():
