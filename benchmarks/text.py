@@ -20,7 +20,7 @@ import math
 import random
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -80,10 +80,18 @@ def runs() -> list[TextRun]:
     return order
 
 
-def run_one(run: TextRun, train: list[dict], held_out: list[dict]) -> dict[str, Any]:
+def run_one(
+    run: TextRun,
+    train: list[dict],
+    held_out: list[dict],
+    options: Mapping[str, Any] | None = None,
+    learning_rate: float | None = None,
+) -> dict[str, Any]:
     """Train one run and measure it: training seconds (every cost of the Trainer's loop and
-    the pruner's steps), the held-out loss after it (not timed)."""
+    the pruner's steps), the held-out loss after it (not timed). ``options`` go to the method
+    and ``learning_rate`` replaces the example's (benchmarks/exploration/screen_text.py)."""
     lm = example()
+    rate = {} if learning_rate is None else {"learning_rate": learning_rate}
     torch.manual_seed(run.seed)
     model = lm.tiny_gpt2(LENGTH)
     with tempfile.TemporaryDirectory() as scratch:
@@ -94,8 +102,9 @@ def run_one(run: TextRun, train: list[dict], held_out: list[dict]) -> dict[str, 
             seed=run.seed,
             logging_steps=10_000,
             disable_tqdm=True,
+            **rate,
         )
-        pruning = {"method": run.method, "prune": run.prune}
+        pruning = {"method": run.method, "prune": run.prune, **(options or {})}
         trainer = DataPruningTrainer(
             model=model,
             args=args,
@@ -112,6 +121,7 @@ def run_one(run: TextRun, train: list[dict], held_out: list[dict]) -> dict[str, 
         "setting": "text",
         "config": {
             **dataclasses.asdict(run),
+            "options": dict(options or {}),
             "epochs": EPOCHS,
             "batch_size": BATCH,
             "learning_rate": args.learning_rate,

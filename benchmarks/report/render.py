@@ -184,9 +184,12 @@ def which_method_section(settings: Sequence[Setting]) -> str:
                 row += ["none saves time", "", ""]
             else:
                 cell, comparison = best
-                row += [f"`{cell.name}`", comparison.difference.format()]
+                row += [f"`{cell.name}`", comparison.difference.format() + metric.unit]
                 row.append(share(comparison.time_share))
-            row += ["", ""] if peek is None else [peek.difference.format(), share(peek.time_share)]
+            if peek is None:
+                row += ["", ""]
+            else:
+                row += [peek.difference.format() + metric.unit, share(peek.time_share)]
             rows.append(row)
     head = ["setting", "prune", "most accurate that saves time", "vs full [95% CI]"]
     head += ["time share", f"{TARGET_METHOD} vs full", f"{TARGET_METHOD}'s time share"]

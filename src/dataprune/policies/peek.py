@@ -27,6 +27,11 @@ class Peek(Kakurenbo):
       pass without gradients, in evaluation mode), so that a hidden sample whose loss grew is
       found and trained again. KAKURENBO measures every hidden sample, which on a CPU costs as
       much as training half of them; a tenth of them costs a twentieth of an epoch at prune 0.5.
+
+    The stretch assumes the schedule's learning rate has room to grow. Under AdamW at a rate
+    already near its edge of stability (the text setting of docs/RESULTS.md), a factor of 2 or
+    more hurt: there, ``stretch=False`` is the safer choice at prune 0.5 and above
+    (docs/METHOD.md).
     """
 
     name = "peek"
