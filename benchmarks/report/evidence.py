@@ -316,6 +316,15 @@ def targets_met(settings: list[Setting], method: str) -> int:
     return sum(meets(s, method, t) for s in settings for t in TARGETS)
 
 
+def targets_measured(settings: list[Setting], method: str) -> int:
+    """How many targets ``method`` was measured for (this edition, at the target's rate)."""
+    return sum(
+        any(c.method == method and c.prune == t.prune and is_candidate(c) for c in s.cells)
+        for s in settings
+        for t in TARGETS
+    )
+
+
 def supported_prunes(settings: list[Setting], method: str) -> list[float]:
     """The targets' rates whose target ``method`` meets in every setting it was measured in."""
     measured = [s for s in settings if any(c.method == method and is_candidate(c) for c in s.cells)]

@@ -32,6 +32,7 @@ from .evidence import (
     recommended_prune,
     supported_prunes,
     target_checks,
+    targets_measured,
     targets_met,
 )
 from .other_benchmarks import gpu_section, integrations_section, large_data_section
@@ -205,15 +206,16 @@ def which_method_section(settings: Sequence[Setting]) -> str:
         )
         rate = f" at prune {prune:g} ({why})"
     tally = ", ".join(
-        f"`{name}` {targets_met(list(settings), name)}" for name in candidates(list(settings))
+        f"`{name}` {targets_met(list(settings), name)} of {targets_measured(list(settings), name)}"
+        for name in candidates(list(settings))
     )
     return (
         "The most accurate method (mean difference to full) among those whose mean time share "
         "is under 1. The evidence recommends "
         + (f"`{chosen}`{rate}" if chosen else "no method yet")
         + f" as the default: the method that meets the most targets over the settings (a tie "
-        f"goes to the best mean rank at prune {TIE_BREAK_PRUNE:g}). Targets met: {tally}.\n\n"
-        + table(head, rows)
+        f"goes to the best mean rank at prune {TIE_BREAK_PRUNE:g}). Targets met, of those "
+        f"measured: {tally}.\n\n" + table(head, rows)
     )
 
 
