@@ -316,18 +316,19 @@ def targets_met(settings: list[Setting], method: str) -> int:
     return sum(meets(s, method, t) for s in settings for t in TARGETS)
 
 
+def measured_prunes(setting: Setting, method: str) -> set[float]:
+    """The rates at which ``method`` was measured in ``setting`` (this edition, no options)."""
+    return {c.prune for c in setting.cells if c.method == method and is_candidate(c)}
+
+
 def targets_measured(settings: list[Setting], method: str) -> int:
     """How many targets ``method`` was measured for (this edition, at the target's rate)."""
-    return sum(
-        any(c.method == method and c.prune == t.prune and is_candidate(c) for c in s.cells)
-        for s in settings
-        for t in TARGETS
-    )
+    return sum(t.prune in measured_prunes(s, method) for s in settings for t in TARGETS)
 
 
 def supported_prunes(settings: list[Setting], method: str) -> list[float]:
     """The targets' rates whose target ``method`` meets in every setting it was measured in."""
-    measured = [s for s in settings if any(c.method == method and is_candidate(c) for c in s.cells)]
+    measured = [s for s in settings if measured_prunes(s, method)]
     return [t.prune for t in TARGETS if measured and all(meets(s, method, t) for s in measured)]
 
 
@@ -337,5 +338,5 @@ def recommended_prune(settings: list[Setting], method: str) -> float:
     supported = supported_prunes(settings, method)
     if supported:
         return max(supported)
-    rates = [c.prune for s in settings for c in s.cells if c.method == method and is_candidate(c)]
+    rates = [prune for s in settings for prune in measured_prunes(s, method)]
     return min(rates, default=TIE_BREAK_PRUNE)
