@@ -91,6 +91,11 @@ def run(setting: str, prune: float, seeds: list[int], methods: list[str]) -> Non
             }), flush=True)  # fmt: skip
 
 
+def per_seed(diffs: list[float]) -> str:
+    """Two table cells: each seed's difference, and their mean."""
+    return f"{', '.join(f'{d:+.2f}' for d in diffs)} | {statistics.fmean(diffs):+.2f}"
+
+
 def summary() -> str:
     """Each candidate's accuracy minus full's of the same seed, in points, per setting."""
     rows = [json.loads(line) for line in (HERE / "screening.jsonl").read_text().splitlines()]
@@ -110,10 +115,7 @@ def summary() -> str:
         "|---|---|---|---|---|",
     ]
     for (setting, prune, method), diffs in sorted(cells.items()):
-        each = ", ".join(f"{d:+.2f}" for d in diffs)
-        lines.append(
-            f"| {setting} | {prune} | `{method}` | {each} | {statistics.fmean(diffs):+.2f} |"
-        )
+        lines.append(f"| {setting} | {prune} | `{method}` | {per_seed(diffs)} |")
     return "\n".join(lines)
 
 

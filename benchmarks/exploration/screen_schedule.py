@@ -22,7 +22,7 @@ import statistics
 import sys
 from pathlib import Path
 
-from screen import SETTINGS
+from screen import SETTINGS, per_seed
 
 from dataprune.harness.config import RunConfig
 from dataprune.harness.trainer import train
@@ -91,12 +91,8 @@ def summary() -> str:
     ]
     for (setting, label, fields), values in sorted(cells.items()):
         diffs = [d for d, _ in values]
-        each = ", ".join(f"{d:+.2f}" for d in diffs)
         compute = statistics.fmean(c for _, c in values)
-        lines.append(
-            f"| {setting} | `{label}` | {fields} | {each} | {statistics.fmean(diffs):+.2f} "
-            f"| {compute:.2f} |"
-        )
+        lines.append(f"| {setting} | `{label}` | {fields} | {per_seed(diffs)} | {compute:.2f} |")
     return "\n".join(lines)
 
 

@@ -32,7 +32,7 @@ import time
 from pathlib import Path
 
 import torch
-from screen import SETTINGS
+from screen import SETTINGS, per_seed
 
 from dataprune import Pruner
 from dataprune.harness.config import RunConfig
@@ -136,11 +136,8 @@ def summary() -> str:
     ]
     for key, diffs in sorted(cells.items()):
         setting, prune, mode = key
-        each = ", ".join(f"{d:+.2f}" for d in diffs)
         share = f"{statistics.fmean(times[key]):.2f}" if key in times else "-"
-        lines.append(
-            f"| {setting} | {prune} | {mode} | {each} | {statistics.fmean(diffs):+.2f} | {share} |"
-        )
+        lines.append(f"| {setting} | {prune} | {mode} | {per_seed(diffs)} | {share} |")
     return "\n".join(lines)
 
 

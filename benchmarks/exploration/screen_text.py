@@ -17,9 +17,10 @@ from __future__ import annotations
 import ast
 import json
 import math
-import statistics
 import sys
 from pathlib import Path
+
+from screen import per_seed
 
 from dataprune.policies import register
 from dataprune.policies.peek import Peek
@@ -84,9 +85,7 @@ def summary() -> str:
         "|---|---|---|---|---|",
     ]
     for (prune, method, settings), diffs in sorted(cells.items()):
-        each = ", ".join(f"{d:+.2f}" for d in diffs)
-        mean = statistics.fmean(diffs)
-        lines.append(f"| {prune} | `{method}` | {settings or '-'} | {each} | {mean:+.2f} |")
+        lines.append(f"| {prune} | `{method}` | {settings or '-'} | {per_seed(diffs)} |")
     return "\n".join(lines)
 
 
