@@ -105,7 +105,7 @@ def run_triple(fmt: str, root: Path, args, seed: int, counted: Counted) -> list[
     """A warm-up epoch, a full one and a pruned one; time and counts of the last two."""
     pruner = Pruner(args.samples, args.method, args.prune, epochs=3, seed=seed, warmup_epochs=2)
     folder = root / fmt / "train"
-    reader = EpochReader(fmt, folder, pruner, pruner.sampler(), counted, args.batch, args.workers)
+    reader = EpochReader(fmt, folder, pruner.batch_sampler(args.batch), counted, args.workers)
     model = torch.nn.Linear(args.size * args.size, 10)
     optimizer = torch.optim.SGD(model.parameters(), lr=0.05)
     epochs = []

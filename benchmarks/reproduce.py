@@ -54,6 +54,7 @@ DECIDING = {
 INGREDIENTS = (
     ("peek", {"stretch": False}),  # no longer steps: the schedule's learning rate
     ("peek", {"peek": 0.0}),  # no measurement of the hidden samples
+    ("peek", {"steps": True}),  # full training's step count on smaller batches, no stretch
 )
 
 

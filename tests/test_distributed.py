@@ -32,6 +32,7 @@ pytestmark = pytest.mark.skipif(
 
 N, PRUNE, EPOCHS, BATCH = 101, 0.4, 5, 8  # N is divisible by neither 2 nor 3
 SCHEDULE = {"prune_schedule": "cosine", "prune_end": 0.8}
+STEPS = {"steps": True}  # peek keeping a full epoch's step count
 BIG_N = 70_000  # indices above 65536 lose precision in bf16
 
 
@@ -64,13 +65,18 @@ def end_epoch(pruner: Pruner, epoch: int) -> None:
 
 
 def _train(pruner: Pruner, drop_last: bool) -> dict:
-    """Every epoch: set_epoch, then record this rank's batches from pruner.sampler()."""
-    loader = DataLoader(
-        IndexedDataset(TensorDataset(torch.arange(pruner.num_samples))),
-        batch_size=BATCH,
-        sampler=pruner.sampler(drop_last=drop_last),
-        drop_last=drop_last,
-    )
+    """Every epoch: set_epoch, then record this rank's batches from pruner.sampler() (or
+    pruner.batch_sampler(), for a method that keeps steps)."""
+    dataset = IndexedDataset(TensorDataset(torch.arange(pruner.num_samples)))
+    if pruner.policy.keeps_steps():
+        loader = DataLoader(dataset, batch_sampler=pruner.batch_sampler(BATCH, drop_last=drop_last))
+    else:
+        loader = DataLoader(
+            dataset,
+            batch_size=BATCH,
+            sampler=pruner.sampler(drop_last=drop_last),
+            drop_last=drop_last,
+        )
     subsets, batches, steps = [], [], []
     for epoch in range(pruner.epochs):
         pruner.set_epoch(epoch)
@@ -107,6 +113,10 @@ def _worker(rank: int, world_size: int, init_file: str, out_dir: str) -> None:
             results["methods"][method] = _train(make(method), drop_last=False)
         for drop_last in (False, True):
             results["drop_last"][drop_last] = _train(make("ucb"), drop_last=drop_last)
+        results["steps"] = {
+            drop_last: _train(make("peek", **STEPS), drop_last=drop_last)
+            for drop_last in (False, True)
+        }
         results["schedule"] = {
             (method, drop_last): _train(make(method, **SCHEDULE), drop_last=drop_last)
             for method in ("ucb", "static-random")
@@ -151,9 +161,9 @@ def ranks(request, tmp_path_factory) -> list[dict]:
     return _spawn(request.param, tmp_path_factory.mktemp(f"dist{request.param}"))
 
 
-def _single_process_replay(method: str, per_rank: list[dict]) -> tuple[list, torch.Tensor]:
+def _single_process_replay(method: str, per_rank: list[dict], **kw) -> tuple[list, torch.Tensor]:
     """One process records, step by step, the concatenation of all ranks' batches."""
-    pruner = make(method)
+    pruner = make(method, **kw)
     subsets = []
     for epoch in range(EPOCHS):
         pruner.set_epoch(epoch)
@@ -216,6 +226,28 @@ def test_equal_step_counts_per_rank(ranks, drop_last):
         iterated = (per_rank // BATCH) * BATCH if drop_last else per_rank
         assert int(counts.sum()) == world_size * iterated
         assert int(counts.max()) == (1 if drop_last else 2)  # padding repeats a few samples
+
+
+@pytest.mark.parametrize("drop_last", [False, True])
+def test_steps_keep_a_full_epochs_step_count_on_every_rank(ranks, drop_last):
+    world_size = len(ranks)
+    results = [r["steps"][drop_last] for r in ranks]
+    full = N // world_size if drop_last else math.ceil(N / world_size)
+    full_steps = full // BATCH if drop_last else math.ceil(full / BATCH)
+    k = round((1 - PRUNE) * N)
+    share = k // world_size if drop_last else math.ceil(k / world_size)
+    assert share < full_steps * BATCH  # smaller batches than the loop's
+    for r in results:
+        assert r["steps"] == [full_steps] * EPOCHS
+        assert r["total_steps"] == full_steps * EPOCHS
+        assert r["loader_len"] == full_steps
+        for batches in r["batches"]:
+            sizes = [b.numel() for b in batches]
+            assert sum(sizes) == share and max(sizes) - min(sizes) <= 1
+    subsets, table = _single_process_replay("peek", results, **STEPS)
+    for r in results:
+        assert all(torch.equal(a, b) for a, b in zip(subsets, r["subsets"], strict=True))
+        assert torch.equal(table, r["table"])
 
 
 @pytest.mark.parametrize("method", ["ucb", "static-random"])

@@ -293,7 +293,7 @@ def test_webdataset_workers_read_a_host_copy_of_the_subset(prepared, monkeypatch
     pruner = Pruner(TRAIN, "random", 0.5, epochs=2, seed=1)
     folder = prepared / "webdataset" / "train"
     decode = Decode((1, 28, 28), folder)
-    reader = EpochReader("webdataset", folder, pruner, pruner.sampler(), decode, 64, 2)
+    reader = EpochReader("webdataset", folder, pruner.batch_sampler(64), decode, 2)
     for epoch in range(2):
         pruner.set_epoch(epoch)
         seen = torch.cat([idx for idx, _, _ in reader])

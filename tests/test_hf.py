@@ -63,6 +63,16 @@ def test_two_processes_under_torchrun_share_subsets_budget_steps_and_resume(tmp_
     records.check_resumed(whole, resumed)
 
 
+def test_peek_keeping_steps_takes_full_trainings_steps_on_two_processes_and_resumes(tmp_path):
+    flags = ("--method", "peek", "--steps")
+    whole = run(tmp_path / "whole", *flags, processes=2)
+    records.check_budget(whole, 64)
+    records.check_full_steps(whole, 128, 8, epochs=3)
+    run(tmp_path / "split", *flags, "--stop-after", "0", processes=2)
+    resumed = run(tmp_path / "split", *flags, "--resume", processes=2)
+    records.check_resumed(whole, resumed)
+
+
 def make(tmp_path, pruning=None, **options):
     example = hf_job.load_example()
     items = example.byte_sequences(16, 40)

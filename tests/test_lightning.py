@@ -70,6 +70,16 @@ def test_two_ddp_processes_share_subsets_budget_steps_and_resume(tmp_path):
     records.check_resumed(whole, resumed)
 
 
+def test_peek_keeping_steps_takes_full_trainings_steps_on_two_processes_and_resumes(tmp_path):
+    flags = ("--method", "peek", "--steps")
+    whole = run(tmp_path / "whole", *flags, devices=2)
+    records.check_budget(whole, 256)
+    records.check_full_steps(whole, 512, 32, epochs=3)
+    run(tmp_path / "split", *flags, "--stop-after", "0", devices=2)
+    resumed = run(tmp_path / "split", *flags, "--resume", devices=2)
+    records.check_resumed(whole, resumed)
+
+
 def test_lightning_sharding_the_subset_again_is_refused(tmp_path):
     example = lightning_job.load_example()
     data = lightning_job.load_dataset("fashion-mnist", lightning_job.DATA, train_limit=64)

@@ -419,6 +419,14 @@ def test_kakurenbo_tau_is_checked():
         Pruner(10, "kakurenbo", 0.5, 2, tau=1.5)
 
 
+def test_peek_keeps_steps_or_stretches_never_both():
+    assert Pruner(10, "peek", 0.5, 2, steps=True).policy.keeps_steps()
+    assert not Pruner(10, "peek", 0.5, 2).policy.keeps_steps()
+    assert not Pruner(10, "kakurenbo", 0.5, 2).policy.keeps_steps()
+    with pytest.raises(ValueError, match="steps=True and stretch=True"):
+        Pruner(10, "peek", 0.5, 2, steps=True, stretch=True)
+
+
 # ---------------------------------------------------------------- selective backprop
 
 

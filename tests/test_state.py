@@ -91,6 +91,14 @@ def test_a_state_saved_with_other_method_options_is_refused():
         Pruner(10, "static-score", 0.5, 2, scores=scores.flip(0)).load_state_dict(state)
 
 
+def test_a_state_saved_before_an_option_existed_loads_at_its_default():
+    state = Pruner(10, "peek", 0.5, 2).state_dict()
+    del state["options"]["steps"]  # as a version without the option saved it
+    Pruner(10, "peek", 0.5, 2).load_state_dict(state)
+    with pytest.raises(ValueError, match="'steps': True"):
+        Pruner(10, "peek", 0.5, 2, steps=True).load_state_dict(state)
+
+
 @pytest.mark.parametrize("bad", [None, [1, 2], b"bytes", 3])
 def test_a_state_that_is_not_a_dict_says_what_is_expected(bad):
     with pytest.raises(TypeError, match="the dict that Pruner.state_dict"):

@@ -118,6 +118,19 @@ def test_kakurenbo_measures_hidden_samples_and_resumes(digits, tmp_path):
     assert [e.test_accuracy for e in resumed.epochs] == [e.test_accuracy for e in result.epochs]
 
 
+def test_peek_keeping_steps_trains_full_trainings_steps_and_resumes(digits, tmp_path):
+    config = quick(method="peek", prune=0.7, epochs=3, options={"steps": True})
+    result, _ = train(config.resolve(), digits)
+    full, _ = train(quick(method="full", epochs=3).resolve(), digits)
+    assert result.steps == full.steps == 3 * 23  # ceil(1437 / 64) steps an epoch
+    assert [e.samples for e in result.epochs] == [431] * 3  # round(0.3 * 1437)
+    assert result.final_accuracy > 0.8
+    out = str(tmp_path / "run")
+    train(dataclasses.replace(config, out=out, stop_after=1).resolve(), digits)
+    resumed, _ = train(dataclasses.replace(config, out=out, resume=True).resolve(), digits)
+    assert [e.test_accuracy for e in resumed.epochs] == [e.test_accuracy for e in result.epochs]
+
+
 def test_schedules_with_few_steps_and_full_data_with_warmup_flags(digits):
     # 1437 training samples at batch 360: exactly 4 steps, where OneCycleLR divides by zero.
     result, _ = train(quick(method="full", epochs=1, batch_size=360).resolve(), digits)

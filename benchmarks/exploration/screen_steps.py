@@ -78,7 +78,8 @@ def run(setting: str, prune: float, seed: int, mode: str) -> dict:
         sampler.set_epoch(epoch)
         model.train()
         augment = torch.Generator().manual_seed(seed * 100_003 + epoch)
-        for index, x, y in data.batches(pruner, sampler, batch[epoch]):
+        for index in sampler.local_indices().split(batch[epoch]):
+            x, y = data.train_x[index], data.train_y[index]
             loss = pruner.loss(index, (data.augment_batch(x, augment), y), sample_losses)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()

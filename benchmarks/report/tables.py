@@ -98,6 +98,7 @@ class Claim:
 CLAIMS = (
     Claim("peek", {"stretch": False}, "the stretch: pruned epochs at N/k times the learning rate"),
     Claim("peek", {"peek": 0.0}, "the peek: a tenth of the hidden samples measured each epoch"),
+    Claim("peek", {"steps": True}, "the stretch, against a full epoch's steps on smaller batches"),
     Claim("kakurenbo", {}, "measuring a tenth of the hidden samples rather than all of them"),
     Claim("ucb", {}, "hiding the samples learned rather than a bandit's choice"),
 )

@@ -151,7 +151,7 @@ def batches_of(
             yield chunk, data(chunk)
         return
     dataset = data.dataset
-    size = batch_size or data.batch_size or getattr(data.batch_sampler, "batch_size", None)
+    size = batch_size or data.batch_size or _batch_size_of(data.batch_sampler)
     loader = DataLoader(
         dataset,
         batch_size=size or 1,
@@ -171,6 +171,19 @@ def batches_of(
                 "the DataLoader's batches must be (index, batch) pairs (wrap the dataset in "
                 "dataprune.IndexedDataset) or dicts with an index key (IndexedDictDataset)"
             )
+
+
+def _batch_size_of(batch_sampler: Any) -> int | None:
+    """A loader's batch size from its batch sampler, through wrappers (Accelerate's): a
+    :class:`dataprune.sampler.PrunedBatchSampler`'s full batch, or ``batch_size``."""
+    while batch_sampler is not None:
+        size = getattr(batch_sampler, "full_batch_size", None) or getattr(
+            batch_sampler, "batch_size", None
+        )
+        if size:
+            return size
+        batch_sampler = getattr(batch_sampler, "batch_sampler", None)
+    return None
 
 
 def nan_where_invalid(losses: Tensor, valid: Tensor | None) -> Tensor:

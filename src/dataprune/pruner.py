@@ -24,7 +24,7 @@ from .errors import InvalidValue
 from .policies import DEFAULT_METHOD, DEFAULT_PRUNE, SelectionContext, get_policy
 from .policies.base import check_selection
 from .recording import Recording
-from .sampler import PrunedSampler
+from .sampler import PrunedBatchSampler, PrunedSampler, batch_count
 from .schedule import PruneSchedule, budget, check_schedule, epoch_budgets
 from .state import Counters, Progress
 from .stats import MAX_SAMPLES, SampleStats
@@ -186,6 +186,7 @@ class Pruner(Recording):
         self._warned_epoch: int | None = None  # the epoch last warned to have recorded nothing
         self._attached: list[torch.optim.Optimizer] = []  # optimizers whose rate it scales
         self._warned_unattached = False
+        self._warned_steps = False  # a loader of fixed batch size under a method keeping steps
         self._warned_unreadable = False
 
     # ----------------------------------------------------------------- schedule
@@ -220,16 +221,25 @@ class Pruner(Recording):
         self, epoch: int, batch_size: int, drop_last: bool = False, accumulate: int = 1
     ) -> int:
         """Optimizer steps of ``epoch`` on one rank (see :meth:`total_steps`)."""
-        check_int("batch_size", batch_size, low=1)
         check_int("accumulate", accumulate, low=1)
-        n, world_size = self.epoch_size(epoch), world()[1]
-        per_rank = n // world_size if drop_last else math.ceil(n / world_size)
-        batches = per_rank // batch_size if drop_last else math.ceil(per_rank / batch_size)
-        return math.ceil(batches / accumulate)
+        return math.ceil(self.epoch_batches(epoch, batch_size, drop_last) / accumulate)
 
-    def uniform_epochs(self) -> bool:
-        """Whether every epoch trains the same number of samples (no warm-up or anneal)."""
-        return len(set(self.budgets)) == 1
+    def epoch_batches(self, epoch: int, batch_size: int, drop_last: bool = False) -> int:
+        """Batches of ``epoch`` on one rank, as :meth:`sampler` (or :meth:`batch_sampler`)
+        and ``DataLoader(batch_size=batch_size, drop_last=drop_last)`` cut it."""
+        check_int("batch_size", batch_size, low=1)
+        return batch_count(
+            self.epoch_size(epoch),
+            self.num_samples if self.keeps_steps(epoch) else None,
+            batch_size,
+            world()[1],
+            drop_last,
+        )
+
+    def keeps_steps(self, epoch: int) -> bool:
+        """Whether ``epoch`` takes a full epoch's step count on smaller batches (a pruned epoch
+        of a method that keeps steps, e.g. ``peek`` with ``steps=True``)."""
+        return self.is_pruned_epoch(epoch) and self.policy.keeps_steps()
 
     # ---------------------------------------------------------------- selection
     def set_epoch(self, epoch: int) -> None:
@@ -362,6 +372,29 @@ class Pruner(Recording):
         """
         return PrunedSampler(
             self, shuffle=shuffle, drop_last=drop_last, num_replicas=num_replicas, rank=rank
+        )
+
+    def batch_sampler(
+        self,
+        batch_size: int,
+        shuffle: bool = True,
+        drop_last: bool = False,
+        num_replicas: int | None = None,
+        rank: int | None = None,
+    ) -> PrunedBatchSampler:
+        """A batch sampler over the current subset: ``DataLoader(dataset,
+        batch_sampler=pruner.batch_sampler(batch_size))``.
+
+        Batches of ``batch_size``, as :meth:`sampler` with ``DataLoader(batch_size=...)`` gives
+        them, but for a method that keeps steps (``peek`` with ``steps=True``), whose pruned
+        epochs take as many batches as a full epoch's, of sizes that differ by at most one.
+        Every method runs on it; those that keep steps need it.
+        """
+        return PrunedBatchSampler(
+            self.sampler(
+                shuffle=shuffle, drop_last=drop_last, num_replicas=num_replicas, rank=rank
+            ),
+            batch_size,
         )
 
     # ----------------------------------------------------------------- reports

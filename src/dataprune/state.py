@@ -190,7 +190,9 @@ def check(pruner: Any, state: Any) -> slice:
     """Refuse a state ``pruner`` cannot load, saying why; return the rows of its statistics
     that ``pruner`` keeps (all, or its shard's)."""
     _check_keys(state)
-    saved = dict(state["settings"]) | {"options": state["options"]}
+    # an option added since the state was saved counts at its default
+    defaults = {name: option.default for name, option in pruner.policy.options.items()}
+    saved = dict(state["settings"]) | {"options": defaults | dict(state["options"])}
     current = dataclasses.asdict(Settings.of(pruner)) | {"options": pruner.policy.state()}
     for key, value in current.items():
         if saved.get(key) == value:

@@ -37,9 +37,9 @@ def run(args) -> None:
     if args.plain:
         loader = accelerator.prepare(DataLoader(train_set, batch_size=args.batch_size))
     else:
-        options = (
-            {"scores": torch.arange(float(args.limit))} if args.method == "static-score" else {}
-        )
+        options = records.pruner_options(args)
+        if args.method == "static-score":
+            options["scores"] = torch.arange(float(args.limit))
         pruner = dataprune.Pruner(
             len(train_set), args.method, args.prune, args.epochs, seed=3, **options
         )

@@ -72,7 +72,7 @@ def run(args) -> None:
     if args.plain:
         trainer = example.Trainer(**common)
     else:
-        pruning = {"method": args.method, "prune": args.prune}
+        pruning = {"method": args.method, "prune": args.prune, **records.pruner_options(args)}
         trainer = AuditedTrainer(pruning=pruning, shuffle=not args.no_shuffle, **common)
     if args.stop_after is not None:
         trainer.add_callback(StopAfter(args.stop_after))

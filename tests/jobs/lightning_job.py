@@ -73,7 +73,9 @@ def run(args) -> None:
     pl.seed_everything(0, verbose=False)
     pruning = None
     if not args.plain:
-        pruning = example.DataPruning(method=args.method, prune=args.prune, seed=3)
+        pruning = example.DataPruning(
+            method=args.method, prune=args.prune, seed=3, **records.pruner_options(args)
+        )
     model = example.FashionModel(data, pruning, batch_size=args.batch_size)
     if args.no_shuffle:
         train_set = example.TensorDataset(data.train_x, data.train_y)

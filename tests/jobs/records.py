@@ -80,7 +80,19 @@ def job_parser(limit: int, batch_size: int) -> argparse.ArgumentParser:
     parser.add_argument("--resume", action="store_true")
     parser.add_argument("--plain", action="store_true")
     parser.add_argument("--no-shuffle", action="store_true")
+    parser.add_argument("--steps", action="store_true", help="peek's steps=True")
     return parser
+
+
+def pruner_options(args: argparse.Namespace) -> dict:
+    """The method's options the job's flags ask for."""
+    return {"steps": True} if args.steps else {}
+
+
+def check_full_steps(records: list[dict], samples: int, batch_size: int, epochs: int) -> None:
+    """Each rank took full training's optimizer steps (a method that keeps steps)."""
+    per_rank = -(-samples // len(records))  # DistributedSampler's ceil(N / W)
+    assert all(r["steps"] == epochs * -(-per_rank // batch_size) for r in records)
 
 
 def check_resumed(whole: list[dict], resumed: list[dict], epochs=("1", "2")) -> None:

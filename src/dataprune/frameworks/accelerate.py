@@ -29,6 +29,10 @@ start of the epoch, which train twice (``record`` merges the copies). ``even_bat
 would leave ranks with different numbers of steps, which a DDP backward does not survive.
 ``split_batches=True`` (one batch of ``B`` cut into ``W`` pieces) is refused, since ``B`` would
 no longer be the per-rank batch that ``total_steps`` counts.
+
+A method that keeps steps (``peek`` with ``steps=True``) gets a loader on
+``pruner.batch_sampler``: a pruned epoch has as many batches as a full one, smaller ones, which
+Accelerate shards as they come (the batch sampler's ``batch_size`` is None).
 """
 
 from __future__ import annotations
@@ -62,6 +66,16 @@ def dataloader(
         )
     if not isinstance(dataset, (IndexedDataset, IndexedDictDataset)):
         dataset = IndexedDataset(dataset)
-    sampler = pruner.sampler(shuffle=shuffle, num_replicas=1, rank=0)  # Accelerate shards
-    loader = DataLoader(dataset, batch_size=batch_size, sampler=sampler, **loader_options)
+    if pruner.policy.keeps_steps():  # smaller batches in pruned epochs: a batch sampler
+        batches = pruner.batch_sampler(
+            batch_size,
+            shuffle=shuffle,
+            drop_last=loader_options.pop("drop_last", False),
+            num_replicas=1,  # Accelerate shards
+            rank=0,
+        )
+        loader = DataLoader(dataset, batch_sampler=batches, **loader_options)
+    else:
+        sampler = pruner.sampler(shuffle=shuffle, num_replicas=1, rank=0)  # Accelerate shards
+        loader = DataLoader(dataset, batch_size=batch_size, sampler=sampler, **loader_options)
     return accelerator.prepare(loader)

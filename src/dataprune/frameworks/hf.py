@@ -24,6 +24,8 @@ A documented subclass, and nothing in transformers patched:
   would size every epoch like the first, so the subclass gives its loop each epoch's own
   length (warm-up and anneal epochs, prune-rate schedules), and a resumed run finds its epoch
   and step from them. ``train_samples_per_second`` counts the samples trained.
+- A method that keeps steps (``peek`` with ``steps=True``) trains on a loader built on
+  ``Pruner.batch_sampler``: each pruned epoch has a full epoch's steps, on smaller batches.
 - Every method runs: ``compute_loss`` goes through :meth:`dataprune.Pruner.loss` (a method's
   in-batch step), and each epoch ends with :meth:`dataprune.Pruner.end_epoch`.
 - A run whose losses were mostly NaN or inf in an epoch stops with an error, as the harness
@@ -39,6 +41,7 @@ start of the epoch when the subset is not a multiple of ``W x batch size``, as
 
 from __future__ import annotations
 
+import functools
 import itertools
 import os
 from collections.abc import Iterator, Mapping
@@ -49,7 +52,7 @@ import torch.nn.functional as F
 from torch import Tensor
 from transformers import Trainer, TrainerCallback
 from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
-from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, get_last_checkpoint
+from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, get_last_checkpoint, seed_worker
 
 from .. import IndexedCollator, IndexedDictDataset, Pruner
 from ..errors import DataPruneError, InvalidValue
@@ -125,6 +128,35 @@ class DataPruningTrainer(Trainer):
     def _get_train_sampler(self, train_dataset=None) -> torch.utils.data.Sampler:
         # The whole subset: Accelerate shards the loader by batches.
         return self.pruner.sampler(shuffle=self.shuffle, num_replicas=1, rank=0)
+
+    def get_train_dataloader(self) -> torch.utils.data.DataLoader:
+        """The Trainer's loader, but for a method that keeps steps (``peek`` with
+        ``steps=True``) one on the pruner's batch sampler, whose pruned epochs have a full
+        epoch's batches, smaller ones; Accelerate shards it by batches as it does the
+        Trainer's."""
+        if not self.pruner.policy.keeps_steps():
+            return super().get_train_dataloader()
+        args = self.args
+        batches = self.pruner.batch_sampler(
+            self._train_batch_size,
+            shuffle=self.shuffle,
+            drop_last=args.dataloader_drop_last,
+            num_replicas=1,
+            rank=0,
+        )
+        workers = args.dataloader_num_workers
+        loader = torch.utils.data.DataLoader(
+            self.train_dataset,  # type: ignore[arg-type]  # map-style, checked at init
+            batch_sampler=batches,
+            collate_fn=self.data_collator,
+            num_workers=workers,
+            pin_memory=args.dataloader_pin_memory,
+            persistent_workers=args.dataloader_persistent_workers and workers > 0,
+            worker_init_fn=functools.partial(
+                seed_worker, num_workers=workers, rank=args.process_index
+            ),
+        )
+        return self.accelerator.prepare(loader)
 
     def get_batch_samples(
         self, epoch_iterator: Iterator, num_batches: int, device: torch.device

@@ -28,20 +28,21 @@ What the callback guarantees, and how:
 - Lightning calls ``sampler.set_epoch`` at each epoch's start, which selects the subset; the
   callback checks it happened and logs ``dataprune/*`` metrics through the Trainer's logger.
 - ``trainer.estimated_stepping_batches`` is the pruned run's exact optimizer-step count
-  (``Pruner.total_steps``, with ``accumulate_grad_batches``). Where epochs differ in size (see
+  (``Pruner.total_steps``, with ``accumulate_grad_batches``). Where epochs differ in batches (see
   below) the callback sets the Trainer's ``max_steps`` to it, unless ``max_steps`` was given.
 - The pruner is saved in Lightning checkpoints and restored from them, so
   ``trainer.fit(model, ckpt_path=...)`` continues with the same selections. Resume is exact from
   checkpoints taken at an epoch's end; Lightning itself warns that a mid-epoch resume is not.
 - Lightning reads a loader's length once, at the start, and cuts later epochs to it. When the
-  pruner's epochs differ in size (warm-up, anneal, a prune-rate schedule), the loader therefore
-  reports no length: each epoch ends when its sampler does, and the progress bar shows no
-  per-epoch total.
+  pruner's epochs differ in batches (warm-up, anneal, a prune-rate schedule), the loader
+  therefore reports no length: each epoch ends when its sampler does, and the progress bar
+  shows no per-epoch total.
+- A method that keeps steps (``peek`` with ``steps=True``) gets a loader on
+  ``Pruner.batch_sampler``: each pruned epoch has a full epoch's batches, smaller ones.
 """
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterator
 from typing import Any
 
@@ -53,18 +54,19 @@ from .. import IndexedDataset, IndexedDictDataset, Pruner
 from ..errors import InvalidValue
 from ..loop import SampleLosses
 from ..policies import DEFAULT_METHOD, DEFAULT_PRUNE
-from ..sampler import PrunedSampler
+from ..sampler import PrunedBatchSampler, PrunedSampler
 
 METRIC_PREFIX = "dataprune/"
 
 
-class _UnsizedSampler(Sampler[int]):
-    """The pruner's sampler without ``__len__``: Lightning then lets each epoch run to its end."""
+class _Unsized(Sampler):
+    """The pruner's (batch) sampler without ``__len__``: Lightning then lets each epoch run to
+    its end."""
 
-    def __init__(self, sampler: PrunedSampler):
+    def __init__(self, sampler: PrunedSampler | PrunedBatchSampler):
         self.sampler = sampler
 
-    def __iter__(self) -> Iterator[int]:
+    def __iter__(self) -> Iterator:
         return iter(self.sampler)
 
     def set_epoch(self, epoch: int) -> None:
@@ -102,8 +104,7 @@ class DataPruning(pl.Callback):
         self._trainer: pl.Trainer | None = None
         self._loader: DataLoader | None = None
         self._restored: dict[str, Any] | None = None
-        self._sampler: PrunedSampler | None = None
-        self._batch_size = 1
+        self._batch_size, self._drop_last = 1, False
         self._batches_done = 0  # training batches of the current epoch, on this rank
         self._sample_losses: SampleLosses | None = None  # the latest given to loss()
 
@@ -122,7 +123,9 @@ class DataPruning(pl.Callback):
         (or an :class:`dataprune.IndexedDictDataset`, whose dict batches carry ``"index"``).
         ``shuffle`` orders each epoch's subset by ``(seed, epoch)``, the same on every rank.
         ``loader_options`` go to the DataLoader (``num_workers``, ``collate_fn``, ...), except
-        ``sampler`` and ``batch_sampler``, which the pruner decides.
+        ``sampler`` and ``batch_sampler``, which the pruner decides: for a method that keeps
+        steps (``peek`` with ``steps=True``) the loader is built on
+        :meth:`dataprune.Pruner.batch_sampler`, whose pruned epochs have smaller batches.
         """
         trainer = self._require_trainer()
         for option in ("sampler", "batch_sampler"):
@@ -130,16 +133,23 @@ class DataPruning(pl.Callback):
                 raise InvalidValue(f"dataloader(..., {option}=...): the pruner decides the order")
         if not isinstance(dataset, (IndexedDataset, IndexedDictDataset)):
             dataset = IndexedDataset(dataset)
-        pruner = self.pruner or self._build(trainer, len(dataset), batch_size, drop_last)
-        self._batch_size = batch_size
-        self._sampler = sampler = pruner.sampler(shuffle=shuffle, drop_last=drop_last)
-        self._loader = DataLoader(
-            dataset,
-            batch_size=batch_size,
-            sampler=sampler if pruner.uniform_epochs() else _UnsizedSampler(sampler),
-            drop_last=drop_last,
-            **loader_options,
-        )
+        self._batch_size, self._drop_last = batch_size, drop_last
+        pruner = self.pruner or self._build(trainer, len(dataset))
+        sized = self._uniform_batches()
+        if pruner.policy.keeps_steps():
+            batches = pruner.batch_sampler(batch_size, shuffle=shuffle, drop_last=drop_last)
+            self._loader = DataLoader(
+                dataset, batch_sampler=batches if sized else _Unsized(batches), **loader_options
+            )
+        else:
+            sampler = pruner.sampler(shuffle=shuffle, drop_last=drop_last)
+            self._loader = DataLoader(
+                dataset,
+                batch_size=batch_size,
+                sampler=sampler if sized else _Unsized(sampler),
+                drop_last=drop_last,
+                **loader_options,
+            )
         return self._loader
 
     def loss(self, indices: Tensor, batch: Any, sample_losses: SampleLosses) -> Tensor:
@@ -197,13 +207,12 @@ class DataPruning(pl.Callback):
             pruner.end_epoch(pl_module, loader, self._sample_losses or _needs_loss)
 
     def state_dict(self) -> dict[str, Any]:
-        pruner, sampler = self.pruner, self._sampler
-        if pruner is None or sampler is None:
+        pruner = self.pruner
+        if pruner is None or self._loader is None:
             return {}
         state = pruner.gathered_state_dict() if pruner.shard else pruner.state_dict()
         # Whether this rank finished the epoch's batches: a resume then starts the next epoch.
-        batches = len(sampler) / self._batch_size
-        batches = int(batches) if sampler.drop_last else math.ceil(batches)
+        batches = pruner.epoch_batches(pruner.epoch or 0, self._batch_size, self._drop_last)
         return {"pruner": state, "epoch_done": self._batches_done >= batches}
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
@@ -230,9 +239,20 @@ class DataPruning(pl.Callback):
             )
         return self._trainer
 
-    def _build(
-        self, trainer: pl.Trainer, num_samples: int, batch_size: int, drop_last: bool
-    ) -> Pruner:
+    def _uniform_batches(self) -> bool:
+        """Whether every epoch has as many batches (else the loader reports no length)."""
+        pruner = self._require_pruner("dataloader")
+        return (
+            len(
+                {
+                    pruner.epoch_batches(e, self._batch_size, self._drop_last)
+                    for e in range(pruner.epochs)
+                }
+            )
+            == 1
+        )
+
+    def _build(self, trainer: pl.Trainer, num_samples: int) -> Pruner:
         if trainer.max_epochs is None or trainer.max_epochs < 1:
             raise InvalidValue(
                 f"Trainer(max_epochs={trainer.max_epochs}): the pruner plans whole epochs; "
@@ -244,11 +264,11 @@ class DataPruning(pl.Callback):
         if pruner.epoch is None:
             # Loaders may read the sampler before Lightning's first set_epoch (workers prefetch).
             pruner.set_epoch(trainer.current_epoch)
-        if trainer.max_steps == -1 and not pruner.uniform_epochs():
+        if trainer.max_steps == -1 and not self._uniform_batches():
             # An unsized loader: estimated_stepping_batches is then max_steps, the exact count.
-            # (Epochs of one size need nothing: Lightning's own estimate is exact.)
+            # (Epochs of as many batches need nothing: Lightning's own estimate is exact.)
             trainer.fit_loop.epoch_loop.max_steps = pruner.total_steps(
-                batch_size, drop_last, accumulate=trainer.accumulate_grad_batches
+                self._batch_size, self._drop_last, accumulate=trainer.accumulate_grad_batches
             )
         return pruner
 

@@ -124,8 +124,8 @@ def train(
 
     options: dict[str, Any] = {"scores": scores} if scores is not None else {}
     pruner = Pruner(data.num_train, device=device, **spec.pruner_kwargs(data.num_train), **options)
-    sampler = pruner.sampler(shuffle=True)
-    batches = data.batches(pruner, sampler, config.batch_size)
+    batch_sampler = pruner.batch_sampler(config.batch_size, shuffle=True)
+    batches = data.batches(batch_sampler)
     optimizer = torch.optim.SGD(
         model.parameters(),
         lr=config.lr,
@@ -178,7 +178,7 @@ def train(
     for epoch in epochs:
         synchronize(device)
         t_select = time.perf_counter()
-        sampler.set_epoch(epoch)
+        batch_sampler.set_epoch(epoch)
         t_train = time.perf_counter()
 
         # On the data's device: drawing on the host and copying would sync every step.

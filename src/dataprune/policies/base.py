@@ -222,8 +222,8 @@ class Policy:
 
     Hooks, all no-ops but :meth:`select`; the :class:`dataprune.Pruner` calls them, so a loop
     is the same for every method: :meth:`observe`, :meth:`batch_rows`, :meth:`lr_scale`,
-    :meth:`remeasure`. A method that keeps more than the loss statistics keeps it in
-    :attr:`buffers`, which the Pruner saves, restores, moves and shards with them.
+    :meth:`keeps_steps`, :meth:`remeasure`. A method that keeps more than the loss statistics
+    keeps it in :attr:`buffers`, which the Pruner saves, restores, moves and shards with them.
     """
 
     name: ClassVar[str]
@@ -312,6 +312,12 @@ class Policy:
         ``num_samples`` samples (1: the schedule's rate), applied to the optimizers attached
         with :meth:`dataprune.Pruner.attach`."""
         return 1.0
+
+    def keeps_steps(self) -> bool:
+        """Whether a pruned epoch takes as many optimizer steps as a full epoch, on batches
+        made smaller in proportion (:meth:`dataprune.Pruner.batch_sampler`); False: it takes
+        ``k / N`` of them, on batches of the loop's size."""
+        return False
 
     def remeasure(self, ctx: SelectionContext, hidden: Tensor) -> Tensor:
         """The samples, among the ``hidden`` ones an epoch left out, whose losses are to be

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from torch import Tensor
 
+from ..errors import InvalidValue
 from ..selection import RandomStream, top_k_mask
 from .base import Option, SelectionContext, stream_id
 from .kakurenbo import Kakurenbo
@@ -32,6 +35,13 @@ class Peek(Kakurenbo):
     already near its edge of stability (the text setting of docs/RESULTS.md), a factor of 2 or
     more hurt: there, ``stretch=False`` is the safer choice at prune 0.5 and above
     (docs/METHOD.md).
+
+    ``steps=True`` makes up for the fewer samples another way, in place of the stretch: a pruned
+    epoch takes as many optimizer steps as a full one, at the schedule's rate, on batches of
+    about ``B k / N`` samples. The loader must then be built on
+    :meth:`dataprune.Pruner.batch_sampler` (the framework integrations do it), and
+    :meth:`dataprune.Pruner.total_steps` is full training's. It helped where few epochs meet a
+    high rate (docs/METHOD.md); on a GPU a small batch costs nearly a full one's time.
     """
 
     name = "peek"
@@ -41,10 +51,26 @@ class Peek(Kakurenbo):
         ),
         "peek": Option(0.1, "share of the hidden samples measured after each epoch", 0.0, 1.0),
         "stretch": Option(True, "train a pruned epoch at N / k times the learning rate"),
+        "steps": Option(
+            False, "keep a full epoch's step count on smaller batches, in place of the stretch"
+        ),
     }
 
+    def __init__(self, **params: Any):
+        super().__init__(**params)
+        if self.params["steps"] and params.get("stretch") is True:
+            raise InvalidValue(
+                "method='peek' with steps=True and stretch=True: both make up for a pruned "
+                "epoch's fewer samples (steps=True keeps the step count at the schedule's rate); "
+                "choose one, e.g. leave stretch out"
+            )
+
     def lr_scale(self, num_samples: int, epoch_size: int) -> float:
-        return num_samples / epoch_size if self.params["stretch"] else 1.0
+        stretched = self.params["stretch"] and not self.params["steps"]
+        return num_samples / epoch_size if stretched else 1.0
+
+    def keeps_steps(self) -> bool:
+        return self.params["steps"]
 
     def remeasure(self, ctx: SelectionContext, hidden: Tensor) -> Tensor:
         count = round(self.params["peek"] * hidden.numel())

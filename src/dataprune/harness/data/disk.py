@@ -35,7 +35,7 @@ from torch.utils.data import DataLoader, Dataset
 from ...data import IndexedDataset
 from ...formats import FORMATS
 from ...pruner import Pruner
-from ...sampler import PrunedSampler
+from ...sampler import PrunedBatchSampler
 from ..files import is_staging
 from .formats import DatasetError
 from .resident import AUGMENTATIONS, Batch, ImageData, normaliser
@@ -100,16 +100,14 @@ class DiskData(ImageData):
     def num_train(self) -> int:
         return self.train_size
 
-    def batches(self, pruner: Pruner, sampler: PrunedSampler, batch_size: int) -> Iterable[Batch]:
+    def batches(self, batches: PrunedBatchSampler) -> Iterable[Batch]:
         """Each epoch's ``(indices, x, y)`` batches, read from disk by :class:`EpochReader`,
         normalised on the device."""
         reader = EpochReader(
             self.data_format,
             self.root / "train",
-            pruner,
-            sampler,
+            batches,
             Decode(self.train_x.shape[1:], self.root / "train", self.num_classes),
-            batch_size,
             self.num_workers,
             pin_memory=self.device.type == "cuda",
         )
@@ -143,12 +141,13 @@ class DiskData(ImageData):
 class EpochReader:
     """Each epoch's ``(indices, uint8 images, labels)`` batches of a training split on disk.
 
-    Indexable formats are read through ``sampler`` (this rank's share of ``pruner``'s subset,
-    in its order) by persistent DataLoader workers. WebDataset is read through
+    Indexable formats are read in ``batches`` (this rank's share of the pruner's subset, in
+    its order) by persistent DataLoader workers. WebDataset is read through
     :class:`~dataprune.formats.webdataset.PrunedWebDataset`, whose workers read the
     pruner's subset, so they start anew after each ``set_epoch``; each batches the samples of
-    its own shards, so its last batch is short: batches are regrouped here into ``batch_size``
-    samples (the epoch's last one short), and an epoch takes as many steps as the sampler's.
+    its own shards, so its last batch is short: batches are regrouped here into the batch size
+    (the epoch's last one short), and an epoch takes as many steps as the sampler's (a method
+    that keeps steps, whose batches shrink, cannot read a stream: it is refused).
     ``decode`` turns a stored sample into ``(image, label)`` (an image alone for a folder's
     file), in the workers.
     """
@@ -157,16 +156,21 @@ class EpochReader:
         self,
         data_format: str,
         folder: Path,
-        pruner: Pruner,
-        sampler: PrunedSampler,
+        batches: PrunedBatchSampler,
         decode: Decode,
-        batch_size: int,
         num_workers: int,
         pin_memory: bool = False,
     ):
-        self.batch_size = batch_size
+        pruner = batches.pruner
+        self.batch_size = batch_size = batches.full_batch_size
         self.webdataset = None
         if data_format == "webdataset":
+            if pruner.policy.keeps_steps():
+                raise DatasetError(
+                    f"{folder}: method={pruner.method!r} keeps a full epoch's step count on "
+                    "smaller batches, which WebDataset shards, read in order, cannot give: "
+                    "prepare the data as folder, mds or litdata"
+                )
             self.webdataset = _webdataset(folder, pruner, decode)
             self.loader = DataLoader(
                 self.webdataset,
@@ -177,8 +181,7 @@ class EpochReader:
         else:
             self.loader = DataLoader(
                 _map_style(data_format, folder, decode, batch_size, pruner.num_samples),
-                batch_size=batch_size,
-                sampler=sampler,
+                batch_sampler=batches,
                 num_workers=num_workers,
                 persistent_workers=num_workers > 0,
                 pin_memory=pin_memory,

@@ -21,8 +21,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from ...errors import InvalidValue
-from ...pruner import Pruner
-from ...sampler import PrunedSampler
+from ...sampler import PrunedBatchSampler
 from .formats import DATASETS, READERS, RawData
 from .locate import file_checksums, locate, verify_dataset
 
@@ -102,10 +101,10 @@ class ImageData:
         tx, ty, vx, vy = (t.to(device) for t in tensors)
         return dataclasses.replace(self, train_x=tx, train_y=ty, test_x=vx, test_y=vy)
 
-    def batches(self, pruner: Pruner, sampler: PrunedSampler, batch_size: int) -> Iterable[Batch]:
-        """Each epoch's ``(indices, x, y)`` batches: ``sampler``'s order (this rank's share of
-        ``pruner``'s subset), cut from the resident tensors."""
-        return _Slices(self, sampler, batch_size)
+    def batches(self, batches: PrunedBatchSampler) -> Iterable[Batch]:
+        """Each epoch's ``(indices, x, y)`` batches as ``batches`` cuts this rank's share of
+        the pruner's subset, sliced from the resident tensors."""
+        return _Slices(self, batches)
 
     @property
     def indexable(self) -> bool:
@@ -143,12 +142,12 @@ class ImageData:
 
 
 class _Slices:
-    def __init__(self, data: ImageData, sampler: PrunedSampler, batch_size: int):
-        self.data, self.sampler, self.batch_size = data, sampler, batch_size
+    def __init__(self, data: ImageData, batches: PrunedBatchSampler):
+        self.data, self.batches = data, batches
 
     def __iter__(self) -> Iterator[Batch]:
-        order = self.sampler.local_indices().to(self.data.device)
-        for batch in order.split(self.batch_size):
+        order = self.batches.sampler.local_indices().to(self.data.device)
+        for batch in self.batches.split(order):
             yield batch, self.data.train_x[batch], self.data.train_y[batch]
 
 
