@@ -53,13 +53,7 @@ def test_two_processes_shard_by_batches_once_and_resume_through_save_state(tmp_p
 
 
 def test_peek_keeping_steps_takes_full_trainings_steps_on_two_processes_and_resumes(tmp_path):
-    flags = ("--method", "peek", "--steps")
-    whole = run(tmp_path / "whole", *flags, processes=2)
-    records.check_budget(whole, 256)
-    records.check_full_steps(whole, 512, 32, epochs=3)
-    run(tmp_path / "split", *flags, "--stop-after", "0", processes=2)
-    resumed = run(tmp_path / "split", *flags, "--resume", processes=2)
-    records.check_resumed(whole, resumed)
+    records.check_keeping_steps(run, tmp_path, 256, 512, 32, processes=2)
 
 
 def test_split_batches_is_refused_with_what_to_change():

@@ -64,13 +64,7 @@ def test_two_processes_under_torchrun_share_subsets_budget_steps_and_resume(tmp_
 
 
 def test_peek_keeping_steps_takes_full_trainings_steps_on_two_processes_and_resumes(tmp_path):
-    flags = ("--method", "peek", "--steps")
-    whole = run(tmp_path / "whole", *flags, processes=2)
-    records.check_budget(whole, 64)
-    records.check_full_steps(whole, 128, 8, epochs=3)
-    run(tmp_path / "split", *flags, "--stop-after", "0", processes=2)
-    resumed = run(tmp_path / "split", *flags, "--resume", processes=2)
-    records.check_resumed(whole, resumed)
+    records.check_keeping_steps(run, tmp_path, 64, 128, 8, processes=2)
 
 
 def make(tmp_path, pruning=None, **options):

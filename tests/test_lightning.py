@@ -71,13 +71,7 @@ def test_two_ddp_processes_share_subsets_budget_steps_and_resume(tmp_path):
 
 
 def test_peek_keeping_steps_takes_full_trainings_steps_on_two_processes_and_resumes(tmp_path):
-    flags = ("--method", "peek", "--steps")
-    whole = run(tmp_path / "whole", *flags, devices=2)
-    records.check_budget(whole, 256)
-    records.check_full_steps(whole, 512, 32, epochs=3)
-    run(tmp_path / "split", *flags, "--stop-after", "0", devices=2)
-    resumed = run(tmp_path / "split", *flags, "--resume", devices=2)
-    records.check_resumed(whole, resumed)
+    records.check_keeping_steps(run, tmp_path, 256, 512, 32, devices=2)
 
 
 def test_lightning_sharding_the_subset_again_is_refused(tmp_path):

@@ -89,10 +89,17 @@ def pruner_options(args: argparse.Namespace) -> dict:
     return {"steps": True} if args.steps else {}
 
 
-def check_full_steps(records: list[dict], samples: int, batch_size: int, epochs: int) -> None:
-    """Each rank took full training's optimizer steps (a method that keeps steps)."""
-    per_rank = -(-samples // len(records))  # DistributedSampler's ceil(N / W)
-    assert all(r["steps"] == epochs * -(-per_rank // batch_size) for r in records)
+def check_keeping_steps(run, out: Path, budget: int, samples: int, batch_size: int, **launch):
+    """``peek`` with ``steps=True`` run by ``run`` (a test's launcher, ``launch`` its processes):
+    the budget on every rank, full training's optimizer steps, and a resume after the first
+    epoch that selects and trains as the uninterrupted run."""
+    flags = ("--method", "peek", "--steps")
+    whole = run(out / "whole", *flags, **launch)
+    check_budget(whole, budget)
+    per_rank = -(-samples // len(whole))  # DistributedSampler's ceil(N / W)
+    assert all(r["steps"] == 3 * -(-per_rank // batch_size) for r in whole)  # 3 epochs
+    run(out / "split", *flags, "--stop-after", "0", **launch)
+    check_resumed(whole, run(out / "split", *flags, "--resume", **launch))
 
 
 def check_resumed(whole: list[dict], resumed: list[dict], epochs=("1", "2")) -> None:
