@@ -225,8 +225,8 @@ class Pruner(Recording):
         return math.ceil(self.epoch_batches(epoch, batch_size, drop_last) / accumulate)
 
     def epoch_batches(self, epoch: int, batch_size: int, drop_last: bool = False) -> int:
-        """Batches of ``epoch`` on one rank, as :meth:`sampler` (or :meth:`batch_sampler`)
-        and ``DataLoader(batch_size=batch_size, drop_last=drop_last)`` cut it."""
+        """Batches of ``epoch`` on one rank, as :meth:`batch_sampler` cuts it (for a method
+        that does not keep steps, as :meth:`sampler` with ``DataLoader(batch_size=...)`` does)."""
         check_int("batch_size", batch_size, low=1)
         return batch_count(
             self.epoch_size(epoch),

@@ -242,15 +242,8 @@ class DataPruning(pl.Callback):
     def _uniform_batches(self) -> bool:
         """Whether every epoch has as many batches (else the loader reports no length)."""
         pruner = self._require_pruner("dataloader")
-        return (
-            len(
-                {
-                    pruner.epoch_batches(e, self._batch_size, self._drop_last)
-                    for e in range(pruner.epochs)
-                }
-            )
-            == 1
-        )
+        shape = (self._batch_size, self._drop_last)
+        return len({pruner.epoch_batches(e, *shape) for e in range(pruner.epochs)}) == 1
 
     def _build(self, trainer: pl.Trainer, num_samples: int) -> Pruner:
         if trainer.max_epochs is None or trainer.max_epochs < 1:
