@@ -56,6 +56,8 @@ INGREDIENTS = (
     ("peek", {"peek": 0.0}),  # no measurement of the hidden samples
     ("peek", {"steps": True}),  # full training's step count on smaller batches, no stretch
 )
+#: The rates at which the ingredients run: the targets'.
+INGREDIENT_PRUNES = (0.5, 0.7)
 
 
 @dataclass
@@ -89,7 +91,7 @@ def interleaved(
                 runs.append(base.for_method(method, prune, seed))
         if seed in seeds:
             for method, options in ablations:
-                for prune in (0.5, 0.7):
+                for prune in INGREDIENT_PRUNES:
                     config = base.for_method(method, prune, seed)
                     runs.append(dataclasses.replace(config, options=options))
         full = [c for c in runs if c.method == "full"]

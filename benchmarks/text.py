@@ -20,7 +20,7 @@ import math
 import random
 import tempfile
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -46,10 +46,13 @@ class TextRun:
     method: str
     prune: float
     seed: int
+    options: tuple[tuple[str, Any], ...] = ()  # the method's, as sorted (name, value) pairs
 
     @property
     def name(self) -> str:
-        return f"{self.method}-p{self.prune:g}-s{self.seed}"
+        """As ``reproduce.variant_name``: method, prune, seed, then each option."""
+        extras = [f"{name}{value}" for name, value in self.options]
+        return "-".join([f"{self.method}-p{self.prune:g}-s{self.seed}", *extras])
 
 
 def example():
@@ -67,14 +70,21 @@ def corpus() -> tuple[list[dict], list[dict]]:
 
 
 def runs() -> list[TextRun]:
-    """Every run, seed by seed: full first, then the rest shuffled from the seed."""
-    from reproduce import DECIDING, MORE_SEEDS, PRUNES, SEEDS
+    """Every run, seed by seed: full first, then the rest shuffled from the seed (peek's
+    ingredients too, in the first seeds, as in the image settings)."""
+    from reproduce import DECIDING, INGREDIENT_PRUNES, INGREDIENTS, MORE_SEEDS, PRUNES, SEEDS
 
     order = []
     for seed in (*SEEDS, *MORE_SEEDS):
         cells = [TextRun(m, p, seed) for m in METHODS if m != "full" for p in PRUNES]
         if seed in MORE_SEEDS:
             cells = [c for c in cells if (c.method, c.prune) in DECIDING]
+        else:
+            cells += [
+                TextRun(m, p, seed, tuple(sorted(o.items())))
+                for m, o in INGREDIENTS
+                for p in INGREDIENT_PRUNES
+            ]
         random.Random(seed).shuffle(cells)
         order += [TextRun("full", 0.0, seed), *cells]
     return order
@@ -84,12 +94,11 @@ def run_one(
     run: TextRun,
     train: list[dict],
     held_out: list[dict],
-    options: Mapping[str, Any] | None = None,
     learning_rate: float | None = None,
 ) -> dict[str, Any]:
     """Train one run and measure it: training seconds (every cost of the Trainer's loop and
-    the pruner's steps), the held-out loss after it (not timed). ``options`` go to the method
-    and ``learning_rate`` replaces the example's (benchmarks/exploration/screen_text.py)."""
+    the pruner's steps), the held-out loss after it (not timed). ``learning_rate`` replaces
+    the example's (benchmarks/exploration/screen_text.py)."""
     lm = example()
     rate = {} if learning_rate is None else {"learning_rate": learning_rate}
     torch.manual_seed(run.seed)
@@ -104,7 +113,7 @@ def run_one(
             disable_tqdm=True,
             **rate,
         )
-        pruning = {"method": run.method, "prune": run.prune, **(options or {})}
+        pruning = {"method": run.method, "prune": run.prune, **dict(run.options)}
         trainer = DataPruningTrainer(
             model=model,
             args=args,
@@ -121,7 +130,7 @@ def run_one(
         "setting": "text",
         "config": {
             **dataclasses.asdict(run),
-            "options": dict(options or {}),
+            "options": dict(run.options),
             "epochs": EPOCHS,
             "batch_size": BATCH,
             "learning_rate": args.learning_rate,

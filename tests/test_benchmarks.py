@@ -145,6 +145,28 @@ def test_reproduce_defines_four_settings_of_every_method_prune_rate_and_seed():
     assert long.epochs >= 30 and long.train_limit == 5_000
 
 
+def test_text_setting_runs_every_method_and_peeks_ingredients_each_in_its_own_folder():
+    pytest.importorskip("transformers")
+    import text
+    from reproduce import INGREDIENT_PRUNES, INGREDIENTS, MORE_SEEDS
+
+    runs = text.runs()
+    assert len({r.name for r in runs}) == len(runs)
+    plain = {(r.method, r.prune, r.seed) for r in runs if not r.options}
+    assert {(m, p, s) for m in text.METHODS[1:] for p in (0.3, 0.5, 0.7) for s in (0, 1, 2)} < plain
+    variants = {(r.method, r.options, r.prune, r.seed) for r in runs if r.options}
+    expected = {
+        (m, tuple(sorted(o.items())), p, s)
+        for m, o in INGREDIENTS
+        for p in INGREDIENT_PRUNES
+        for s in (0, 1, 2)
+    }
+    assert variants == expected
+    assert "peek-p0.5-s0-stepsTrue" in {r.name for r in runs}
+    firsts = [r for i, r in enumerate(runs) if i == 0 or runs[i - 1].seed != r.seed]
+    assert [(r.method, r.seed) for r in firsts] == [("full", s) for s in (0, 1, 2, *MORE_SEEDS)]
+
+
 def test_reproduce_refuses_results_of_other_code_unless_told_to_rerun_them(tmp_path):
     from reproduce import Suite, is_stale, run_suite
 

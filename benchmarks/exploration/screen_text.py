@@ -52,8 +52,9 @@ def run(prune: float, seeds: list[int], method: str, settings: list[str]) -> Non
     learning_rate = given.pop("learning_rate", None)
     train, held_out = text.corpus()
     for seed in seeds:
+        options = tuple(sorted(given.items()))
         result = text.run_one(
-            text.TextRun(method, prune, seed), train, held_out, given, learning_rate
+            text.TextRun(method, prune, seed, options), train, held_out, learning_rate
         )
         print(json.dumps({
             "method": method, "prune": prune, "seed": seed, "options": given,
