@@ -117,6 +117,7 @@ def test_compute_share_weighs_forwarded_samples_by_the_forward_share(tmp_path):
 def test_targets_say_met_or_missed_by_how_much(tmp_path):
     write(tmp_path, "fashion-mnist-table", [*full(), *cell("peek", 0.5, -0.05, 0.5)])
     write(tmp_path, "fashion-mnist-table", cell("peek", 0.7, -0.62, 0.42))
+    write(tmp_path, "fashion-mnist-table", cell("peek", 0.7, -0.2, 0.38, options={"steps": True}))
     setting = load_setting(tmp_path, "fashion-mnist-table")
     half, third = TARGETS
     checks = target_checks(half, setting.versus_full(setting.cell("peek", 0.5)), setting.metric)
@@ -129,6 +130,10 @@ def test_targets_say_met_or_missed_by_how_much(tmp_path):
     report = out.read_text()
     assert "| time 0.50, met; mean -0.05, met; lower end -0.05, met | **met** |" in report
     assert "| time 0.42, 0.02 over; mean -0.62, missed by 0.12 points | missed |" in report
+    # a setting of peek's other than its defaults, where measured: its own row
+    assert "| a third of the cost (prune 0.7) | steps=True |" in report
+    assert "| time 0.38, met; mean -0.20, met | **met** |" in report
+    assert "| half the cost (prune 0.5) | steps=True |" not in report
     assert "| infobatch at 0.3 | not measured yet |" in report  # the peers were not run
 
 

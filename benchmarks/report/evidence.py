@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import math
 import statistics
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -90,8 +91,13 @@ class Cell:
 
     @property
     def name(self) -> str:
-        extras = ", ".join(f"{key}={value}" for key, value in self.options)
+        extras = options_text(self.options)
         return f"{self.method} ({extras})" if extras else self.method
+
+
+def options_text(options: Iterable[tuple[str, object]]) -> str:
+    """``name=value`` for each option, comma-separated ("" for none)."""
+    return ", ".join(f"{key}={value}" for key, value in options)
 
 
 def cells(runs: list[Run], archived: bool = False) -> list[Cell]:

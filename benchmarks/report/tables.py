@@ -45,6 +45,9 @@ BASELINES = ("full", "full-matched")
 
 #: The method the targets are set for: dataprune's own.
 TARGET_METHOD = "peek"
+#: The method's settings held against the targets, where measured: its defaults, and full
+#: training's step count (one of its ingredients, for few-epoch runs at high rates).
+TARGET_SETTINGS: tuple[dict[str, Any], ...] = ({}, {"steps": True})
 #: Between methods that meet as many targets, the best mean rank of the difference to full at
 #: this prune rate (the half-cost target's) makes the default.
 TIE_BREAK_PRUNE = 0.5
