@@ -141,6 +141,7 @@ def test_text_setting_compares_the_held_out_loss_in_percent_of_fulls(tmp_path):
     losses = {0: 2.0, 1: 2.5, 2: 4.0}
     runs = [text_run("full", 0.0, s, losses[s], 100.0) for s in SEEDS]
     runs += [text_run("peek", 0.5, s, 1.02 * losses[s], 50.0) for s in SEEDS]  # 2% worse
+    runs += [text_run("ucb", 0.5, s, 1.10 * losses[s], 50.0) for s in SEEDS]  # peek's is lower
     write(tmp_path, "text", runs)
     setting = load_setting(tmp_path, "text")
     comparison = setting.versus_full(setting.cell("peek", 0.5))
@@ -156,6 +157,11 @@ def test_text_setting_compares_the_held_out_loss_in_percent_of_fulls(tmp_path):
     write_results_md(tmp_path, out, [("text", "Text")], readme=tmp_path / "none")
     assert "| time ≤ 0.55, mean ≤ +1%, upper end ≤ +5% |" in out.read_text()
     assert "2.833 ± " in out.read_text() and "(perplexity " in out.read_text()
+    # a lower loss is the better one: peek's against ucb's
+    assert (
+        "rather than a bandit's choice | -7.27 [-7.27, -7.27] | 1.00 [1.00, 1.00] | peek better |"
+        in out.read_text()
+    )
 
 
 def test_the_default_is_the_method_that_meets_the_most_targets(tmp_path):
@@ -234,7 +240,7 @@ def test_write_results_md_rewrites_the_readme_headline_and_marks_archived_result
     assert "| ucb † | 0.5 | 3 | " in report and "| +0.20 [+0.20, +0.20] | 0.50 [0.50" in report
     assert "| peek † |" not in report and "| random" not in report
     assert "| `peek (stretch=False)` | the stretch:" in report
-    assert "| +0.20 [+0.20, +0.20] | 1.00 [1.00, 1.00] | higher |" in report
+    assert "| +0.20 [+0.20, +0.20] | 1.00 [1.00, 1.00] | peek better |" in report
     assert "of 4 samples, 2 were kept in all 7 pruned epochs, 1 in none" in report
     assert (out.parent / "results" / "fashion-mnist-table-frontier.png").is_file()
     assert "## Text\n\nNot measured yet" in report

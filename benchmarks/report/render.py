@@ -349,9 +349,10 @@ def selection_section(name: str, results_dir: Path, figures: Path) -> str | None
 
 def ingredients_section(settings: Sequence[Setting]) -> str:
     """Peek against each claim's run, at the targets' prune rates (where the variants run)."""
-    words = {HOLDS: "higher", FAILS: "lower"}
+    words = {HOLDS: f"{TARGET_METHOD} better", FAILS: f"{TARGET_METHOD} worse"}
     rows = []
     for setting in settings:
+        better = "higher" if setting.metric.higher_is_better else "lower"
         for prune in (target.prune for target in TARGETS):
             peek = setting.cell(TARGET_METHOD, prune)
             for claim in CLAIMS:
@@ -359,7 +360,7 @@ def ingredients_section(settings: Sequence[Setting]) -> str:
                 comparison = setting.versus(peek, other)
                 if comparison is None:
                     continue
-                word = verdict(comparison.difference, "higher")
+                word = verdict(comparison.difference, better)
                 rows.append(
                     [
                         setting.name,
