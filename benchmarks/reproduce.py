@@ -23,7 +23,7 @@ import json
 import random
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -155,8 +155,12 @@ def variant_name(config: RunConfig) -> str:
         for f in ("every", "rescale", "anneal_epochs")
         if getattr(config, f) != getattr(defaults, f)
     ]
-    extras += [f"{name}{value}" for name, value in sorted(config.options.items())]
-    return "-".join([run_name(config), *extras])
+    return "-".join([run_name(config), *extras, *option_parts(config.options.items())])
+
+
+def option_parts(options: Iterable[tuple[str, Any]]) -> list[str]:
+    """A run folder's name parts for a method's options, sorted: ``stepsTrue``."""
+    return [f"{name}{value}" for name, value in sorted(options)]
 
 
 def run_suite(

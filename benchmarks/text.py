@@ -51,8 +51,11 @@ class TextRun:
     @property
     def name(self) -> str:
         """As ``reproduce.variant_name``: method, prune, seed, then each option."""
-        extras = [f"{name}{value}" for name, value in self.options]
-        return "-".join([f"{self.method}-p{self.prune:g}-s{self.seed}", *extras])
+        from reproduce import option_parts
+
+        return "-".join(
+            [f"{self.method}-p{self.prune:g}-s{self.seed}", *option_parts(self.options)]
+        )
 
 
 def example():

@@ -13,12 +13,12 @@ the suite's own ingredient runs, timed beside its full runs, are what RESULTS.md
 from __future__ import annotations
 
 import dataclasses
-import json
 import statistics
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from report.evidence import read_run  # noqa: E402
 from reproduce import Suite, run_suite, suites  # noqa: E402
 from screen import per_seed  # noqa: E402
 
@@ -40,18 +40,18 @@ def run(out: Path) -> None:
 
 
 def summary(out: Path) -> str:
+    """Each run against full of its seed: accuracy in points, training time as the report
+    counts it (``report.evidence.read_run``: wall time less evaluation)."""
     runs = {}
     for path in sorted((out / "fashion-mnist").glob("*/result.json")):
-        result = json.loads(path.read_text())
-        config = result["config"]
-        name = config["method"] + "".join(f" {k}={v}" for k, v in config["options"].items())
-        seconds = sum(e["train_seconds"] for e in result["epochs"])
-        runs[name, config["seed"]] = (result["final_accuracy"], seconds)
+        run = read_run(path)
+        runs[" ".join([run.method, *(f"{k}={v}" for k, v in run.options)]), run.seed] = run
     lines = ["| run | minus full, points, per seed | mean | time / full's, mean |"]
     lines.append("|---|---|---|---|")
     for name in ("peek", "peek steps=True"):
-        diffs = [100 * (runs[name, s][0] - runs["full", s][0]) for s in SEEDS]
-        shares = [runs[name, s][1] / runs["full", s][1] for s in SEEDS]
+        pairs = [(runs[name, s], runs["full", s]) for s in SEEDS]
+        diffs = [100 * (run.value - full.value) for run, full in pairs]
+        shares = [run.training_seconds / full.training_seconds for run, full in pairs]
         lines.append(f"| {name} | {per_seed(diffs)} | {statistics.fmean(shares):.2f} |")
     return "\n".join(lines)
 
