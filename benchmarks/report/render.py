@@ -210,7 +210,7 @@ def which_method_section(settings: Sequence[Setting]) -> str:
             "the highest of the targets' rates whose target it meets in every setting it was "
             "measured in"
             if prune in supported_prunes(list(settings), chosen)
-            else "it meets no target in every setting it was measured in: the lowest rate measured"
+            else "the lowest rate measured: no target is met in all the settings it was measured in"
         )
         rate = f" at prune {prune:g} ({why})"
     tally = ", ".join(
